@@ -1,0 +1,104 @@
+"""The learner contract, the one-pass transformer against its per-prefix reference, and the
+explicit handling of positions with no earlier example."""
+
+import pytest
+import torch
+
+from uni_icl.icl import ICLConfig, ICLTransformer
+from uni_icl.learners import CLASSIFIERS, REGRESSORS, LearnerSpec
+from uni_icl.runs import build_seeded
+from uni_icl.tasks import make_task
+
+N = 12
+
+
+def perturb_after(xs, ys, i, regression):
+    """Change y_i and every x_j, y_j with j > i."""
+    xs, ys = xs.clone(), ys.clone()
+    xs[:, i + 1 :] += 2.5
+    ys[:, i:] = ys[:, i:] + 1.7 if regression else 1 - ys[:, i:]
+    return xs, ys
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS + REGRESSORS)
+def test_output_at_i_uses_only_x_i_and_earlier_pairs(name):
+    regression = name in REGRESSORS
+    task = make_task("linear_regression" if regression else "pairwise", d=3, n_points=N)
+    learner = build_seeded(LearnerSpec(name), task, seed=0).eval()
+    episode = task.sample(3, seed=1)
+    with torch.no_grad():
+        reference = learner(episode.xs, episode.ys)
+        assert reference.shape == ((3, N) if regression else (3, N, 2))
+        for i in (0, 4, N - 1):
+            xs, ys = perturb_after(episode.xs, episode.ys, i, regression)
+            changed = learner(xs, ys)
+            assert torch.allclose(changed[:, : i + 1], reference[:, : i + 1], atol=1e-5), f"position <= {i} changed"
+        # the contract is not vacuous: earlier labels do matter for later positions
+        xs, ys = perturb_after(episode.xs, episode.ys, 0, regression)
+        assert not torch.allclose(learner(episode.xs, ys)[:, 1:], reference[:, 1:])
+
+
+@pytest.mark.parametrize("config", [ICLConfig(width=16, depth=2, n_heads=2), ICLConfig.authors()])
+def test_one_pass_equals_per_prefix_reference(config):
+    torch.manual_seed(0)
+    learner = ICLTransformer(2, 2, config).eval()
+    episode = make_task("mixture", n_points=N).sample(4, seed=2)
+    with torch.no_grad():
+        one_pass = learner(episode.xs, episode.ys)
+        per_prefix = learner.forward_per_prefix(episode.xs, episode.ys)
+    assert torch.allclose(one_pass, per_prefix, atol=1e-5)
+
+
+def test_authors_shape_matches_paper():
+    learner = ICLTransformer(2, 2, ICLConfig.authors())
+    widths = {block.attn.qkv.in_features for block in learner.blocks}
+    assert widths == {6} and len(learner.blocks) == 8
+    assert 3000 < sum(p.numel() for p in learner.parameters()) < 4500  # the paper: about 3.4k
+
+
+@pytest.mark.parametrize("name", ["matchnet", "protonet", "cnp", "icl"])
+def test_first_position_has_no_evidence_and_outputs_are_logits(name):
+    task = make_task("prototype", n_points=N)
+    learner = build_seeded(LearnerSpec(name), task, seed=0).eval()
+    episode = task.sample(8, seed=3)
+    with torch.no_grad():
+        logits = learner(episode.xs, episode.ys)
+    assert torch.isfinite(logits).all()
+    assert logits.abs().max() < 1e3  # no +-9999 padding
+    if name in ("matchnet", "protonet"):  # nothing seen yet: every class equally likely
+        assert torch.allclose(logits[:, 0, 0], logits[:, 0, 1])
+
+
+def test_protonet_unseen_class_uses_default_prototype():
+    learner = build_seeded(LearnerSpec("protonet", {"hidden": 4, "n_layers": 0}), make_task("prototype"), 0)
+    xs = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 0.0]]])
+    ys = torch.tensor([[0, 0, 1]])
+    with torch.no_grad():
+        logits = learner(xs, ys)
+    # position 2: class 0 has prototype mean(x_0, x_1) = (2, 0); class 1 none yet -> default (0, 0)
+    assert torch.allclose(logits[0, 2], torch.tensor([-4.0, 0.0]))
+
+
+def test_least_squares_recovers_noiseless_weights():
+    task = make_task("linear_regression", d=3, n_points=10)
+    episode = task.sample(4, seed=0)
+    preds = LearnerSpec("least_squares").build(3, 1)(episode.xs, episode.ys)
+    assert torch.allclose(preds[:, 4:], episode.ys[:, 4:], atol=1e-3)
+    assert not torch.allclose(preds[:, 1:3], episode.ys[:, 1:3], atol=1e-2)
+
+
+def test_knn_averages_three_nearest_earlier_points():
+    xs = torch.tensor([[[0.0], [1.0], [2.0], [10.0], [1.1]]])
+    ys = torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.0]])
+    preds = LearnerSpec("knn").build(1, 1)(xs, ys)
+    assert preds[0, 0] == 0 and preds[0, 1] == 1.0 and preds[0, 2] == 1.5
+    assert torch.isclose(preds[0, 4], torch.tensor(2.0))  # neighbours of 1.1: 1.0, 2.0, 0.0
+
+
+def test_unknown_learner_and_parameter_are_rejected():
+    with pytest.raises(ValueError, match="allowed: icl"):
+        LearnerSpec("svm")
+    with pytest.raises(ValueError, match="allowed: hidden, n_layers"):
+        LearnerSpec("matchnet", {"depth": 3})
+    with pytest.raises(ValueError, match="attention"):
+        ICLConfig(attention="sparse")

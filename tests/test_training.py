@@ -1,0 +1,112 @@
+"""Training, resume after interruption, train-or-load and the integrity of the result store."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from uni_icl.learners import LearnerSpec
+from uni_icl.runs import RunSpec, build_seeded, evaluate_or_load, model_path, train_or_load
+from uni_icl.storage import atomic_json_save, checked_json_load
+from uni_icl.tasks import make_task
+from uni_icl.training import TrainConfig, train
+
+TASK = make_task("prototype", n_points=16)
+CONFIG = TrainConfig(max_steps=30, batch_size=16, eval_every=5, n_val_tasks=32, checkpoint_every=5, lr=3e-3)
+
+
+class HardKillError(Exception):
+    """Stands for a hard kill: nothing is saved when it is raised."""
+
+
+class StopAt:
+    """A schedule that trains on TASK and raises ``error`` when step ``step`` is reached."""
+
+    def __init__(self, step, error):
+        self.step, self.error = step, error
+
+    def task_at(self, step):
+        if step == self.step:
+            raise self.error
+        return TASK
+
+    def config(self):
+        return {}
+
+
+def fresh_learner():
+    return build_seeded(LearnerSpec("protonet", {"hidden": 8}), TASK, seed=0)
+
+
+@pytest.mark.parametrize("name", ["icl", "matchnet", "protonet", "cnp"])
+def test_smoke_training_lowers_the_loss(name):
+    task = make_task("pairwise", n_points=16)
+    learner = build_seeded(LearnerSpec(name, {"width": 16, "depth": 1} if name == "icl" else {}), task, seed=0)
+    history = train(learner, task, dataclasses.replace(CONFIG, max_steps=60, eval_every=20), progress=False)
+    assert history.val_loss[-1] < history.val_loss[0] or history.val_score[-1] > history.val_score[0]
+    assert history.train_loss[-1] < history.train_loss[0]
+
+
+@pytest.mark.parametrize(("error", "kill_step"), [(KeyboardInterrupt(), 13), (HardKillError(), 13)])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, error, kill_step):
+    reference = fresh_learner()
+    reference_history = train(reference, TASK, CONFIG, progress=False)
+    learner = fresh_learner()
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(type(error)):
+        train(learner, TASK, CONFIG, schedule=StopAt(kill_step, error), checkpoint_path=checkpoint, progress=False)
+    assert checkpoint.exists()
+    resumed = fresh_learner()  # a new process would start from fresh weights and load the checkpoint
+    history = train(resumed, TASK, CONFIG, checkpoint_path=checkpoint, progress=False)
+    assert not checkpoint.exists()
+    assert history.val_score == reference_history.val_score
+    for a, b in zip(resumed.state_dict().values(), reference.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_early_stopping_stops_when_validation_levels_off():
+    config = dataclasses.replace(CONFIG, max_steps=400, patience=2, min_delta=0.5)
+    history = train(fresh_learner(), TASK, config, progress=False)
+    assert history.stopped_early and history.steps[-1] == 15
+
+
+def test_train_or_load_reuses_and_retrains_on_changed_config(isolated_cache):
+    spec = RunSpec(LearnerSpec("matchnet", {"hidden": 8}), TASK, CONFIG)
+    first = train_or_load(spec, progress=False)
+    second = train_or_load(spec, progress=False)
+    assert not first.loaded_from_cache and second.loaded_from_cache
+    for a, b in zip(first.learner.state_dict().values(), second.learner.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    changed = dataclasses.replace(spec, train=dataclasses.replace(CONFIG, lr=1e-3))
+    assert changed.key != spec.key
+    assert not train_or_load(changed, progress=False).loaded_from_cache
+    other_task = dataclasses.replace(spec, task=make_task("prototype", n_points=16, noise_std=2.0))
+    assert not train_or_load(other_task, progress=False).loaded_from_cache
+
+
+def test_corrupted_model_entry_is_detected_and_retrained(isolated_cache):
+    spec = RunSpec(LearnerSpec("protonet", {"hidden": 8}), TASK, CONFIG)
+    train_or_load(spec, progress=False)
+    path = model_path(spec)
+    path.write_bytes(path.read_bytes()[:-40])  # truncate
+    with pytest.warns(UserWarning, match="corrupted"):
+        again = train_or_load(spec, progress=False)
+    assert not again.loaded_from_cache
+    assert train_or_load(spec, progress=False).loaded_from_cache
+
+
+def test_evaluation_results_are_cached_and_corruption_recomputed(isolated_cache):
+    trained = train_or_load(RunSpec(LearnerSpec("protonet", {"hidden": 8}), TASK, CONFIG), progress=False)
+    first = evaluate_or_load(trained, TASK, n_tasks=32, seed=5)
+    [path] = (isolated_cache / "results").glob("*.json")
+    assert evaluate_or_load(trained, TASK, n_tasks=32, seed=5) == first
+    path.write_text(path.read_text().replace("accuracy", "accurac"))
+    with pytest.warns(UserWarning, match="corrupted"):
+        assert evaluate_or_load(trained, TASK, n_tasks=32, seed=5) == first
+
+
+def test_atomic_json_roundtrip(tmp_path):
+    atomic_json_save({"a": [1, 2]}, tmp_path / "x.json")
+    assert checked_json_load(tmp_path / "x.json") == {"a": [1, 2]}
+    assert checked_json_load(tmp_path / "missing.json") is None
+    assert not list(tmp_path.glob(".*tmp"))

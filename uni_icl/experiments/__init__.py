@@ -1,0 +1,1 @@
+"""Named experiments: each trains-or-loads its learners at a preset and returns result tables."""

@@ -1,0 +1,223 @@
+"""One training loop for every learner and task family.
+
+Adam, gradient clipping, a validation set with its own seed (used for checkpoint selection and
+early stopping, never the test set), periodic checkpoints that a later call resumes from, and a
+``tqdm`` progress bar. Randomness comes only from generators seeded by the config, and the
+training generator's state is checkpointed, so an interrupted and resumed run ends exactly where
+an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from uni_icl.storage import atomic_torch_save, checked_torch_load
+from uni_icl.tasks import Episode, TaskFamily
+from uni_icl.validation import check_int, check_positive
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (all part of the cache key)."""
+
+    max_steps: int = 2000  # upper bound on optimiser steps
+    batch_size: int = 64  # episodes per step
+    lr: float = 1e-3  # Adam learning rate
+    grad_clip: float = 1.0  # max global gradient norm
+    eval_every: int = 100  # steps between validation evaluations
+    n_val_tasks: int = 512  # validation episodes (fixed, drawn with val_seed)
+    patience: int = 0  # stop after this many evaluations without improvement (0: never stop early)
+    min_delta: float = 0.002  # improvement in the validation score that resets the patience
+    seed: int = 0  # seed of the training episodes and of the initial weights
+    val_seed: int = 1_000_003  # seed of the validation episodes
+    checkpoint_every: int = 500  # steps between resumable checkpoints
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "eval_every", "n_val_tasks", "checkpoint_every"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("patience", self.patience, minimum=0)
+        check_positive("lr", self.lr)
+        check_positive("grad_clip", self.grad_clip)
+
+
+class TaskSchedule(Protocol):
+    """Chooses the training task at each step (a curriculum). ``config()`` enters the cache key."""
+
+    def task_at(self, step: int) -> TaskFamily: ...
+
+    def config(self) -> dict: ...
+
+
+@dataclass
+class TrainHistory:
+    """At each evaluation: the step, the mean training loss since the previous evaluation, and
+    the validation score (accuracy, or minus the squared error) and loss."""
+
+    steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_score: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_step: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0  # wall time spent training, summed over resumed runs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def episode_loss(learner: nn.Module, episode: Episode) -> torch.Tensor:
+    """Cross-entropy over all positions (classification) or mean squared error (regression)."""
+    outputs = learner(episode.xs, episode.ys)
+    if getattr(learner, "is_regression", False):
+        return F.mse_loss(outputs, episode.ys)
+    return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), episode.ys.reshape(-1))
+
+
+def episode_score(learner: nn.Module, episode: Episode) -> torch.Tensor:
+    """Per-episode, per-position score: 1/0 correctness, or squared error. -> (B, N)"""
+    outputs = learner(episode.xs, episode.ys)
+    if getattr(learner, "is_regression", False):
+        return (outputs - episode.ys) ** 2
+    return (outputs.argmax(-1) == episode.ys).float()
+
+
+@torch.no_grad()
+def validate(learner: nn.Module, episodes: list[Episode]) -> tuple[float, float]:
+    """(score, loss): score is mean accuracy, or minus the mean squared error, higher is better."""
+    was_training = learner.training
+    learner.eval()
+    scores = torch.cat([episode_score(learner, e) for e in episodes]).mean().item()
+    loss = sum(episode_loss(learner, e).item() * e.batch_size for e in episodes) / sum(e.batch_size for e in episodes)
+    learner.train(was_training)
+    return (-scores if getattr(learner, "is_regression", False) else scores), loss
+
+
+def validation_episodes(task: TaskFamily, config: TrainConfig, device: torch.device) -> list[Episode]:
+    """The fixed validation set, in batches of ``config.batch_size``."""
+    gen = torch.Generator().manual_seed(config.val_seed)
+    sizes = [config.batch_size] * (config.n_val_tasks // config.batch_size)
+    if config.n_val_tasks % config.batch_size:
+        sizes.append(config.n_val_tasks % config.batch_size)
+    return [task.sample(size, generator=gen, device=device) for size in sizes]
+
+
+def train(
+    learner: nn.Module,
+    task: TaskFamily,
+    config: TrainConfig,
+    *,
+    schedule: TaskSchedule | None = None,
+    checkpoint_path: Path | None = None,
+    progress: bool = True,
+    description: str = "training",
+) -> TrainHistory:
+    """Train ``learner`` in place on episodes of ``task`` (or ``schedule.task_at(step)``).
+
+    Validation always uses ``task`` (the full task). At the end the learner holds the weights
+    with the best validation score. With ``checkpoint_path``, the state is saved every
+    ``config.checkpoint_every`` steps (and on KeyboardInterrupt), a call that finds a checkpoint
+    resumes from it, and the checkpoint is removed when training completes.
+    """
+    device = next(learner.parameters()).device
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    history = TrainHistory()
+    state = {
+        "step": 0,
+        "best_score": -math.inf,
+        "best_weights": copy.deepcopy(learner.state_dict()),
+        "plateau_score": -math.inf,
+        "since_improvement": 0,
+        "loss_sum": 0.0,
+        "loss_count": 0,
+    }
+    if checkpoint_path is not None and checkpoint_path.exists():
+        saved = checked_torch_load(checkpoint_path)
+        if saved is not None:
+            learner.load_state_dict(saved["weights"])
+            optimizer.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["generator"])
+            history = TrainHistory(**saved["history"])
+            state = saved["state"]
+
+    def save_checkpoint() -> None:
+        if checkpoint_path is not None:
+            atomic_torch_save(
+                {
+                    "weights": learner.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": gen.get_state(),
+                    "history": history.to_dict(),
+                    "state": state,
+                },
+                checkpoint_path,
+            )
+
+    val_set = validation_episodes(task, config, device)
+    bar = tqdm(total=config.max_steps, initial=state["step"], desc=description, disable=not progress, leave=False)
+    learner.train()
+    started = time.perf_counter()
+    try:
+        while state["step"] < config.max_steps and not history.stopped_early:
+            step = state["step"]
+            step_task = task if schedule is None else schedule.task_at(step)
+            episode = step_task.sample(config.batch_size, generator=gen, device=device)
+            loss = episode_loss(learner, episode)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+            optimizer.step()
+            state["step"] = step + 1
+            state["loss_sum"] += loss.item()
+            state["loss_count"] += 1
+            bar.update(1)
+            if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
+                _record_validation(learner, val_set, config, state, history)
+                bar.set_postfix(val=f"{history.val_score[-1]:.4f}", best=f"{state['best_score']:.4f}")
+            if state["step"] % config.checkpoint_every == 0:
+                history.seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                save_checkpoint()
+    except KeyboardInterrupt:
+        history.seconds += time.perf_counter() - started
+        save_checkpoint()
+        raise
+    finally:
+        bar.close()
+    history.seconds += time.perf_counter() - started
+    learner.load_state_dict(state["best_weights"])
+    if checkpoint_path is not None:
+        checkpoint_path.unlink(missing_ok=True)
+    return history
+
+
+def _record_validation(
+    learner: nn.Module, val_set: list[Episode], config: TrainConfig, state: dict, history: TrainHistory
+) -> None:
+    """Evaluate, keep the best weights, and count evaluations without a min_delta improvement."""
+    score, loss = validate(learner, val_set)
+    history.steps.append(state["step"])
+    history.train_loss.append(state["loss_sum"] / max(state["loss_count"], 1))
+    history.val_score.append(score)
+    history.val_loss.append(loss)
+    state["loss_sum"], state["loss_count"] = 0.0, 0
+    if score > state["best_score"]:
+        state["best_score"] = score
+        state["best_weights"] = copy.deepcopy(learner.state_dict())
+        history.best_step = state["step"]
+    if score > state["plateau_score"] + config.min_delta:
+        state["plateau_score"] = score
+        state["since_improvement"] = 0
+    else:
+        state["since_improvement"] += 1
+        history.stopped_early = bool(config.patience) and state["since_improvement"] >= config.patience
