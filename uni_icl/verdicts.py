@@ -1,0 +1,58 @@
+"""Claim verdicts: each chapter's experiment stores one per claim; the scorecard collects them.
+
+A verdict holds the quantity measured, the numbers behind it, the rule that decides it (written
+in the experiment's code before the numbers were seen) and the outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from uni_icl.storage import atomic_json_save, cache_root, checked_json_load
+from uni_icl.validation import check_choice
+
+OUTCOMES = ("reproduced", "not reproduced", "inconclusive")
+CLAIMS = {
+    "1": "Expressiveness: ICL can represent the typical meta-learners' algorithms",
+    "2-single": "Learnability, single type: ICL matches the optimal meta-learner on its own family",
+    "2-mixed": "Learnability, mixed types: ICL stays optimal on a mixture; meta-learners fall behind",
+    "3a": "Unseen task type: ICL differs from selecting the best known algorithm",
+    "3b": "Distribution shift: ICL degrades with noise, an explicit algorithm does not",
+    "4a": "Meta-level curriculum speeds up pre-training convergence",
+    "4b": "Meta-level meta-learning (M2-ICL) beats ICL when adapting with few tasks",
+}
+
+
+@dataclass(frozen=True)
+class ClaimVerdict:
+    """The outcome of one claim at one preset."""
+
+    claim: str  # a key of CLAIMS
+    preset: str
+    quantity: str  # what was measured, in words
+    numbers: dict  # the measurements behind the verdict (means, CIs, ...)
+    rule: str  # the decision rule, as stated in the experiment's code
+    outcome: str  # one of OUTCOMES
+    chapter: str  # the book page that shows the evidence, e.g. "book/02_learnability"
+    wall_seconds: float = 0.0  # time the experiment took (0 when loaded from the cache)
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice("claim", self.claim, CLAIMS)
+        check_choice("outcome", self.outcome, OUTCOMES)
+
+
+def verdict_path(claim: str, preset: str, root: Path | None = None) -> Path:
+    return (root or cache_root()) / "verdicts" / preset / f"claim-{claim}.json"
+
+
+def save_verdict(verdict: ClaimVerdict, root: Path | None = None) -> None:
+    """Store ``verdict`` (atomically), replacing an earlier one for the same claim and preset."""
+    atomic_json_save(asdict(verdict), verdict_path(verdict.claim, verdict.preset, root))
+
+
+def load_verdict(claim: str, preset: str, root: Path | None = None) -> ClaimVerdict | None:
+    """The stored verdict of ``claim`` at ``preset``, or None."""
+    stored = checked_json_load(verdict_path(claim, preset, root))
+    return None if stored is None else ClaimVerdict(**stored)
