@@ -1,13 +1,15 @@
 """Training, resume after interruption, train-or-load and the integrity of the result store."""
 
 import dataclasses
+import os
+import signal
 
 import pytest
 import torch
 
 from uni_icl.learners import LearnerSpec
 from uni_icl.runs import RunSpec, build_seeded, evaluate_or_load, model_path, train_or_load
-from uni_icl.storage import atomic_json_save, checked_json_load
+from uni_icl.storage import atomic_json_save, checked_json_load, checked_torch_load
 from uni_icl.tasks import make_task
 from uni_icl.training import TrainConfig, train
 
@@ -20,14 +22,18 @@ class HardKillError(Exception):
 
 
 class StopAt:
-    """A schedule that trains on TASK and raises ``error`` when step ``step`` is reached."""
+    """A schedule that trains on TASK and, when step ``step`` starts, raises ``error`` (a hard kill)
+    or sends this process SIGINT (``error=None``: Ctrl-C)."""
 
     def __init__(self, step, error):
         self.step, self.error = step, error
 
     def task_at(self, step):
         if step == self.step:
-            raise self.error
+            if self.error is None:
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise self.error
         return TASK
 
     def config(self):
@@ -47,15 +53,15 @@ def test_smoke_training_lowers_the_loss(name):
     assert history.train_loss[-1] < history.train_loss[0]
 
 
-@pytest.mark.parametrize(("error", "kill_step"), [(KeyboardInterrupt(), 13), (HardKillError(), 13)])
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, error, kill_step):
+@pytest.mark.parametrize(("error", "saved_step"), [(None, 14), (HardKillError(), 10)])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, error, saved_step):
     reference = fresh_learner()
     reference_history = train(reference, TASK, CONFIG, progress=False)
     learner = fresh_learner()
     checkpoint = tmp_path / "run.ckpt"
-    with pytest.raises(type(error)):
-        train(learner, TASK, CONFIG, schedule=StopAt(kill_step, error), checkpoint_path=checkpoint, progress=False)
-    assert checkpoint.exists()
+    with pytest.raises(KeyboardInterrupt if error is None else HardKillError):
+        train(learner, TASK, CONFIG, schedule=StopAt(13, error), checkpoint_path=checkpoint, progress=False)
+    assert checked_torch_load(checkpoint)["state"]["step"] == saved_step  # Ctrl-C: at the end of the step
     resumed = fresh_learner()  # a new process would start from fresh weights and load the checkpoint
     history = train(resumed, TASK, CONFIG, checkpoint_path=checkpoint, progress=False)
     assert not checkpoint.exists()

@@ -9,9 +9,13 @@ an uninterrupted one does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -125,8 +129,9 @@ def train(
 
     Validation always uses ``task`` (the full task). At the end the learner holds the weights
     with the best validation score. With ``checkpoint_path``, the state is saved every
-    ``config.checkpoint_every`` steps (and on KeyboardInterrupt), a call that finds a checkpoint
-    resumes from it, and the checkpoint is removed when training completes.
+    ``config.checkpoint_every`` steps and when SIGINT arrives (then KeyboardInterrupt is raised
+    at the end of the current step), a call that finds a checkpoint resumes from it, and the
+    checkpoint is removed when training completes.
     """
     device = next(learner.parameters()).device
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
@@ -167,38 +172,56 @@ def train(
     bar = tqdm(total=config.max_steps, initial=state["step"], desc=description, disable=not progress, leave=False)
     learner.train()
     started = time.perf_counter()
-    try:
-        while state["step"] < config.max_steps and not history.stopped_early:
-            step = state["step"]
-            step_task = task if schedule is None else schedule.task_at(step)
-            episode = step_task.sample(config.batch_size, generator=gen, device=device)
-            loss = episode_loss(learner, episode)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
-            optimizer.step()
-            state["step"] = step + 1
-            state["loss_sum"] += loss.item()
-            state["loss_count"] += 1
-            bar.update(1)
-            if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
-                _record_validation(learner, val_set, config, state, history)
-                bar.set_postfix(val=f"{history.val_score[-1]:.4f}", best=f"{state['best_score']:.4f}")
-            if state["step"] % config.checkpoint_every == 0:
-                history.seconds += time.perf_counter() - started
-                started = time.perf_counter()
-                save_checkpoint()
-    except KeyboardInterrupt:
-        history.seconds += time.perf_counter() - started
-        save_checkpoint()
-        raise
-    finally:
-        bar.close()
+    with deferred_interrupt() as interrupted:
+        try:
+            while state["step"] < config.max_steps and not history.stopped_early:
+                step = state["step"]
+                step_task = task if schedule is None else schedule.task_at(step)
+                episode = step_task.sample(config.batch_size, generator=gen, device=device)
+                loss = episode_loss(learner, episode)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+                optimizer.step()
+                state["step"] = step + 1
+                state["loss_sum"] += loss.item()
+                state["loss_count"] += 1
+                bar.update(1)
+                if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
+                    _record_validation(learner, val_set, config, state, history)
+                    bar.set_postfix(val=f"{history.val_score[-1]:.4f}", best=f"{state['best_score']:.4f}")
+                if state["step"] % config.checkpoint_every == 0 or interrupted():
+                    history.seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    save_checkpoint()
+                if interrupted():
+                    raise KeyboardInterrupt(f"training interrupted at step {state['step']}; checkpoint saved")
+        finally:
+            bar.close()
     history.seconds += time.perf_counter() - started
     learner.load_state_dict(state["best_weights"])
     if checkpoint_path is not None:
         checkpoint_path.unlink(missing_ok=True)
     return history
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn SIGINT (Ctrl-C, a notebook's interrupt) into a flag checked between training steps.
+
+    The loop then saves a consistent checkpoint at a step boundary and raises KeyboardInterrupt,
+    instead of being torn down half-way through an optimiser step. Outside the main thread
+    (where signal handlers cannot be set) SIGINT keeps its default behaviour.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _record_validation(
