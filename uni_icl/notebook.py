@@ -26,7 +26,9 @@ class NotebookContext:
 def setup(style: bool = True) -> NotebookContext:
     """Print the device, preset and cache folder in use; set the plotting style."""
     context = NotebookContext(preset_name(), default_device(), cache_root())
-    name = torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else platform.processor() or "CPU"
+    name = (
+        torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else platform.processor() or "CPU"
+    )
     print(f"uni_icl {__version__} | torch {torch.__version__} | device: {context.device} ({name})")
     print(f"preset: {context.preset} (set UNI_ICL_PRESET to smoke, quick or paper) | cache: {context.cache}")
     if style:
