@@ -1,8 +1,38 @@
 #!/usr/bin/env bash
-# The main command (README.md): run the experiments at $UNI_ICL_PRESET (default quick).
+# The main command (README.md): build the whole book at $UNI_ICL_PRESET (default quick) into _build/html.
+# Every notebook is executed (warnings are errors); trained models and results come from, and go to,
+# the train-or-load cache ($UNI_ICL_CACHE, default ~/.cache/uni_icl), so a rebuild is fast.
+# Extra arguments go to `jupyter-book build` (e.g. --path-output /tmp/book).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-. "${UNI_ICL_VENV:-.venv}/bin/activate"
+VENV="$(cd "${UNI_ICL_VENV:-.venv}" && pwd)"
+. "$VENV/bin/activate"
 export UNI_ICL_PRESET="${UNI_ICL_PRESET:-quick}"
-python -m uni_icl run learnability
+
+# Notebooks must run on the "python3" kernel of this environment (where uni_icl is installed),
+# whatever kernels the machine has elsewhere: JUPYTER_PATH is searched first.
+export JUPYTER_PATH="$VENV/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+kernel_prefix="$(python - <<'PY'
+import subprocess
+from jupyter_client.kernelspec import KernelSpecManager
+
+argv = KernelSpecManager().get_kernel_spec("python3").argv
+print(subprocess.run([argv[0], "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True).stdout.strip())
+PY
+)"
+if [ "$kernel_prefix" != "$(python -c 'import sys; print(sys.prefix)')" ]; then
+  echo "error: the python3 kernel runs in '$kernel_prefix', not in $VENV; see: jupyter kernelspec list" >&2
+  exit 1
+fi
+if [ -n "${MPLBACKEND:-}" ]; then
+  echo "note: ignoring MPLBACKEND=$MPLBACKEND (a non-inline backend removes every figure from the book)"
+  unset MPLBACKEND
+fi
+
+echo "building the book at preset $UNI_ICL_PRESET (cache: ${UNI_ICL_CACHE:-$HOME/.cache/uni_icl})"
+started=$(date +%s)
+# --all: Sphinx would otherwise skip (and not execute) pages whose source did not change, even when
+# the preset or the package did.
+jupyter-book build . --all -W --keep-going "$@"
+echo "book built at preset $UNI_ICL_PRESET in $(( $(date +%s) - started )) s (wall time); open _build/html/index.html"

@@ -73,10 +73,8 @@ class MaskedSelfAttention(nn.Module):
         B, T, W = h.shape
         q, k, v = self.qkv(h).split(W, dim=-1)
         q, k, v = (t.view(B, T, self.n_heads, W // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
-        if self.kind == "softmax":
-            out = softmax_attention(q, k, v, allowed)
-        else:
-            out = linear_attention(q, k, v, allowed)
+        attend = softmax_attention if self.kind == "softmax" else linear_attention
+        out = attend(q, k, v, allowed)  # (B, H, T, Dh)
         return self.proj(out.transpose(1, 2).reshape(B, T, W))
 
 

@@ -1,0 +1,118 @@
+"""The book's configuration: Jupyter Book 1.x, forced execution that fails on errors, one repository URL."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def first_code_cell(notebook: Path) -> str:
+    cells = json.loads(notebook.read_text())["cells"]
+    code = [cell for cell in cells if cell["cell_type"] == "code"]
+    return "".join(code[0]["source"]) if code else ""
+
+
+def toc_files(entries) -> list[str]:
+    files = []
+    for entry in entries or []:
+        if "file" in entry:
+            files.append(entry["file"])
+        for key in ("parts", "chapters", "sections"):
+            files += toc_files(entry.get(key))
+    return files
+
+
+def load_url_script():
+    spec = importlib.util.spec_from_file_location("set_repository_url", ROOT / "scripts" / "set_repository_url.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_jupyter_book_is_version_1():
+    version = importlib.metadata.version("jupyter-book")
+    assert int(version.split(".")[0]) == 1, f"jupyter-book {version}: version 2 is a different tool (myst.yml)"
+    assert "jupyter-book>=1.0.4,<2" in (ROOT / "requirements.txt").read_text()
+
+
+def test_every_notebook_is_executed_on_every_build_and_errors_fail_it():
+    execute = CONFIG["execute"]
+    assert execute["execute_notebooks"] == "force"  # "cache" would ignore a change of preset or package
+    assert execute["raise_on_error"] is True
+    assert not execute.get("allow_errors", False)
+    assert execute["timeout"] >= 3600
+    assert CONFIG["sphinx"]["config"]["nb_kernel_rgx_aliases"] == {".*": "python3"}
+
+
+def test_only_the_book_is_built():
+    assert CONFIG["only_build_toc_files"] is True
+    for pattern in (".*", "tests", "uni_icl", "README.md", "_build", "scripts"):
+        assert pattern in CONFIG["exclude_patterns"], f"exclude_patterns lacks {pattern!r}"
+
+
+def test_every_toc_page_exists():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"], *toc_files(toc.get("parts") or toc.get("chapters"))]
+    missing = [p for p in pages if not any((ROOT / f"{p}{suffix}").is_file() for suffix in (".md", ".ipynb"))]
+    assert not missing, f"pages listed in _toc.yml without a file: {missing}"
+    for bib in CONFIG.get("bibtex_bibfiles", []):
+        assert (ROOT / bib).is_file(), f"bibtex_bibfiles names a missing file: {bib}"
+
+
+def test_launch_buttons_point_at_the_repository():
+    url = CONFIG["repository"]["url"]
+    assert re.fullmatch(r"https://\S+", url) and "executablebooks" not in url
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["html"]["use_repository_button"] is True
+
+
+def test_every_setup_cell_uses_the_repository_url_of_the_config():
+    url = CONFIG["repository"]["url"]
+    wrong = [
+        notebook.name
+        for notebook in NOTEBOOKS
+        if f'REPO_URL = "{url}"' not in first_code_cell(notebook)
+        or "from uni_icl.notebook import setup" not in first_code_cell(notebook)
+    ]
+    assert not wrong, (
+        f"the first code cell of {wrong} is not the setup cell with REPO_URL = {url!r} (the URL of _config.yml); "
+        "run: python scripts/set_repository_url.py <url>"
+    )
+
+
+def test_notebooks_are_stored_without_outputs_and_run_on_python3():
+    for notebook in NOTEBOOKS:
+        content = json.loads(notebook.read_text())
+        for index, cell in enumerate(content["cells"]):
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [], f"{notebook.name}: cell {index} is stored with outputs"
+                assert cell["execution_count"] is None, f"{notebook.name}: cell {index} has an execution count"
+        assert content["metadata"]["kernelspec"]["name"] == "python3", f"{notebook.name}: kernel is not python3"
+
+
+def test_set_repository_url_rewrites_the_config_and_every_setup_cell(tmp_path):
+    (tmp_path / "book").mkdir()
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    for notebook in NOTEBOOKS:
+        shutil.copy(notebook, tmp_path / "book" / notebook.name)
+    fork = "https://github.com/someone/uni-icl-fork"
+    changed = load_url_script().set_repository_url(fork, root=tmp_path)
+    assert len(changed) == 1 + len(NOTEBOOKS)
+    assert yaml.safe_load((tmp_path / "_config.yml").read_text())["repository"]["url"] == fork
+    for notebook in NOTEBOOKS:
+        copy = tmp_path / "book" / notebook.name
+        assert f'REPO_URL = "{fork}"' in first_code_cell(copy)
+        assert copy.read_text().replace(fork, CONFIG["repository"]["url"]) == notebook.read_text()  # nothing else
+    with pytest.raises(ValueError, match="url: expected an https:// URL"):
+        load_url_script().set_repository_url('https://x.org/a" b', root=tmp_path)
