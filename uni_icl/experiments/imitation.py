@@ -1,0 +1,620 @@
+"""Claim 1 (expressiveness): exact constructions checked numerically, and ICL trained to imitate meta-learners.
+
+Two parts, one result object:
+
+- :func:`construction_checks`: every hand-set transformer of :mod:`uni_icl.constructions` against
+  its meta-learner (the trained teachers and freshly randomised ones) and the gradient-descent
+  construction against an explicit autograd step; maximum absolute differences in float64 and
+  float32 over many episodes.
+- :func:`imitation_table`: the in-context transformer distilled on the predictive distributions of
+  each trained meta-learner (the *teacher*: MatchNet on ``pairwise``, ProtoNet on ``prototype``, CNP
+  on ``amortized``, the RunSpecs of the learnability chapter), then compared with its teacher per
+  shot count: argmax agreement and total variation, next to the agreement of the other
+  meta-learners with the same teacher on the same episodes.
+
+The distillation loop (:func:`distill`) is this module's own: Adam on the KL divergence from the
+teacher's distribution on fresh episodes of the teacher's family, a validation set with its own
+seed, early stopping, best weights kept. The student is cached under a hash of its full
+configuration, including the teacher's RunSpec key and ``CODE_VERSION``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from uni_icl.constructions import (
+    cnp_transformer,
+    gd_step_reference,
+    gd_transformer,
+    matching_network_transformer,
+    max_difference,
+    protonet_transformer,
+)
+from uni_icl.evaluation import Z_95
+from uni_icl.learners import LearnerSpec, display_name
+from uni_icl.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
+from uni_icl.presets import ClassificationScale, classification_scale, preset_name
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
+from uni_icl.storage import (
+    atomic_json_save,
+    atomic_torch_save,
+    cache_root,
+    checked_json_load,
+    checked_torch_load,
+    config_hash,
+    entry_lock,
+)
+from uni_icl.tasks import TaskFamily, make_task
+from uni_icl.training import TrainConfig
+from uni_icl.validation import check_choice
+from uni_icl.verdicts import ClaimVerdict
+
+TEACHERS = {"matchnet": "pairwise", "protonet": "prototype", "cnp": "amortized"}
+BUILDERS = {"matchnet": matching_network_transformer, "protonet": protonet_transformer, "cnp": cnp_transformer}
+LEARNER_CLASSES = {"matchnet": MatchingNetwork, "protonet": PrototypicalNetwork, "cnp": ConditionalNeuralProcess}
+TIE_TOLERANCE = 1e-6  # classes within this probability of the teacher's maximum count as its argmax
+EXACT_RELATIVE_TOLERANCE = 1e-4  # float32: max |difference| <= this * max(1, max |output|)
+CHAPTER = "book/01_expressivity"
+
+
+@dataclass(frozen=True)
+class ImitationScale:
+    """Sizes of the expressivity experiment at one preset (the classification sizes come from presets)."""
+
+    preset: str
+    distill: TrainConfig  # optimisation of the student (validation score: minus the mean KL)
+    warm_start: bool  # start from the ICL model trained on the teacher's family (learnability chapter)
+    n_test_tasks: int  # test episodes per teacher for the agreement curves
+    n_check_episodes: int  # episodes per construction check
+    n_random_learners: int  # randomised meta-learners per construction, next to the trained teacher
+    test_seed: int = 3_000_017  # test episodes (distinct from training, validation and other chapters)
+    check_seed: int = 4_000_037  # episodes and random weights of the construction checks
+
+
+IMITATION_SCALES = {
+    "smoke": ImitationScale(
+        preset="smoke",
+        distill=TrainConfig(max_steps=20, batch_size=16, eval_every=10, n_val_tasks=32, patience=2, min_delta=1e-3),
+        warm_start=False,
+        n_test_tasks=64,
+        n_check_episodes=16,
+        n_random_learners=1,
+    ),
+    "quick": ImitationScale(
+        preset="quick",
+        distill=TrainConfig(
+            max_steps=500, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, patience=3, min_delta=1e-3
+        ),
+        warm_start=False,
+        n_test_tasks=1024,
+        n_check_episodes=256,
+        n_random_learners=3,
+    ),
+    "paper": ImitationScale(
+        preset="paper",
+        distill=TrainConfig(
+            max_steps=50_000,
+            batch_size=256,
+            lr=1e-3,
+            eval_every=1000,
+            n_val_tasks=2048,
+            patience=10,
+            min_delta=1e-4,
+            checkpoint_every=2000,
+        ),
+        warm_start=False,
+        n_test_tasks=4096,
+        n_check_episodes=1024,
+        n_random_learners=5,
+    ),
+}
+
+
+def imitation_scale(preset: str | None = None) -> ImitationScale:
+    """The expressivity sizes of ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
+    return IMITATION_SCALES[preset_name(preset)]
+
+
+def log_probs(learner: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Predictive log-distribution of any classifier following the contract. -> (B, N, C)"""
+    return learner(xs, ys).log_softmax(-1)
+
+
+def teacher(scale: ClassificationScale, name: str, *, progress: bool = True) -> TrainedLearner:
+    """The trained meta-learner ``name`` on its matching family (the learnability chapter's RunSpec)."""
+    check_choice("teacher", name, TEACHERS)
+    return train_or_load(scale.run(name, scale.task(TEACHERS[name])), progress=progress)
+
+
+# ----------------------------------------------------------------------------------------------
+# Constructions
+# ----------------------------------------------------------------------------------------------
+
+
+def randomized(learner: nn.Module, seed: int, std: float = 0.7) -> nn.Module:
+    """A copy of ``learner`` with every parameter (scalars included) drawn from N(0, std^2) with ``seed``."""
+    copied = copy.deepcopy(learner)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in copied.parameters():
+            parameter.copy_(std * torch.randn(parameter.shape, generator=gen, dtype=parameter.dtype))
+    return copied
+
+
+def check_construction(
+    learner: nn.Module, task: TaskFamily, n_episodes: int, seed: int, n_max: int | None = None
+) -> dict:
+    """Build the construction of ``learner`` and compare on ``n_episodes`` episodes of ``task``.
+
+    Returns max |difference| in float64 and float32, the float32 difference relative to
+    max(1, max |output|), and the size of the construction.
+    """
+    kind = _kind(learner)
+    build = BUILDERS[kind]
+    episode = task.sample(n_episodes, seed=seed)
+    gaps = {}
+    for dtype in (torch.float64, torch.float32):
+        reference = copy.deepcopy(learner).cpu().eval().to(dtype)
+        construction = build(reference, n_max=n_max or task.n_points) if kind == "cnp" else build(reference)
+        gaps[dtype] = max_difference(reference, construction, episode.xs.to(dtype), episode.ys)
+    gap64, gap32 = gaps[torch.float64], gaps[torch.float32]
+    with torch.no_grad():
+        scale = max(1.0, reference(episode.xs, episode.ys).abs().max().item())
+    return {
+        "construction": display_name(kind),
+        "float64_max_abs": gap64,
+        "float32_max_abs": gap32,
+        "float32_max_rel": gap32 / scale,
+        "output_scale": scale,
+        "n_episodes": n_episodes,
+        "n_points": task.n_points,
+        "width": construction.width,
+        "sublayers": len(construction.layers),
+        "parameters": sum(p.numel() for p in construction.parameters()),
+    }
+
+
+def _kind(learner: nn.Module) -> str:
+    for kind, cls in LEARNER_CLASSES.items():
+        if isinstance(learner, cls):
+            return kind
+    raise ValueError(
+        "learner: expected MatchingNetwork, PrototypicalNetwork or ConditionalNeuralProcess, "
+        f"got {type(learner).__name__}"
+    )
+
+
+def check_gd_construction(d: int, n_points: int, n_episodes: int, seed: int) -> list[dict]:
+    """The one-step GD construction against the autograd step: zero start (one layer) and a random
+    start (MAML's learned initialisation: gating layer + step), on in-context linear regression."""
+    gen = torch.Generator().manual_seed(seed)
+    task = make_task("linear_regression", d=d, n_points=n_points)
+    episode = task.sample(n_episodes, seed=seed + 1)
+    rows = []
+    for start in ("zero", "random"):
+        lr = float(torch.empty(1).uniform_(0.01, 0.1, generator=gen))
+        weight = None if start == "zero" else torch.randn(d, generator=gen)
+        bias = 0.0 if start == "zero" else float(torch.randn(1, generator=gen))
+        construction = gd_transformer(d, lr, weight, bias, dtype=torch.float64)
+
+        def reference(xs, ys, lr=lr, weight=weight, bias=bias):
+            return gd_step_reference(xs, ys, lr, weight, bias)
+
+        gap64 = max_difference(reference, construction, episode.xs.double(), episode.ys.double())
+        gap32 = max_difference(reference, construction.float(), episode.xs.float(), episode.ys.float())
+        scale = max(1.0, reference(episode.xs, episode.ys).abs().max().item())
+        rows.append(
+            {
+                "construction": "GD step",
+                "learner": f"{start} start, lr {lr:.3f}",
+                "float64_max_abs": gap64,
+                "float32_max_abs": gap32,
+                "float32_max_rel": gap32 / scale,
+                "output_scale": scale,
+                "n_episodes": n_episodes,
+                "n_points": n_points,
+                "width": construction.width,
+                "sublayers": len(construction.layers),
+                "parameters": sum(p.numel() for p in construction.parameters()),
+            }
+        )
+    return rows
+
+
+def construction_checks(
+    scale: ClassificationScale, settings: ImitationScale, teachers: dict[str, TrainedLearner]
+) -> list[dict]:
+    """One row per (construction, meta-learner): the trained teacher, then randomised copies."""
+    rows = []
+    for index, (name, trained) in enumerate(teachers.items()):
+        task = scale.task(TEACHERS[name])
+        learners = [("trained teacher", trained.learner)]
+        learners += [
+            (f"random weights, seed {k}", randomized(trained.learner, settings.check_seed + 100 * index + k))
+            for k in range(settings.n_random_learners)
+        ]
+        for label, learner in learners:
+            row = check_construction(learner, task, settings.n_check_episodes, settings.check_seed + index)
+            rows.append({**row, "learner": label})
+    rows += check_gd_construction(5, scale.n_points, settings.n_check_episodes, settings.check_seed)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Distillation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistillHistory:
+    """At each evaluation: step, mean training KL since the previous one, validation KL and agreement."""
+
+    steps: list[int] = field(default_factory=list)
+    train_kl: list[float] = field(default_factory=list)
+    val_kl: list[float] = field(default_factory=list)
+    val_agreement: list[float] = field(default_factory=list)
+    best_step: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def kl_to_teacher(student: nn.Module, teacher_net: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Mean over episodes and positions of KL(teacher || student) in nats (a scalar with gradients)."""
+    with torch.no_grad():
+        target = log_probs(teacher_net, xs, ys)  # (B, N, C)
+    predicted = log_probs(student, xs, ys)
+    return (target.exp() * (target - predicted)).sum(-1).mean()
+
+
+def agreement(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """1 where ``other``'s argmax is (one of) ``reference``'s most probable classes. log-probs (B, N, C) -> (B, N)"""
+    probs = reference.exp()
+    chosen = probs.gather(-1, other.argmax(-1, keepdim=True))[..., 0]
+    return (chosen >= probs.amax(-1) - TIE_TOLERANCE).float()
+
+
+def total_variation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Total variation distance between two predictive distributions. log-probs (B, N, C) -> (B, N)"""
+    return 0.5 * (a.exp() - b.exp()).abs().sum(-1)
+
+
+def distill(
+    student: nn.Module,
+    teacher_net: nn.Module,
+    task: TaskFamily,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    description: str = "distilling",
+) -> DistillHistory:
+    """Train ``student`` in place to match ``teacher_net``'s predictive distribution on fresh episodes.
+
+    Adam (config.lr), gradient clipping, validation KL on ``config.n_val_tasks`` episodes drawn
+    with ``config.val_seed`` every ``config.eval_every`` steps, early stopping after
+    ``config.patience`` evaluations without an improvement of ``config.min_delta`` nats; the
+    student ends with its best validation weights.
+    """
+    device = next(student.parameters()).device
+    teacher_net = teacher_net.to(device).eval()
+    optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    val_gen = torch.Generator().manual_seed(config.val_seed)
+    val_set = [
+        task.sample(min(config.batch_size, config.n_val_tasks - start), generator=val_gen, device=device)
+        for start in range(0, config.n_val_tasks, config.batch_size)
+    ]
+    history = DistillHistory()
+    best_kl, plateau_kl, since_improvement = math.inf, math.inf, 0
+    best_weights = copy.deepcopy(student.state_dict())
+    running, count = 0.0, 0
+    started = time.perf_counter()
+    bar = tqdm(total=config.max_steps, desc=description, disable=not progress, leave=False)
+    student.train()
+    for step in range(1, config.max_steps + 1):
+        episode = task.sample(config.batch_size, generator=gen, device=device)
+        loss = kl_to_teacher(student, teacher_net, episode.xs, episode.ys)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
+        optimizer.step()
+        running, count = running + loss.item(), count + 1
+        bar.update(1)
+        if step % config.eval_every and step != config.max_steps:
+            continue
+        val_kl, val_agreement = _validate(student, teacher_net, val_set)
+        history.steps.append(step)
+        history.train_kl.append(running / count)
+        history.val_kl.append(val_kl)
+        history.val_agreement.append(val_agreement)
+        running, count = 0.0, 0
+        bar.set_postfix(val_kl=f"{val_kl:.4f}", agreement=f"{val_agreement:.3f}")
+        if val_kl < best_kl:
+            best_kl, history.best_step = val_kl, step
+            best_weights = copy.deepcopy(student.state_dict())
+        if val_kl < plateau_kl - config.min_delta:
+            plateau_kl, since_improvement = val_kl, 0
+        else:
+            since_improvement += 1
+        if config.patience and since_improvement >= config.patience:
+            history.stopped_early = True
+            break
+    bar.close()
+    history.seconds = time.perf_counter() - started
+    student.load_state_dict(best_weights)
+    student.eval()
+    return history
+
+
+@torch.no_grad()
+def _validate(student: nn.Module, teacher_net: nn.Module, episodes: list) -> tuple[float, float]:
+    student.eval()
+    kls, agreements = [], []
+    for episode in episodes:
+        target = log_probs(teacher_net, episode.xs, episode.ys)
+        predicted = log_probs(student, episode.xs, episode.ys)
+        kls.append((target.exp() * (target - predicted)).sum(-1).flatten())
+        agreements.append(agreement(target, predicted).flatten())
+    student.train()
+    return torch.cat(kls).mean().item(), torch.cat(agreements).mean().item()
+
+
+@dataclass
+class Student:
+    """A distilled in-context transformer and how it was obtained."""
+
+    teacher: str
+    learner: nn.Module
+    history: DistillHistory
+    warm_start: TrainedLearner | None
+    loaded_from_cache: bool
+
+
+def student_config(scale: ClassificationScale, settings: ImitationScale, teacher_spec: RunSpec) -> dict:
+    """Everything that determines a distilled student (its cache key)."""
+    warm = scale.run("icl", teacher_spec.task) if settings.warm_start else None
+    return {
+        "code_version": CODE_VERSION,
+        "experiment": "imitation",
+        "teacher": teacher_spec.config(),
+        "teacher_key": teacher_spec.key,
+        "student": LearnerSpec("icl", scale.icl).config(),
+        "warm_start": None if warm is None else warm.key,
+        "task": teacher_spec.task.config(),
+        "distill": settings.distill.__dict__,
+    }
+
+
+def imitation_student(
+    scale: ClassificationScale, settings: ImitationScale, name: str, trained_teacher: TrainedLearner, *, progress: bool
+) -> Student:
+    """Distil-or-load the ICL imitation of teacher ``name`` (cached in the store)."""
+    spec = trained_teacher.spec
+    config = student_config(scale, settings, spec)
+    path = cache_root() / "imitation" / f"icl-imitates-{name}-{config_hash(config)}.pt"
+    warm = train_or_load(scale.run("icl", spec.task), progress=progress) if settings.warm_start else None
+    learner = build_seeded(LearnerSpec("icl", scale.icl), spec.task, settings.distill.seed)
+    if warm is not None:
+        learner.load_state_dict(warm.learner.state_dict())
+    learner = learner.to(next(trained_teacher.learner.parameters()).device)
+    with entry_lock(path):
+        stored = checked_torch_load(path)
+        if stored is not None:
+            learner.load_state_dict(stored["weights"])
+            return Student(name, learner.eval(), DistillHistory(**stored["history"]), warm, True)
+        history = distill(
+            learner,
+            trained_teacher.learner,
+            spec.task,
+            settings.distill,
+            progress=progress,
+            description=f"ICL imitating {display_name(name)}",
+        )
+        atomic_torch_save({"weights": learner.state_dict(), "history": asdict(history), "config": config}, path)
+    return Student(name, learner.eval(), history, warm, False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def agreement_rows(
+    name: str,
+    task: TaskFamily,
+    reference: nn.Module,
+    others: dict[str, nn.Module],
+    n_tasks: int,
+    seed: int,
+    batch_size: int = 256,
+) -> list[dict]:
+    """Per-shot agreement and total variation of each of ``others`` with ``reference`` on the same episodes."""
+    gen = torch.Generator().manual_seed(seed)
+    device = next(reference.parameters()).device
+    scores: dict[str, list[torch.Tensor]] = {label: [] for label in others}
+    distances: dict[str, list[torch.Tensor]] = {label: [] for label in others}
+    for start in range(0, n_tasks, batch_size):
+        episode = task.sample(min(batch_size, n_tasks - start), generator=gen, device=device)
+        target = log_probs(reference.eval(), episode.xs, episode.ys)
+        for label, other in others.items():
+            predicted = log_probs(other.eval(), episode.xs, episode.ys)
+            scores[label].append(agreement(target, predicted).cpu())
+            distances[label].append(total_variation(target, predicted).cpu())
+    rows = []
+    for label in others:
+        agree, tv = torch.cat(scores[label]).double(), torch.cat(distances[label]).double()  # (n_tasks, N)
+        rows.append(
+            {
+                "teacher": display_name(name),
+                "family": task.name,
+                "learner": label,
+                "per_position": agree.mean(0).tolist(),
+                "per_position_ci": _ci(agree).tolist(),
+                "tv_per_position": tv.mean(0).tolist(),
+                "tv_per_position_ci": _ci(tv).tolist(),
+                "mean": agree.mean().item(),
+                "ci": _ci(agree.mean(1, keepdim=True))[0].item(),
+                "tv_mean": tv.mean().item(),
+                "tv_ci": _ci(tv.mean(1, keepdim=True))[0].item(),
+                "n_tasks": n_tasks,
+            }
+        )
+    return rows
+
+
+def _ci(values: torch.Tensor) -> torch.Tensor:
+    """Half-width of the 95% normal interval of the mean over the first axis. (n, K) -> (K,)"""
+    n = values.shape[0]
+    spread = values.std(0, unbiased=True) if n > 1 else torch.zeros(values.shape[1], dtype=values.dtype)
+    return Z_95 * spread / math.sqrt(n)
+
+
+IMITATION_LABEL = "ICL imitation (distilled)"
+WARM_LABEL = "ICL trained on labels (before distillation)"
+
+
+def imitation_table(
+    scale: ClassificationScale,
+    settings: ImitationScale,
+    teachers: dict[str, TrainedLearner],
+    students: dict[str, Student],
+) -> list[dict]:
+    """For each teacher, on its family: the imitation, the ICL model it started from (if warm-started)
+    and every other teacher, each compared with the teacher on the same test episodes."""
+    rows = []
+    for name, trained in teachers.items():
+        others: dict[str, nn.Module] = {IMITATION_LABEL: students[name].learner}
+        if students[name].warm_start is not None:
+            others[WARM_LABEL] = students[name].warm_start.learner
+        for other_name, other in teachers.items():
+            if other_name != name:
+                others[display_name(other_name)] = other.learner
+        task = scale.task(TEACHERS[name])
+        rows += agreement_rows(name, task, trained.learner, others, settings.n_test_tasks, settings.test_seed)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The experiment and its verdict
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImitationResults:
+    """Everything the chapter shows: construction checks, students, agreement rows, timings."""
+
+    preset: str
+    constructions: list[dict]
+    agreements: list[dict]
+    teachers: dict[str, TrainedLearner]
+    students: dict[str, Student]
+    seconds: float
+    teacher_seconds: float
+
+    def distill_summary(self) -> list[dict]:
+        return [
+            {
+                "teacher": display_name(name),
+                "steps run": student.history.steps[-1] if student.history.steps else 0,
+                "best step": student.history.best_step,
+                "stopped early": student.history.stopped_early,
+                "best validation KL (nats)": min(student.history.val_kl, default=math.nan),
+                "seconds": student.history.seconds,
+                "loaded from cache": student.loaded_from_cache,
+            }
+            for name, student in self.students.items()
+        ]
+
+
+def run(preset: str | None = None, progress: bool = True) -> ImitationResults:
+    """Train-or-load the teachers and students, check every construction, measure the imitation."""
+    scale, settings = classification_scale(preset), imitation_scale(preset)
+    started = time.perf_counter()
+    teachers = {name: teacher(scale, name, progress=progress) for name in TEACHERS}
+    teacher_seconds = time.perf_counter() - started
+    constructions = _cached_checks(scale, settings, teachers)
+    students = {
+        name: imitation_student(scale, settings, name, trained, progress=progress)
+        for name, trained in tqdm(teachers.items(), desc="students", disable=not progress)
+    }
+    agreements = imitation_table(scale, settings, teachers, students)
+    return ImitationResults(
+        scale.preset,
+        constructions,
+        agreements,
+        teachers,
+        students,
+        time.perf_counter() - started,
+        teacher_seconds,
+    )
+
+
+def _cached_checks(
+    scale: ClassificationScale, settings: ImitationScale, teachers: dict[str, TrainedLearner]
+) -> list[dict]:
+    config = {
+        "code_version": CODE_VERSION,
+        "experiment": "construction_checks",
+        "teachers": {name: trained.spec.key for name, trained in teachers.items()},
+        "settings": asdict(settings),
+        "n_points": scale.n_points,
+    }
+    path = cache_root() / "results" / f"construction-checks-{config_hash(config)}.json"
+    with entry_lock(path):
+        stored = checked_json_load(path)
+        if stored is not None:
+            return stored
+        rows = construction_checks(scale, settings, teachers)
+        atomic_json_save(rows, path)
+    return rows
+
+
+RULE = (
+    "Reproduced if (a) every construction (MatchNet, ProtoNet, CNP on the trained teachers and on "
+    f"randomised meta-learners, and the GD step) matches its meta-learner in float32 to max |difference| <= "
+    f"{EXACT_RELATIVE_TOLERANCE:g} x max(1, max |output|), and (b) for every teacher the distilled ICL "
+    "model's argmax agreement with it (mean over shot counts and test episodes of the teacher's family) "
+    "is at least the agreement of each other meta-learner with that teacher on the same episodes. "
+    "Not reproduced if (a) fails. Inconclusive if (a) holds and (b) fails: the algorithm is "
+    "representable but was not learned to that precision at this preset."
+)
+
+
+def verdict(results: ImitationResults) -> ClaimVerdict:
+    """Apply RULE (fixed before any result was seen) to ``results``."""
+    exact = all(row["float32_max_rel"] <= EXACT_RELATIVE_TOLERANCE for row in results.constructions)
+    imitation, reference = {}, {}
+    for row in results.agreements:
+        if row["learner"] == IMITATION_LABEL:
+            imitation[row["teacher"]] = row["mean"]
+        elif row["learner"] != WARM_LABEL:
+            reference[row["teacher"]] = max(reference.get(row["teacher"], 0.0), row["mean"])
+    learned = all(imitation[name] >= reference[name] for name in imitation)
+    outcome = "reproduced" if exact and learned else ("not reproduced" if not exact else "inconclusive")
+    worst = {}
+    for row in results.constructions:
+        worst[row["construction"]] = max(worst.get(row["construction"], 0.0), row["float32_max_rel"])
+    return ClaimVerdict(
+        claim="1",
+        preset=results.preset,
+        quantity=(
+            "max relative float32 difference of each hand-set construction from its meta-learner; argmax "
+            "agreement of the distilled ICL model with each teacher vs the best other meta-learner"
+        ),
+        numbers={
+            "construction_max_rel_float32": worst,
+            "imitation_agreement": imitation,
+            "best_other_meta_learner_agreement": reference,
+        },
+        rule=RULE,
+        outcome=outcome,
+        chapter=CHAPTER,
+        wall_seconds=results.seconds,
+    )
