@@ -1,0 +1,505 @@
+"""Beyond the paper: few-shot classification of real digit images (chapter 7).
+
+Four learners (ICL transformer, MatchNet, ProtoNet, CNP) are meta-trained on episodes of the
+digits 0..4, either alone (source ``digits``) or mixed with the synthetic families at d = 64
+(source ``mixture``: digits, pairwise, prototype, amortized, a quarter each), and tested on
+episodes of the digits 5..9, which no learner saw. Training validates on held-out images of the
+training digits (``FixedTrainingTask``: train episodes from the ``train`` split, validation
+episodes from the ``validation`` split). Baselines with nothing meta-learned: nearest class mean
+on raw pixels and on a PCA fitted to training-digit images (its size chosen on validation
+episodes).
+
+``run(preset)`` returns the result table (a dict with ``rows``), cached in the store under a hash
+of everything that determines it; the trained models are train-or-load entries of their own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from uni_icl.digits import (
+    IMAGE_SIDE,
+    DigitsMixtureTask,
+    DigitsTask,
+    FixedTrainingTask,
+    NearestClassMean,
+    fit_pca,
+    split_images,
+)
+from uni_icl.evaluation import Z_95, evaluate
+from uni_icl.learners import LearnerSpec, display_name
+from uni_icl.presets import preset_name
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
+from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
+from uni_icl.tasks import TaskFamily, make_task
+from uni_icl.training import TrainConfig
+from uni_icl.validation import check_choice, check_int
+
+LEARNERS = ("icl", "matchnet", "protonet", "cnp")
+SOURCES = ("digits", "mixture")
+SOURCE_LABELS = {"digits": "digits 0-4", "mixture": "digits 0-4 + synthetic"}
+SYNTHETIC_TESTS = ("pairwise", "prototype", "amortized")
+UNSEEN = "digits 5-9 (unseen)"
+SEEN = "digits 0-4 (held-out images)"
+TABLE_VERSION = "2"  # bump when the table's layout or contents change
+
+
+@dataclass(frozen=True)
+class DigitsScale:
+    """Sizes of the digits chapter at one preset."""
+
+    preset: str
+    n_points: int  # N, images per episode
+    n_classes: int  # C, digits per episode
+    max_shift: int  # augmentation of training episodes (pixels); validation and test are not shifted
+    icl: dict  # ICLConfig parameters
+    meta_learner: dict  # hidden width and layers of MatchNet, ProtoNet and CNP
+    icl_train: TrainConfig
+    meta_train: TrainConfig
+    n_test_tasks: int  # test episodes of the unseen digits
+    n_other_test_tasks: int  # episodes for the secondary evaluations (seen digits, synthetic families)
+    pca_candidates: tuple[int, ...]  # PCA sizes tried on validation episodes
+    n_pca_val_tasks: int  # validation episodes used to choose the PCA size
+    test_seed: int = 2_000_003
+    val_seed: int = 1_000_003
+
+
+SCALES = {
+    "smoke": DigitsScale(
+        preset="smoke",
+        n_points=20,
+        n_classes=5,
+        max_shift=1,
+        icl={"width": 16, "depth": 1, "n_heads": 2},
+        meta_learner={"hidden": 8, "n_layers": 2},
+        icl_train=TrainConfig(max_steps=10, batch_size=8, eval_every=5, n_val_tasks=16, checkpoint_every=10),
+        meta_train=TrainConfig(max_steps=10, batch_size=8, eval_every=5, n_val_tasks=16, checkpoint_every=10),
+        n_test_tasks=32,
+        n_other_test_tasks=16,
+        pca_candidates=(4, 16),
+        n_pca_val_tasks=16,
+    ),
+    "quick": DigitsScale(
+        preset="quick",
+        n_points=50,
+        n_classes=5,
+        max_shift=1,
+        icl={"width": 32, "depth": 3, "n_heads": 4},
+        meta_learner={"hidden": 32, "n_layers": 2},
+        icl_train=TrainConfig(
+            max_steps=1200, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, patience=4, min_delta=0.002
+        ),
+        meta_train=TrainConfig(
+            max_steps=1500, batch_size=32, lr=3e-3, eval_every=50, n_val_tasks=256, patience=5, min_delta=0.002
+        ),
+        n_test_tasks=512,
+        n_other_test_tasks=256,
+        pca_candidates=(4, 8, 16, 32),
+        n_pca_val_tasks=256,
+    ),
+    "paper": DigitsScale(
+        preset="paper",
+        n_points=50,
+        n_classes=5,
+        max_shift=1,
+        icl={"width": 64, "depth": 6, "n_heads": 4},
+        meta_learner={"hidden": 64, "n_layers": 3},
+        icl_train=TrainConfig(
+            max_steps=50_000,
+            batch_size=128,
+            lr=1e-3,
+            eval_every=1000,
+            n_val_tasks=2048,
+            patience=10,
+            checkpoint_every=2000,
+        ),
+        meta_train=TrainConfig(
+            max_steps=20_000,
+            batch_size=128,
+            lr=1e-3,
+            eval_every=500,
+            n_val_tasks=2048,
+            patience=10,
+            checkpoint_every=2000,
+        ),
+        n_test_tasks=4096,
+        n_other_test_tasks=2048,
+        pca_candidates=(4, 8, 16, 32, 64),
+        n_pca_val_tasks=2048,
+    ),
+}
+
+
+def digits_scale(preset: str | None = None) -> DigitsScale:
+    """The digits chapter's sizes at ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
+    return SCALES[preset_name(preset)]
+
+
+def digits_task(scale: DigitsScale, split: str, *, max_shift: int = 0) -> DigitsTask:
+    """Digit episodes of ``split`` at this scale."""
+    return DigitsTask(n_classes=scale.n_classes, n_points=scale.n_points, split=split, max_shift=max_shift)
+
+
+def source_task(scale: DigitsScale, source: str, split: str) -> TaskFamily:
+    """Training (``split='train'``, augmented) or validation episodes of a training source."""
+    check_choice("source", source, SOURCES)
+    shift = scale.max_shift if split == "train" else 0
+    if source == "digits":
+        return digits_task(scale, split, max_shift=shift)
+    return DigitsMixtureTask(n_classes=scale.n_classes, n_points=scale.n_points, split=split, max_shift=shift)
+
+
+def synthetic_task(scale: DigitsScale, family: str) -> TaskFamily:
+    """A synthetic family at d = 64 with the chapter's C and N (amortized: two classes)."""
+    check_choice("family", family, SYNTHETIC_TESTS)
+    n_classes = 2 if family == "amortized" else scale.n_classes
+    return make_task(family, d=64, n_classes=n_classes, n_points=scale.n_points)
+
+
+def run_spec(scale: DigitsScale, learner: str, source: str, seed: int = 0) -> RunSpec:
+    """The RunSpec of ``learner`` meta-trained on ``source``: trains on the ``train`` split (via
+    the schedule) and validates on the ``validation`` split (the spec's task)."""
+    check_choice("learner", learner, LEARNERS)
+    if learner == "icl":
+        spec, config = LearnerSpec("icl", scale.icl), scale.icl_train
+    else:
+        spec, config = LearnerSpec(learner, scale.meta_learner), scale.meta_train
+    config = TrainConfig(**{**config.__dict__, "seed": seed, "val_seed": scale.val_seed})
+    schedule = FixedTrainingTask(source_task(scale, source, "train"))
+    return RunSpec(spec, source_task(scale, source, "validation"), config, schedule)
+
+
+def trained_learner(scale: DigitsScale, learner: str, source: str, *, progress: bool = True) -> TrainedLearner:
+    """Train-or-load ``learner`` on ``source`` at ``scale``."""
+    return train_or_load(run_spec(scale, learner, source), progress=progress)
+
+
+def pixel_baseline(scale: DigitsScale) -> NearestClassMean:
+    """Nearest class mean on raw pixels."""
+    return NearestClassMean(scale.n_classes)
+
+
+def pca_baseline(scale: DigitsScale, n_components: int) -> NearestClassMean:
+    """Nearest class mean on the first ``n_components`` principal axes of the training-split images."""
+    images, _ = split_images("train")
+    center, components = fit_pca(images, n_components)
+    return NearestClassMean(scale.n_classes, center, components)
+
+
+def choose_pca_size(scale: DigitsScale) -> tuple[int, dict[int, float]]:
+    """The PCA size with the best mean accuracy on validation episodes, and every candidate's accuracy."""
+    val_task = digits_task(scale, "validation")
+    scores = {
+        k: evaluate(pca_baseline(scale, k), val_task, n_tasks=scale.n_pca_val_tasks, seed=scale.val_seed).mean
+        for k in scale.pca_candidates
+    }
+    return max(scores, key=scores.get), scores
+
+
+def table_config(scale: DigitsScale) -> dict:
+    """Everything that determines the result table (its cache key)."""
+    return {
+        "code_version": CODE_VERSION,
+        "table_version": TABLE_VERSION,
+        "experiment": "digits",
+        "scale": asdict(scale),
+        "runs": [run_spec(scale, learner, source).config() for source in SOURCES for learner in LEARNERS],
+    }
+
+
+def _row(learner: str, source: str, test: str, result, model: TrainedLearner | None, preset: str) -> dict:
+    history = model.history if model is not None else None
+    return {
+        "learner": learner,
+        "source": source,
+        "test": test,
+        "mean": result.mean,
+        "ci": result.mean_ci,
+        "per_position": result.per_position,
+        "per_position_ci": result.per_position_ci,
+        "per_episode_mean": result.per_episode_mean,
+        "train_seconds": history.seconds if history else 0.0,
+        "train_steps": history.steps[-1] if history and history.steps else 0,
+        "best_step": history.best_step if history else 0,
+        "stopped_early": history.stopped_early if history else False,
+        "val_score": list(history.val_score) if history else [],
+        "preset": preset,
+    }
+
+
+def run(preset: str | None = None, progress: bool = True) -> dict:
+    """Train-or-load every learner on both sources, evaluate, and return the (cached) result table.
+
+    Returns ``{"preset", "rows", "pca_size", "pca_validation", "wall_seconds"}``; each row has
+    learner (display name), source (a ``SOURCE_LABELS`` value or "none"), test, mean, ci,
+    per-shot curve with CIs, and the training summary.
+    """
+    scale = digits_scale(preset)
+    path = cache_root() / "tables" / f"digits-{config_hash(table_config(scale))}.json"
+    with entry_lock(path):
+        stored = checked_json_load(path)
+        if stored is not None:
+            return stored
+        started = time.perf_counter()
+        unseen_task, seen_task = digits_task(scale, "test"), digits_task(scale, "validation")
+        rows = []
+        jobs = [(source, learner) for source in SOURCES for learner in LEARNERS]
+        for source, learner in tqdm(jobs, desc="digits learners", disable=not progress):
+            model = trained_learner(scale, learner, source, progress=progress)
+            name, label = display_name(learner), SOURCE_LABELS[source]
+            result = evaluate_or_load(model, unseen_task, n_tasks=scale.n_test_tasks, seed=scale.test_seed)
+            rows.append(_row(name, label, UNSEEN, result, model, scale.preset))
+            result = evaluate_or_load(model, seen_task, n_tasks=scale.n_other_test_tasks, seed=scale.test_seed)
+            rows.append(_row(name, label, SEEN, result, model, scale.preset))
+            if source == "mixture":
+                for family in SYNTHETIC_TESTS:
+                    test = synthetic_task(scale, family)
+                    result = evaluate_or_load(model, test, n_tasks=scale.n_other_test_tasks, seed=scale.test_seed)
+                    rows.append(_row(name, label, f"{family} (d = 64)", result, model, scale.preset))
+        pca_size, pca_scores = choose_pca_size(scale)
+        for name, baseline in (
+            ("NCM (pixels)", pixel_baseline(scale)),
+            (f"NCM (PCA-{pca_size})", pca_baseline(scale, pca_size)),
+        ):
+            for test, task, n_tasks in (
+                (UNSEEN, unseen_task, scale.n_test_tasks),
+                (SEEN, seen_task, scale.n_other_test_tasks),
+            ):
+                result = evaluate(baseline, task, n_tasks=n_tasks, seed=scale.test_seed)
+                rows.append(_row(name, "none", test, result, None, scale.preset))
+        results = {
+            "preset": scale.preset,
+            "rows": rows,
+            "pca_size": pca_size,
+            "pca_validation": {str(k): v for k, v in pca_scores.items()},
+            "wall_seconds": time.perf_counter() - started,
+        }
+        atomic_json_save(results, path)
+    return results
+
+
+def baselines_from(results: dict, scale: DigitsScale) -> dict[str, NearestClassMean]:
+    """The two baselines of a result table, by display name."""
+    return {
+        "NCM (pixels)": pixel_baseline(scale),
+        f"NCM (PCA-{results['pca_size']})": pca_baseline(scale, results["pca_size"]),
+    }
+
+
+@torch.no_grad()
+def example_episode(
+    scale: DigitsScale,
+    learners: dict[str, nn.Module],
+    *,
+    shots: int = 2,
+    n_queries: int = 10,
+    seed: int = 0,
+) -> dict:
+    """One unseen-digit episode split into a support set and queries, with every learner's predictions.
+
+    The support set holds ``shots`` images per class; each query is predicted as the next point
+    after the whole support set (position shots * C). Returns support_xs (S, 64), support_ys (S,),
+    query_xs (Q, 64), query_ys (Q,), classes (C,) the digit behind each label, and
+    predictions {name: (Q,) long}.
+    """
+    check_int("shots", shots, minimum=1)
+    check_int("n_queries", n_queries, minimum=1)
+    needed = shots * scale.n_classes + n_queries
+    if needed > scale.n_points:
+        raise ValueError(f"shots, n_queries: need {needed} points, an episode has {scale.n_points}")
+    episode = digits_task(scale, "test").sample(1, seed=seed)
+    xs, ys = episode.xs[0], episode.ys[0]
+    support = torch.cat([torch.nonzero(ys == c)[:shots, 0] for c in range(scale.n_classes)])
+    rest = torch.tensor([i for i in range(len(ys)) if i not in set(support.tolist())])[:n_queries]
+    support_xs, support_ys = xs[support], ys[support]
+    batch_xs = torch.cat([support_xs.expand(n_queries, -1, -1), xs[rest][:, None, :]], dim=1)  # (Q, S + 1, 64)
+    batch_ys = torch.cat([support_ys.expand(n_queries, -1), torch.zeros(n_queries, 1, dtype=torch.long)], dim=1)
+    predictions = {}
+    for name, learner in learners.items():
+        device = next(iter(learner.parameters()), torch.empty(0)).device
+        was_training = learner.training
+        learner.eval()
+        logits = learner(batch_xs.to(device), batch_ys.to(device))  # (Q, S + 1, C)
+        learner.train(was_training)
+        predictions[name] = logits[:, -1].argmax(-1).cpu()
+    return {
+        "support_xs": support_xs,
+        "support_ys": support_ys,
+        "query_xs": xs[rest],
+        "query_ys": ys[rest],
+        "classes": episode.params["classes"][0],
+        "predictions": predictions,
+    }
+
+
+def plot_example(example: dict, title: str = "") -> plt.Figure:
+    """Support images with their episode labels (top row) and queries with each learner's
+    prediction written under them (bottom row; green = correct, red = wrong)."""
+    support, queries = example["support_xs"], example["query_xs"]
+    names = list(example["predictions"])
+    n_cols = max(len(support), len(queries))
+    fig, axes = plt.subplots(
+        2, n_cols, figsize=(1.05 * n_cols, 2.9 + 0.2 * len(names)), squeeze=False, gridspec_kw={"hspace": 0.5}
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, image in enumerate(support):
+        label = int(example["support_ys"][i])
+        axes[0, i].imshow(image.reshape(IMAGE_SIDE, IMAGE_SIDE).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axes[0, i].set_title(f"label {label}\n(digit {int(example['classes'][label])})", fontsize=8)
+    for i, image in enumerate(queries):
+        truth = int(example["query_ys"][i])
+        axes[1, i].imshow(image.reshape(IMAGE_SIDE, IMAGE_SIDE).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axes[1, i].set_title(f"query\ntrue label {truth}", fontsize=8)
+        for k, name in enumerate(names):
+            guess = int(example["predictions"][name][i])
+            axes[1, i].text(
+                0.5,
+                -0.08 - 0.17 * k,
+                f"{name}: {guess}",
+                transform=axes[1, i].transAxes,
+                ha="center",
+                va="top",
+                fontsize=7,
+                color="tab:green" if guess == truth else "tab:red",
+            )
+    fig.suptitle(title or "support set (top) and queries with predicted labels (bottom)", fontsize=10)
+    return fig
+
+
+def plot_episode_rows(episode, n_images: int = 10, title: str = "") -> plt.Figure:
+    """The first ``n_images`` images of each episode of a batch (one row per episode), each
+    titled with its episode label and the digit behind it."""
+    check_int("n_images", n_images, minimum=1, maximum=episode.n_points)
+    rows = episode.batch_size
+    fig, axes = plt.subplots(rows, n_images, figsize=(1.05 * n_images, 1.35 * rows + 0.4), squeeze=False)
+    for b in range(rows):
+        for i in range(n_images):
+            label = int(episode.ys[b, i])
+            ax = axes[b, i]
+            ax.imshow(episode.xs[b, i].reshape(IMAGE_SIDE, IMAGE_SIDE).numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(f"label {label}\n(digit {int(episode.params['classes'][b, label])})", fontsize=8)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _compare(difference: tuple[float, float]) -> str:
+    """'higher by d +- ci', 'lower by ...' or 'indistinguishable (...)' from a paired difference."""
+    value, ci = difference
+    if abs(value) <= ci:
+        return f"indistinguishable (difference {value:+.3f} +- {ci:.3f}, the 95% interval contains 0)"
+    return f"{'higher' if value > 0 else 'lower'} by {abs(value):.3f} +- {ci:.3f}"
+
+
+def findings(results: dict) -> str:
+    """The chapter's comparisons on unseen digits, in words, computed from a result table (Markdown)."""
+    learners = [display_name(name) for name in LEARNERS]
+    typical = learners[1:]
+    pixels = find_row(results, "NCM (pixels)", "none")
+    pca_name = f"NCM (PCA-{results['pca_size']})"
+    pca = find_row(results, pca_name, "none")
+    lines = [
+        f"- Nothing meta-learned: nearest class mean on raw pixels reaches {pixels['mean']:.3f} +- {pixels['ci']:.3f} "
+        f"on unseen digits, on the PCA of the training digits {pca['mean']:.3f} +- {pca['ci']:.3f} "
+        f"({pca_name}, its size chosen on validation episodes)."
+    ]
+    for source in SOURCE_LABELS.values():
+        rows = {name: find_row(results, name, source) for name in learners}
+        ranking = ", ".join(f"{name} {rows[name]['mean']:.3f}" for name in sorted(rows, key=lambda n: -rows[n]["mean"]))
+        best_typical = max(typical, key=lambda name: rows[name]["mean"])
+        best = max(learners, key=lambda name: rows[name]["mean"])
+        lines.append(f"- Trained on {source}: {ranking} (mean accuracy over shot counts, unseen digits).")
+        lines.append(
+            f"  ICL versus the best typical meta-learner ({best_typical}): "
+            f"{_compare(paired_difference(rows['ICL'], rows[best_typical]))}. "
+            f"Best meta-learned learner ({best}) versus pixel nearest class mean: "
+            f"{_compare(paired_difference(rows[best], pixels))}."
+        )
+    for name in learners:
+        seen = find_row(results, name, SOURCE_LABELS["digits"], SEEN)
+        unseen = find_row(results, name, SOURCE_LABELS["digits"])
+        mixed = find_row(results, name, SOURCE_LABELS["mixture"])
+        gap_ci = math.hypot(seen["ci"], unseen["ci"])
+        lines.append(
+            f"- {name}: held-out images of the training digits {seen['mean']:.3f}, unseen digits {unseen['mean']:.3f} "
+            f"(gap {seen['mean'] - unseen['mean']:+.3f} +- {gap_ci:.3f}); mixture training versus digits-only "
+            f"training on unseen digits: {_compare(paired_difference(mixed, unseen))}."
+        )
+    return "\n".join(lines)
+
+
+def training_caveats(results: dict, window: int = 4) -> str:
+    """Markdown naming the runs that ended at their step cap, with the validation gain over their
+    last ``window`` evaluations (a run still gaining had not levelled off)."""
+    check_int("window", window, minimum=1)
+    notes = []
+    for row in results["rows"]:
+        if row["test"] != UNSEEN or row["source"] == "none" or row["stopped_early"]:
+            continue
+        scores = row["val_score"]
+        gain = scores[-1] - scores[max(len(scores) - 1 - window, 0)]
+        notes.append(
+            f"{row['learner']} trained on {row['source']} ran all {row['train_steps']} steps; its validation "
+            f"accuracy changed by {gain:+.3f} over its last {window} evaluations (best step {row['best_step']})"
+        )
+    if not notes:
+        return "Every run stopped early: its validation accuracy had levelled off."
+    return "Runs that ended at the step cap, not by early stopping: " + "; ".join(notes) + "."
+
+
+def closing_table(results: dict) -> list[dict]:
+    """Per learner: mean accuracy on unseen digits (95% CI) after single-source and mixture training."""
+    table = []
+    for name in [display_name(learner) for learner in LEARNERS]:
+        entry = {"learner": name}
+        for source in SOURCE_LABELS.values():
+            row = find_row(results, name, source)
+            entry[f"trained on {source}"] = f"{row['mean']:.3f} +- {row['ci']:.3f}"
+        table.append(entry)
+    for row in results["rows"]:
+        if row["source"] == "none" and row["test"] == UNSEEN:
+            table.append(
+                {
+                    "learner": row["learner"],
+                    **{
+                        f"trained on {s}": f"{row['mean']:.3f} +- {row['ci']:.3f} (no training)"
+                        for s in SOURCE_LABELS.values()
+                    },
+                }
+            )
+    return table
+
+
+def find_row(results: dict, learner: str, source: str, test: str = UNSEEN) -> dict:
+    """The row of ``learner`` (display name) trained on ``source`` (a label or "none") tested on ``test``."""
+    for row in results["rows"]:
+        if (row["learner"], row["source"], row["test"]) == (learner, source, test):
+            return row
+    raise ValueError(f"learner, source, test: no row for {learner!r}, {source!r}, {test!r}")
+
+
+def paired_difference(row_a: dict, row_b: dict) -> tuple[float, float]:
+    """Mean of row_a minus row_b over the same test episodes, and its 95% CI half-width."""
+    a, b = torch.tensor(row_a["per_episode_mean"]), torch.tensor(row_b["per_episode_mean"])
+    if a.shape != b.shape:
+        raise ValueError("row_a, row_b: must be scored on the same test episodes")
+    diff = (a - b).double()
+    ci = Z_95 * diff.std(unbiased=True).item() / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    return diff.mean().item(), ci
+
+
+def shot_accuracy(row: dict, shots_per_class: int, n_classes: int) -> tuple[float, float]:
+    """Accuracy and CI of ``row`` at shot count ``shots_per_class * n_classes`` (k-shot on average)."""
+    position = shots_per_class * n_classes
+    check_int("shots_per_class", shots_per_class, minimum=0, maximum=(len(row["per_position"]) - 1) // n_classes)
+    return row["per_position"][position], row["per_position_ci"][position]
