@@ -1,0 +1,417 @@
+"""Claim 4b (meta-level meta-learning): M2-ICL against plain ICL when adapting to a new domain.
+
+Arms, all evaluated on the same held-out domains, prompts and adaptation sets:
+
+- ICL: the causal regressor pre-trained on ``regression_domains`` (a fresh domain per episode),
+  used without adaptation, and fine-tuned on the domain's adaptation prompts;
+- M2-ICL: the same architecture meta-trained with MAML (one domain per meta-step), fine-tuned with
+  the same procedure (:func:`uni_icl.m2icl.fine_tune`: ``fine_tune_epochs`` epochs of SGD at the
+  inner learning rate, mini-batches of 64);
+- least squares as the reference (optimal for these noise-free tasks once i >= d).
+
+Adaptation sets of 64, 256 and 1024 prompts are nested (the first K prompts of one draw). Errors
+are relative squared errors: the squared error divided by the domain's mean y^2 on its test
+prompts (1 = predicting 0), so domains with very different scales s^2 |x|^2 can be compared. They
+are averaged over domains on the log scale (geometric means), because a domain with a tiny |s| makes
+any error huge relative to its y^2; arms are compared by paired log error ratios. Confidence
+intervals are Student-t 95% intervals over held-out domains (the domain is the unit).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from scipy import stats
+from tqdm.auto import tqdm
+
+from uni_icl.device import default_device
+from uni_icl.learners import LearnerSpec
+from uni_icl.m2icl import (
+    LOG_FLOOR,
+    MAMLConfig,
+    MetaHistory,
+    domain_task,
+    fine_tune,
+    meta_step_seconds,
+    meta_train,
+    relative_errors,
+)
+from uni_icl.presets import preset_name
+from uni_icl.regression import LeastSquares
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
+from uni_icl.storage import (
+    atomic_json_save,
+    atomic_torch_save,
+    cache_root,
+    checked_json_load,
+    checked_torch_load,
+    config_hash,
+    entry_lock,
+)
+from uni_icl.tasks import RegressionDomain, make_task
+from uni_icl.training import TrainConfig
+from uni_icl.validation import check_choice
+from uni_icl.verdicts import ClaimVerdict, save_verdict
+
+ARMS = ("ICL (no adaptation)", "ICL adapted", "M2-ICL adapted", "M2-ICL (no adaptation)", "least squares")
+INITS = ("pretrained", "scratch")
+CHAPTER = "book/06_m2icl"
+
+
+@dataclass(frozen=True)
+class M2ICLScale:
+    """Sizes of the M2-ICL experiment at one preset."""
+
+    preset: str
+    d: int  # input dimension
+    n_points: int  # points per prompt
+    regressor: dict  # RegressorConfig of the causal transformer (both arms)
+    pretrain: TrainConfig  # plain ICL pre-training on regression_domains
+    maml: MAMLConfig  # M2-ICL meta-training
+    init: str  # M2-ICL starts from the pre-trained ICL ("pretrained") or from fresh weights ("scratch")
+    adaptation_sizes: tuple[int, ...] = (64, 256, 1024)  # prompts per held-out domain
+    fine_tune_epochs: int = 5  # epochs of SGD at meta-test (5 x 64 prompts = the inner loop)
+    fine_tune_batch: int = 64  # mini-batch of the fine-tuning
+    n_test_domains: int = 16  # held-out domains
+    n_test_prompts: int = 256  # test prompts per held-out domain
+    test_seed: int = 4_000_037  # seed of the held-out domains and their prompts
+
+    def __post_init__(self) -> None:
+        check_choice("init", self.init, INITS)
+
+    @property
+    def task(self):
+        return make_task("regression_domains", d=self.d, n_points=self.n_points)
+
+    def icl_spec(self) -> RunSpec:
+        return RunSpec(LearnerSpec("icl_regressor", self.regressor), self.task, self.pretrain)
+
+
+def _maml(**overrides) -> MAMLConfig:
+    return replace(MAMLConfig(), **overrides)
+
+
+M2ICL_SCALES = {
+    "smoke": M2ICLScale(
+        preset="smoke",
+        d=3,
+        n_points=7,
+        regressor={"width": 16, "depth": 1, "n_heads": 2, "max_points": 7},
+        pretrain=TrainConfig(max_steps=10, batch_size=16, eval_every=5, n_val_tasks=32, checkpoint_every=5),
+        maml=_maml(
+            inner_steps=2,
+            support_size=16,
+            query_size=16,
+            meta_lr=1e-3,
+            meta_steps=4,
+            eval_every=2,
+            n_val_domains=2,
+            n_val_prompts=16,
+            checkpoint_every=2,
+        ),
+        init="pretrained",
+        adaptation_sizes=(16, 32, 64),
+        fine_tune_epochs=2,
+        fine_tune_batch=16,
+        n_test_domains=3,
+        n_test_prompts=32,
+    ),
+    "quick": M2ICLScale(
+        preset="quick",
+        d=5,
+        n_points=11,
+        regressor={"width": 32, "depth": 2, "n_heads": 2, "max_points": 11},
+        pretrain=TrainConfig(
+            max_steps=4000, batch_size=64, lr=1e-3, eval_every=100, n_val_tasks=512, patience=4, min_delta=0.02
+        ),
+        maml=_maml(meta_lr=3e-4, meta_steps=400, eval_every=25, n_val_domains=8, patience=4, min_delta=0.002),
+        init="pretrained",
+        n_test_domains=12,
+        n_test_prompts=256,
+    ),
+    "paper": M2ICLScale(
+        preset="paper",
+        d=5,
+        n_points=11,
+        regressor={"width": 256, "depth": 12, "n_heads": 8, "max_points": 11},
+        pretrain=TrainConfig(
+            max_steps=100_000,
+            batch_size=64,
+            lr=1e-4,
+            eval_every=1000,
+            n_val_tasks=2048,
+            patience=10,
+            checkpoint_every=5000,
+        ),
+        maml=_maml(
+            second_order=True, meta_steps=100_000, eval_every=1000, n_val_domains=32, patience=10, checkpoint_every=2000
+        ),
+        init="scratch",
+        n_test_domains=64,
+        n_test_prompts=1024,
+    ),
+}
+
+
+def m2icl_scale(preset: str | None = None) -> M2ICLScale:
+    """The sizes of ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
+    return M2ICL_SCALES[preset_name(preset)]
+
+
+def pretrained_icl(scale: M2ICLScale, *, progress: bool = True) -> TrainedLearner:
+    """Plain ICL pre-trained on the mixture of domains (train-or-load)."""
+    return train_or_load(scale.icl_spec(), progress=progress)
+
+
+def m2icl_config(scale: M2ICLScale) -> dict:
+    """Everything that determines the meta-trained M2-ICL model (its cache key)."""
+    return {
+        "code_version": CODE_VERSION,
+        "experiment": "m2icl",
+        "validation": "mean log relative error",
+        "learner": scale.icl_spec().learner.config(),
+        "d": scale.d,
+        "n_points": scale.n_points,
+        "maml": scale.maml.__dict__,
+        "init": scale.init,
+        "init_run": scale.icl_spec().config() if scale.init == "pretrained" else None,
+    }
+
+
+def meta_trained(scale: M2ICLScale, icl: TrainedLearner, *, progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Train-or-load M2-ICL (resumable); returns the model and its meta-training history as a dict."""
+    config = m2icl_config(scale)
+    path = cache_root() / "models" / f"m2icl-{config_hash(config)}.pt"
+    spec = scale.icl_spec()
+    model = build_seeded(spec.learner, spec.task, scale.maml.seed).to(default_device())
+    with entry_lock(path):
+        stored = checked_torch_load(path)
+        if stored is None:
+            if scale.init == "pretrained":
+                model.load_state_dict(icl.learner.state_dict())
+            history = meta_train(
+                model, scale.d, scale.n_points, scale.maml, checkpoint_path=path.with_suffix(".ckpt"), progress=progress
+            )
+            stored = {"weights": model.state_dict(), "history": history.to_dict(), "config": config}
+            atomic_torch_save(stored, path)
+    model.load_state_dict(stored["weights"])
+    return model, MetaHistory(**stored["history"]).to_dict()
+
+
+def maml_costs(scale: M2ICLScale, model: torch.nn.Module, *, repeats: int = 3) -> dict[str, float]:
+    """Seconds per meta-step of first- and second-order MAML at this scale (measured now, not cached)."""
+    return {
+        "first_order": meta_step_seconds(
+            model, scale.d, scale.n_points, replace(scale.maml, second_order=False), repeats=repeats
+        ),
+        "second_order": meta_step_seconds(
+            model, scale.d, scale.n_points, replace(scale.maml, second_order=True), repeats=repeats
+        ),
+    }
+
+
+def held_out_domain(scale: M2ICLScale, index: int) -> RegressionDomain:
+    """The ``index``-th held-out domain (its own seed, disjoint from training and validation streams)."""
+    return RegressionDomain.sample(scale.d, seed=scale.test_seed + index)
+
+
+def adaptation_table(
+    scale: M2ICLScale, icl: torch.nn.Module, m2icl: torch.nn.Module, *, key: dict, progress: bool = True
+) -> list[dict]:
+    """Per held-out domain, arm and adaptation size: the relative squared error per position (cached).
+
+    Rows: {"domain", "arm", "size", "per_position" (N,)}; the unadapted arms and least squares are
+    stored once with size 0.
+    """
+    path = cache_root() / "results" / f"m2icl-adaptation-{config_hash(key)}.json"
+    with entry_lock(path):
+        stored = checked_json_load(path)
+        if stored is not None:
+            return stored
+        rows = []
+        device = next(icl.parameters()).device
+        largest = max(scale.adaptation_sizes)
+        for index in tqdm(range(scale.n_test_domains), desc="held-out domains", disable=not progress):
+            task = domain_task(held_out_domain(scale, index), scale.n_points)
+            adaptation_seed = scale.test_seed + 1_000_000 + index
+            adaptation = task.sample(largest, seed=adaptation_seed, device=device)
+            test = task.sample(scale.n_test_prompts, seed=scale.test_seed + 2_000_000 + index, device=device)
+            for arm, model in (
+                ("ICL (no adaptation)", icl),
+                ("M2-ICL (no adaptation)", m2icl),
+                ("least squares", LeastSquares()),
+            ):
+                rows.append(_row(index, arm, 0, relative_errors(model, test)))
+            for size in scale.adaptation_sizes:
+                subset = _first(adaptation, size)
+                for arm, model in (("ICL adapted", icl), ("M2-ICL adapted", m2icl)):
+                    adapted = fine_tune(
+                        model,
+                        subset,
+                        epochs=scale.fine_tune_epochs,
+                        lr=scale.maml.inner_lr,
+                        batch_size=scale.fine_tune_batch,
+                        seed=adaptation_seed,
+                        grad_clip=scale.maml.inner_grad_clip,
+                    )
+                    rows.append(_row(index, arm, size, relative_errors(adapted, test)))
+        atomic_json_save(rows, path)
+    return rows
+
+
+def _first(episode, size: int):
+    return replace(episode, xs=episode.xs[:size], ys=episode.ys[:size], params={})
+
+
+def _row(domain: int, arm: str, size: int, errors: torch.Tensor) -> dict:
+    return {"domain": domain, "arm": arm, "size": size, "per_position": errors.mean(0).tolist()}
+
+
+def run(preset: str | None = None, *, progress: bool = True) -> dict:
+    """Pre-train ICL, meta-train M2-ICL, time both MAML orders, adapt and evaluate on held-out domains."""
+    scale = m2icl_scale(preset)
+    started = time.perf_counter()
+    icl = pretrained_icl(scale, progress=progress)
+    m2icl, meta_history = meta_trained(scale, icl, progress=progress)
+    key = {
+        "m2icl": m2icl_config(scale),
+        "icl": scale.icl_spec().config(),
+        "sizes": scale.adaptation_sizes,
+        "epochs": scale.fine_tune_epochs,
+        "batch": scale.fine_tune_batch,
+        "domains": scale.n_test_domains,
+        "prompts": scale.n_test_prompts,
+        "seed": scale.test_seed,
+    }
+    rows = adaptation_table(scale, icl.learner, m2icl, key=key, progress=progress)
+    return {
+        "scale": scale,
+        "icl_history": icl.history.to_dict(),
+        "icl_from_cache": icl.loaded_from_cache,
+        "meta_history": meta_history,
+        "costs": maml_costs(scale, icl.learner),
+        "rows": rows,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def t_interval(values: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the Student-t 95% interval of ``values`` along axis 0."""
+    n = values.shape[0]
+    mean = values.mean(0)
+    if n < 2:
+        return mean, np.zeros_like(mean)
+    return mean, stats.t.ppf(0.975, n - 1) * values.std(0, ddof=1) / math.sqrt(n)
+
+
+def arm_errors(rows: list[dict], arm: str, size: int) -> np.ndarray:
+    """(n_domains, N) relative errors of ``arm`` (unadapted arms ignore ``size``), ordered by domain."""
+    chosen = [r for r in rows if r["arm"] == arm and (r["size"] == size or r["size"] == 0)]
+    return np.array([r["per_position"] for r in sorted(chosen, key=lambda r: r["domain"])])
+
+
+def log_errors(rows: list[dict], arm: str, size: int, *, per_position: bool) -> np.ndarray:
+    """log of the relative errors: (n_domains, N) per position, or (n_domains,) of the mean over positions."""
+    errors = arm_errors(rows, arm, size)
+    return np.log(np.maximum(errors if per_position else errors.mean(1), LOG_FLOOR))
+
+
+def curves(results: dict) -> list[dict]:
+    """Per-position geometric mean over held-out domains with its 95% interval, one row per (arm, size, position)."""
+    records = []
+    for size in results["scale"].adaptation_sizes:
+        for arm in ARMS:
+            mean, half = t_interval(log_errors(results["rows"], arm, size, per_position=True))
+            for shot, (centre, width) in enumerate(zip(mean, half, strict=True)):
+                records.append(
+                    {
+                        "arm": arm,
+                        "size": size,
+                        "shots": shot,
+                        "value": math.exp(centre),
+                        "low": math.exp(centre - width),
+                        "high": math.exp(centre + width),
+                    }
+                )
+    return records
+
+
+def summary(results: dict) -> list[dict]:
+    """Per adaptation size: each arm's geometric mean relative error over held-out domains (of each domain's
+    mean over positions) with its 95% interval, and the paired error ratios other arm / M2-ICL adapted
+    (> 1: M2-ICL adapted is better) with their intervals. ``log_mean`` and ``log_ci`` hold the log scale."""
+    records = []
+    rows = results["rows"]
+    for size in results["scale"].adaptation_sizes:
+        for arm in ARMS:
+            records.append(_record(size, arm, *t_interval(log_errors(rows, arm, size, per_position=False))))
+        m2icl = log_errors(rows, "M2-ICL adapted", size, per_position=False)
+        for other in ("ICL adapted", "ICL (no adaptation)"):
+            log_ratio = log_errors(rows, other, size, per_position=False) - m2icl
+            records.append(_record(size, f"ratio: {other} / M2-ICL adapted", *t_interval(log_ratio)))
+    return records
+
+
+def _record(size: int, arm: str, log_mean: float, log_ci: float) -> dict:
+    return {
+        "size": size,
+        "arm": arm,
+        "value": math.exp(log_mean),
+        "low": math.exp(log_mean - log_ci),
+        "high": math.exp(log_mean + log_ci),
+        "log_mean": float(log_mean),
+        "log_ci": float(log_ci),
+    }
+
+
+RULE_4B = (
+    "Per held-out domain, the relative squared error (mean over positions); arms compared by the paired log error "
+    "ratio other arm / M2-ICL adapted over domains, with Student-t 95% CIs. Reproduced if, at the smallest "
+    "adaptation size, M2-ICL adapted has a lower error than ICL adapted and than ICL without adaptation with both "
+    "CIs of the log ratio above 0, and the log ratio to ICL adapted at the largest size is smaller than at the "
+    "smallest; not reproduced if at the smallest size the mean log ratio to ICL adapted is <= 0; inconclusive "
+    "otherwise."
+)
+
+
+def decide_4b(gaps: dict[str, dict[int, tuple[float, float]]], sizes: tuple[int, ...]) -> str:
+    """The rule RULE_4B on {"adapted" | "unadapted": {size: (mean log ratio, CI half-width)}}."""
+    small, large = min(sizes), max(sizes)
+    adapted_mean, adapted_ci = gaps["adapted"][small]
+    unadapted_mean, unadapted_ci = gaps["unadapted"][small]
+    if adapted_mean <= 0:
+        return "not reproduced"
+    if adapted_mean - adapted_ci > 0 and unadapted_mean - unadapted_ci > 0 and gaps["adapted"][large][0] < adapted_mean:
+        return "reproduced"
+    return "inconclusive"
+
+
+def verdict(results: dict, *, save: bool = True) -> ClaimVerdict:
+    """Decide claim 4b with RULE_4B and store the verdict."""
+    scale = results["scale"]
+    table = summary(results)
+    gaps = {"adapted": {}, "unadapted": {}}
+    for row in table:
+        if row["arm"] == "ratio: ICL adapted / M2-ICL adapted":
+            gaps["adapted"][row["size"]] = (row["log_mean"], row["log_ci"])
+        elif row["arm"] == "ratio: ICL (no adaptation) / M2-ICL adapted":
+            gaps["unadapted"][row["size"]] = (row["log_mean"], row["log_ci"])
+    result = ClaimVerdict(
+        claim="4b",
+        preset=scale.preset,
+        quantity="geometric mean over held-out domains of the relative squared error after fine-tuning on K prompts "
+        "(value, 95% CI low, high)",
+        numbers={f"{row['arm']} @ {row['size']}": [row["value"], row["low"], row["high"]] for row in table},
+        rule=RULE_4B,
+        outcome=decide_4b(gaps, scale.adaptation_sizes),
+        chapter=CHAPTER,
+        wall_seconds=results["wall_seconds"],
+        notes={"maml_order": "second" if scale.maml.second_order else "first", "init": scale.init},
+    )
+    if save:
+        save_verdict(result)
+    return result
