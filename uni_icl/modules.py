@@ -52,8 +52,10 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed:
     query_weights = q.softmax(dim=-1)
     key_exp = (k - k.amax(dim=2, keepdim=True)).exp()  # a shift shared by all j cancels in the ratio
     mask = allowed.to(q.dtype)
-    numerator = torch.einsum("ij,bhjf,bhjg->bhifg", mask, key_exp, v)  # (B, H, T, Dh, Dh)
-    denominator = torch.einsum("ij,bhjf->bhif", mask, key_exp).clamp_min(1e-30)
+    B, H, T, F = key_exp.shape
+    outer = (key_exp[..., :, None] * v[..., None, :]).reshape(B, H, T, F * F)  # exp(k_j) v_j^T per token
+    numerator = torch.matmul(mask, outer).view(B, H, T, F, F)  # (B, H, T, Dh, Dh), two plain products
+    denominator = torch.matmul(mask, key_exp).clamp_min(1e-30)  # (B, H, T, Dh)
     return torch.einsum("bhif,bhifg->bhig", query_weights / denominator, numerator)
 
 
