@@ -8,12 +8,14 @@ own decision rule in code; this module only runs them and collects what they ret
 
 from __future__ import annotations
 
-import importlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 from tqdm.auto import tqdm
 
 from uni_icl.presets import preset_name
@@ -21,9 +23,54 @@ from uni_icl.storage import atomic_json_save, cache_root, checked_json_load
 from uni_icl.validation import check_choice
 from uni_icl.verdicts import CLAIMS, ClaimVerdict
 
-# claim ids -> "module:function"; the function takes (preset, progress) and returns the verdicts
-# of the claims it measures (one experiment may decide several claims).
-EXPERIMENTS: dict[str, str] = {}
+
+def _expressivity(preset: str, progress: bool) -> list[ClaimVerdict]:
+    from uni_icl.experiments import imitation
+
+    return [imitation.verdict(imitation.run(preset, progress))]
+
+
+def _learnability(preset: str, progress: bool) -> list[ClaimVerdict]:
+    from uni_icl.experiments import learnability
+
+    return list(learnability.verdicts(learnability.run(preset, progress), save=False).values())
+
+
+def _selection(preset: str, progress: bool) -> list[ClaimVerdict]:
+    from uni_icl.experiments import selection
+
+    return [selection.verdict(selection.run(preset, progress))]
+
+
+def _shift(preset: str, progress: bool) -> list[ClaimVerdict]:
+    from uni_icl.experiments import shift
+
+    return [shift.verdict(shift.run(preset, progress))]
+
+
+def _curriculum(preset: str, progress: bool) -> list[ClaimVerdict]:
+    from uni_icl.experiments import curriculum
+
+    return [curriculum.verdict(curriculum.run(preset, progress=progress), save=False)]
+
+
+def _m2icl(preset: str, progress: bool) -> list[ClaimVerdict]:
+    from uni_icl.experiments import m2icl
+
+    return [m2icl.verdict(m2icl.run(preset, progress=progress), save=False)]
+
+
+# claim id -> the experiment that decides it: a function (preset, progress) -> the verdicts of the
+# claims it measures (one experiment may decide several claims; it then runs once).
+EXPERIMENTS: dict[str, Callable[[str, bool], list[ClaimVerdict]]] = {
+    "1": _expressivity,
+    "2-single": _learnability,
+    "2-mixed": _learnability,
+    "3a": _selection,
+    "3b": _shift,
+    "4a": _curriculum,
+    "4b": _m2icl,
+}
 
 
 @dataclass(frozen=True)
@@ -64,11 +111,6 @@ def check_claims(only: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(only))
 
 
-def _experiment(claim: str) -> Callable[[str, bool], list[ClaimVerdict]]:
-    module, function = EXPERIMENTS[claim].split(":")
-    return getattr(importlib.import_module(module), function)
-
-
 def reproduce(
     preset: str | None = None, only: Sequence[str] | None = None, *, progress: bool = True, root: Path | None = None
 ) -> Scorecard:
@@ -77,12 +119,12 @@ def reproduce(
     claims = check_claims(only)
     started = time.perf_counter()
     verdicts: dict[str, ClaimVerdict] = {}
-    groups: dict[str, list[str]] = {}
+    groups: dict[Callable, list[str]] = {}
     for claim in claims:
         groups.setdefault(EXPERIMENTS[claim], []).append(claim)
-    for group in tqdm(list(groups.values()), desc=f"claims ({preset})", disable=not progress):
+    for experiment, group in tqdm(list(groups.items()), desc=f"claims ({preset})", disable=not progress):
         claim_started = time.perf_counter()
-        decided = _experiment(group[0])(preset, progress)
+        decided = experiment(preset, progress)
         seconds = time.perf_counter() - claim_started
         for verdict in decided:
             if verdict.claim in group:
@@ -116,9 +158,21 @@ def format_table(card: Scorecard) -> str:
         lines.append(f"  verdict : {verdict.outcome.upper()}  ({verdict.wall_seconds:.1f} s, {verdict.chapter})")
         lines.append(f"  measured: {verdict.quantity}")
         lines.append(f"  rule    : {verdict.rule}")
-        for name, value in verdict.numbers.items():
+        for name, value in flatten_numbers(verdict.numbers).items():
             lines.append(f"  {name}: {_format_number(value)}")
     return "\n".join(lines)
+
+
+def flatten_numbers(numbers: dict, prefix: str = "") -> dict:
+    """Nested dicts of numbers as one level with dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
+    flat = {}
+    for name, value in numbers.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(flatten_numbers(value, f"{key}."))
+        else:
+            flat[key] = value
+    return flat
 
 
 def _format_number(value) -> str:
@@ -127,3 +181,100 @@ def _format_number(value) -> str:
     if isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value):
         return "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
     return str(value)
+
+
+OUTCOME_COLOURS = {"reproduced": "#1b7837", "not reproduced": "#b2182b", "inconclusive": "#d6a21e"}
+GPU_RESULTS = Path(__file__).resolve().parents[1] / "gpu_results"
+
+# Why a claim may fail here, written per (claim, outcome) from what the chapters measured; shown
+# only for the outcome it explains.
+EXPLANATIONS: dict[tuple[str, str], str] = {}
+
+
+def scorecard_frame(card: Scorecard) -> pd.DataFrame:
+    """One row per claim: id, statement, outcome, quantity, rule, seconds, chapter page."""
+    return pd.DataFrame(
+        [
+            {
+                "claim": v.claim,
+                "statement": CLAIMS[v.claim],
+                "outcome": v.outcome,
+                "quantity measured": v.quantity,
+                "decision rule": v.rule,
+                "seconds": round(v.wall_seconds, 1),
+                "chapter": v.chapter,
+            }
+            for v in card.verdicts
+        ]
+    )
+
+
+def chapter_link(chapter: str) -> str:
+    """A relative link from a book page to ``chapter`` (e.g. 'book/02_learnability')."""
+    page = chapter.split("/")[-1]
+    return f'<a href="{page}.html">{page}</a>'
+
+
+def scorecard_html(frame: pd.DataFrame) -> str:
+    """The scorecard table as HTML, outcomes coloured and chapters linked."""
+    shown = frame.copy()
+    shown["outcome"] = [f'<b style="color:{OUTCOME_COLOURS[outcome]}">{outcome}</b>' for outcome in shown["outcome"]]
+    shown["chapter"] = [chapter_link(chapter) for chapter in shown["chapter"]]
+    return shown.to_html(index=False, escape=False)
+
+
+def plot_scorecard(card: Scorecard, ax: plt.Axes) -> plt.Axes:
+    """One coloured bar per claim, labelled with its outcome and the time its experiment took."""
+    labels = [f"{v.claim}: {CLAIMS[v.claim].split(':')[0]}" for v in card.verdicts]
+    rows = range(len(card.verdicts))[::-1]
+    colours = [OUTCOME_COLOURS[v.outcome] for v in card.verdicts]
+    ax.barh(list(rows), [1] * len(labels), color=colours, height=0.7)
+    for row, verdict in zip(rows, card.verdicts, strict=True):
+        ax.text(
+            0.02, row, f"{verdict.outcome}  ({verdict.wall_seconds:.0f} s)", va="center", color="white", weight="bold"
+        )
+    ax.set_yticks(list(rows), labels)
+    ax.set_xticks([])
+    ax.set_xlim(0, 1)
+    ax.set_title(f"Claims of the paper at preset '{card.preset}' (run time of each experiment in brackets)")
+    return ax
+
+
+def discussion(card: Scorecard) -> str:
+    """Markdown: every claim that did not reproduce or was inconclusive, with its evidence."""
+    failed = [v for v in card.verdicts if v.outcome != "reproduced"]
+    if not failed:
+        return f"Every claim run at preset `{card.preset}` was reproduced by its rule."
+    parts = []
+    for verdict in failed:
+        page = verdict.chapter.split("/")[-1]
+        why = EXPLANATIONS.get(
+            (verdict.claim, verdict.outcome), f"The chapter [{page}]({page}.ipynb) shows the evidence."
+        )
+        parts.append(
+            f"**Claim {verdict.claim}** ({CLAIMS[verdict.claim]}): **{verdict.outcome}** at preset "
+            f"`{verdict.preset}`.\n\n- Rule: {verdict.rule}\n- Why we think so: {why}"
+        )
+    return "\n\n".join(parts)
+
+
+def gpu_results_markdown(card: Scorecard) -> str:
+    """Markdown comparing ``card`` with the committed GPU scorecards under gpu_results/, if any."""
+    found = sorted(GPU_RESULTS.glob("*/scorecard-*.json")) if GPU_RESULTS.exists() else []
+    if not found:
+        return "No GPU results are stored in this checkout (`gpu_results/` is empty or missing)."
+    blocks = []
+    for path in found:
+        gpu = Scorecard.from_dict(json.loads(path.read_text()))
+        about = path.parent / "device.json"
+        device = json.loads(about.read_text()).get("device", "unknown GPU") if about.exists() else "unknown GPU"
+        lines = [
+            f"**{path.parent.name}**: preset `{gpu.preset}`, run on {device} in {gpu.wall_seconds:.0f} s.",
+            "",
+            f"| claim | outcome at `{gpu.preset}` (GPU) | outcome at `{card.preset}` (this page) |",
+            "|---|---|---|",
+        ]
+        here = {v.claim: v.outcome for v in card.verdicts}
+        lines += [f"| {v.claim} | {v.outcome} | {here.get(v.claim, 'not run')} |" for v in gpu.verdicts]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

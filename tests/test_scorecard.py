@@ -1,0 +1,101 @@
+"""The scorecard: one command runs every claim; two cold runs agree exactly; a warm run trains nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from uni_icl import scorecard  # noqa: E402
+from uni_icl.verdicts import CLAIMS, ClaimVerdict  # noqa: E402
+
+
+def reproduce_cli(cache, output, *extra):
+    env = {**os.environ, "UNI_ICL_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "uni_icl",
+        "reproduce",
+        "--preset",
+        "smoke",
+        "--no-progress",
+        "--output",
+        str(output),
+    ]
+    result = subprocess.run([*command, *extra], env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(output.read_text()), result.stdout
+
+
+def without_times(card):
+    return [{k: v for k, v in verdict.items() if k != "wall_seconds"} for verdict in card["verdicts"]]
+
+
+@pytest.mark.slow
+def test_two_cold_runs_agree_and_a_warm_run_only_loads(tmp_path):
+    first, table = reproduce_cli(tmp_path / "a", tmp_path / "a.json")
+    second, _ = reproduce_cli(tmp_path / "b", tmp_path / "b.json")
+    assert [v["claim"] for v in first["verdicts"]] == list(CLAIMS)
+    assert without_times(first) == without_times(second)
+    assert "Reproduction scorecard, preset smoke" in table
+    models = sorted((tmp_path / "a").rglob("*.pt"))
+    stamps = [path.stat().st_mtime_ns for path in models]
+    warm, _ = reproduce_cli(tmp_path / "a", tmp_path / "warm.json")
+    assert without_times(warm) == without_times(first)
+    assert sorted((tmp_path / "a").rglob("*.pt")) == models
+    assert [path.stat().st_mtime_ns for path in models] == stamps  # nothing retrained
+    assert warm["wall_seconds"] < first["wall_seconds"]
+
+
+def make_card(outcomes):
+    verdicts = [
+        ClaimVerdict(claim, "smoke", "q", {"a": {"b": 0.5}}, "rule", outcome, f"book/0{i}_x", 1.0)
+        for i, (claim, outcome) in enumerate(outcomes.items())
+    ]
+    return scorecard.Scorecard("smoke", verdicts, 2.0)
+
+
+def test_table_frame_figure_and_discussion():
+    card = make_card({"1": "reproduced", "3a": "not reproduced", "4a": "inconclusive"})
+    text = scorecard.format_table(card)
+    assert "a.b: 0.5000" in text and "NOT REPRODUCED" in text
+    html = scorecard.scorecard_html(scorecard.scorecard_frame(card))
+    assert 'href="01_x.html"' in html and "not reproduced" in html
+    fig, ax = plt.subplots()
+    scorecard.plot_scorecard(card, ax)
+    assert len(ax.patches) == 3
+    plt.close(fig)
+    discussion = scorecard.discussion(card)
+    assert "Claim 3a" in discussion and "Claim 4a" in discussion and "Claim 1 " not in discussion
+    assert scorecard.Scorecard.from_dict(card.to_dict()) == card
+
+
+def test_unknown_claim_is_rejected_before_work():
+    with pytest.raises(ValueError, match="claim: unknown value 'x'; allowed: 1, 2-single"):
+        scorecard.check_claims(["x"])
+    assert scorecard.check_claims(None) == list(CLAIMS)
+
+
+def test_partial_run_updates_the_stored_card(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(preset, progress):
+        calls.append(preset)
+        return [ClaimVerdict("4a", preset, "q", {"x": 1.0}, "r", "reproduced", "book/05_curriculum")]
+
+    monkeypatch.setitem(scorecard.EXPERIMENTS, "4a", fake)
+    stored = make_card({"1": "reproduced", "4a": "inconclusive"})
+    from uni_icl.storage import atomic_json_save
+
+    atomic_json_save(stored.to_dict(), scorecard.scorecard_path("smoke", tmp_path))
+    card = scorecard.reproduce("smoke", ["4a"], progress=False, root=tmp_path)
+    assert calls == ["smoke"]
+    assert [(v.claim, v.outcome) for v in card.verdicts] == [("1", "reproduced"), ("4a", "reproduced")]
+    assert scorecard.load_scorecard("smoke", tmp_path) == card
