@@ -1,0 +1,276 @@
+"""Claim 3(a): is ICL trained on a mixture the same as selecting the best known algorithm?
+
+``run`` trains-or-loads the learnability chapter's models (ICL on ``mixture``; MatchNet on
+``pairwise``, ProtoNet on ``prototype``, CNP on ``amortized``) plus an ICL transformer on the
+unseen ``radius`` family (the ceiling), builds the prequential :class:`AlgorithmSelector` and the
+:class:`OracleSelector` from the three meta-learners, and evaluates everything on the same test
+episodes (same seed), so differences are paired. ``verdict`` decides claim 3(a) with the rule
+``RULE_3A`` written here before any result was looked at.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from uni_icl.evaluation import Z_95, EvalResult, evaluate
+from uni_icl.experiments.learnability import MATCHING_LEARNER, SINGLE_FAMILIES, trained
+from uni_icl.learners import display_name
+from uni_icl.presets import ClassificationScale, classification_scale
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load
+from uni_icl.selection import MATCHING_CANDIDATE, AlgorithmSelector, OracleSelector
+from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
+from uni_icl.tasks import TaskFamily
+from uni_icl.validation import check_int
+from uni_icl.verdicts import ClaimVerdict
+
+UNSEEN_FAMILY = "radius"
+CANDIDATES = tuple(MATCHING_LEARNER[family] for family in SINGLE_FAMILIES)  # matchnet, protonet, cnp
+ICL_MIXTURE = "ICL (trained on mixture)"
+ICL_RADIUS = "ICL (trained on radius, ceiling)"
+SELECTOR = "Selector (prequential)"
+ORACLE = "Oracle selector"
+CHAPTER = "book/03_selection"
+N_CHOICE_TASKS = 256  # episodes used to count which candidate the selector picks
+EQUIVALENCE_MARGIN = 0.02  # |difference| below this counts as "no practical difference"
+RULE_3A = (
+    "On the unseen radius family, with paired test episodes: reproduced if ICL trained on the mixture is MORE "
+    "accurate than the prequential selector (mean over shot counts) beyond the paired 95% CI (lower bound of "
+    "ICL - selector > 0); not reproduced if the selector is more accurate beyond the CI, or if the whole CI of the "
+    f"difference lies within +-{EQUIVALENCE_MARGIN} (no practical difference); inconclusive otherwise. 'Better', "
+    "not merely 'differs', because the paper's statement is directional (ICL handles test tasks that selection "
+    "cannot): a selector that beats ICL would contradict it even though the two differ."
+)
+
+
+@dataclass
+class SelectionResults:
+    """What ``run`` measured.
+
+    ``rows``: one dict per (learner, test family) with ``mean``, ``ci``, ``per_position``,
+    ``per_position_ci`` and ``per_episode_mean`` (paired across learners). ``choices``: one dict per
+    (family, shot count, candidate) with the fraction of episodes where the selector used it.
+    ``learners``: display name -> module (for decision regions). ``training``: display name ->
+    training summary (steps, best step, early stop, seconds).
+    """
+
+    preset: str
+    rows: list[dict]
+    choices: list[dict]
+    learners: dict[str, nn.Module] = field(repr=False)
+    training: dict[str, dict]
+    oracle_radius_candidate: str
+    wall_seconds: float
+
+    def row(self, learner: str, family: str) -> dict:
+        """The row of ``learner`` (display name) on ``family``."""
+        for row in self.rows:
+            if row["learner"] == learner and row["test_family"] == family:
+                return row
+        raise ValueError(f"learner/family: no row for {learner!r} on {family!r}")
+
+
+def paired_difference(first: list[float], second: list[float]) -> tuple[float, float]:
+    """Mean of first - second over paired episodes and the half-width of its 95% CI."""
+    if len(first) != len(second) or len(first) < 2:
+        raise ValueError("first/second: expected two equally long lists of per-episode means (at least 2)")
+    diff = torch.tensor(first, dtype=torch.float64) - torch.tensor(second, dtype=torch.float64)
+    return diff.mean().item(), Z_95 * diff.std(unbiased=True).item() / math.sqrt(len(diff))
+
+
+def cached_evaluation(
+    kind: str,
+    identity: dict,
+    learner: nn.Module | Callable[[], nn.Module],
+    task: TaskFamily,
+    *,
+    n_tasks: int,
+    seed: int,
+) -> EvalResult:
+    """Evaluate a learner that is not a single RunSpec (a selector, a Bayes predictor), cached.
+
+    ``identity`` must determine the learner completely (e.g. the RunSpec configs of its parts);
+    the key adds the test task, n_tasks, seed and ``CODE_VERSION``. ``learner`` may be a
+    zero-argument factory, called only when the result is not stored.
+    """
+    check_int("n_tasks", n_tasks, minimum=1)
+    config = {"code_version": CODE_VERSION, "kind": kind, "identity": identity, "test_task": task.config()}
+    config.update({"n_tasks": n_tasks, "seed": seed})
+    path = cache_root() / "results" / f"{kind}-{task.name}-{config_hash(config)}.json"
+    with entry_lock(path):
+        stored = checked_json_load(path)
+        if stored is not None:
+            return EvalResult(**stored)
+        module = learner if isinstance(learner, nn.Module) else learner()
+        result = evaluate(module, task, n_tasks=n_tasks, seed=seed)
+        atomic_json_save(result.to_dict(), path)
+    return result
+
+
+def candidate_models(scale: ClassificationScale, *, progress: bool = True) -> dict[str, TrainedLearner]:
+    """The three meta-learners, each trained on its matching family (learnability chapter's runs)."""
+    return {
+        MATCHING_LEARNER[family]: trained(scale, MATCHING_LEARNER[family], family, progress=progress)
+        for family in SINGLE_FAMILIES
+    }
+
+
+def selector_identity(candidates: dict[str, TrainedLearner]) -> dict:
+    """The cache identity of a selector built from ``candidates`` (their RunSpec configs, in order)."""
+    return {name: model.spec.config() for name, model in candidates.items() if isinstance(model.spec, RunSpec)}
+
+
+def _row(learner: str, family: str, result: EvalResult, preset: str) -> dict:
+    return {
+        "learner": learner,
+        "test_family": family,
+        "mean": result.mean,
+        "ci": result.mean_ci,
+        "per_position": result.per_position,
+        "per_position_ci": result.per_position_ci,
+        "per_episode_mean": result.per_episode_mean,
+        "preset": preset,
+    }
+
+
+def _training_summary(model: TrainedLearner) -> dict:
+    history = model.history
+    return {
+        "steps": history.steps[-1] if history.steps else 0,
+        "best_step": history.best_step,
+        "stopped_early": history.stopped_early,
+        "seconds": history.seconds,
+        "best_val_accuracy": max(history.val_score) if history.val_score else math.nan,
+    }
+
+
+@torch.no_grad()
+def choice_fractions(
+    selector: AlgorithmSelector, task: TaskFamily, *, n_tasks: int, seed: int, family: str
+) -> list[dict]:
+    """Fraction of episodes in which the selector uses each candidate, per shot count."""
+    episode = task.sample(n_tasks, seed=seed, device=next(selector.parameters()).device)
+    selector.eval()
+    chosen = selector.choices(episode.xs, episode.ys).cpu()  # (n_tasks, N)
+    rows = []
+    for index, name in enumerate(selector.names):
+        fraction = (chosen == index).double().mean(0)
+        rows += [
+            {"family": family, "shots": shot, "candidate": display_name(name), "fraction": value}
+            for shot, value in enumerate(fraction.tolist())
+        ]
+    return rows
+
+
+def run(preset: str | None = None, progress: bool = True) -> SelectionResults:
+    """Train-or-load every model and evaluate them on the seen families and on ``radius``."""
+    started = time.perf_counter()
+    scale = classification_scale(preset)
+    candidates = candidate_models(scale, progress=progress)
+    icl_mixture = trained(scale, "icl", "mixture", progress=progress)
+    icl_radius = trained(scale, "icl", UNSEEN_FAMILY, progress=progress)
+    modules = {name: model.learner for name, model in candidates.items()}
+    selector = AlgorithmSelector(modules)
+    identity = selector_identity(candidates)
+    oracle = OracleSelector(modules)
+    evaluation = {"n_tasks": scale.n_test_tasks, "seed": scale.test_seed}
+
+    rows: list[dict] = []
+    choices: list[dict] = []
+    families = (*SINGLE_FAMILIES, UNSEEN_FAMILY)
+    for family in tqdm(families, desc="test families", disable=not progress):
+        task = scale.task(family)
+        rows.append(_row(ICL_MIXTURE, family, evaluate_or_load(icl_mixture, task, **evaluation), scale.preset))
+        rows.append(
+            _row(SELECTOR, family, cached_evaluation("selector", identity, selector, task, **evaluation), scale.preset)
+        )
+        for name, model in candidates.items():
+            rows.append(_row(display_name(name), family, evaluate_or_load(model, task, **evaluation), scale.preset))
+        if family in SINGLE_FAMILIES:
+            result = cached_evaluation("oracle", identity, oracle.for_family(family), task, **evaluation)
+            rows.append(_row(ORACLE, family, result, scale.preset))
+        choices += choice_fractions(
+            selector, task, n_tasks=min(N_CHOICE_TASKS, scale.n_test_tasks), seed=scale.test_seed, family=family
+        )
+    radius_task = scale.task(UNSEEN_FAMILY)
+    rows.append(_row(ICL_RADIUS, UNSEEN_FAMILY, evaluate_or_load(icl_radius, radius_task, **evaluation), scale.preset))
+    best_candidate = max(
+        CANDIDATES,
+        key=lambda name: next(
+            r["mean"] for r in rows if r["learner"] == display_name(name) and r["test_family"] == UNSEEN_FAMILY
+        ),
+    )
+    hindsight = OracleSelector(modules, {**MATCHING_CANDIDATE, UNSEEN_FAMILY: best_candidate}, UNSEEN_FAMILY)
+    result = cached_evaluation("oracle", {**identity, "radius": best_candidate}, hindsight, radius_task, **evaluation)
+    rows.append(_row(ORACLE, UNSEEN_FAMILY, result, scale.preset))
+
+    learners = {
+        ICL_MIXTURE: icl_mixture.learner,
+        SELECTOR: selector,
+        **{display_name(name): module for name, module in modules.items()},
+        ICL_RADIUS: icl_radius.learner,
+    }
+    training = {
+        ICL_MIXTURE: _training_summary(icl_mixture),
+        ICL_RADIUS: _training_summary(icl_radius),
+        **{
+            f"{display_name(n)} (trained on {f})": _training_summary(candidates[n]) for f, n in MATCHING_LEARNER.items()
+        },
+    }
+    return SelectionResults(
+        preset=scale.preset,
+        rows=rows,
+        choices=choices,
+        learners=learners,
+        training=training,
+        oracle_radius_candidate=display_name(best_candidate),
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
+def verdict(results: SelectionResults) -> ClaimVerdict:
+    """Claim 3(a) decided by ``RULE_3A`` from the paired radius results."""
+    icl = results.row(ICL_MIXTURE, UNSEEN_FAMILY)
+    selector = results.row(SELECTOR, UNSEEN_FAMILY)
+    difference, half_width = paired_difference(icl["per_episode_mean"], selector["per_episode_mean"])
+    low, high = difference - half_width, difference + half_width
+    if low > 0:
+        outcome = "reproduced"
+    elif high < 0 or (low >= -EQUIVALENCE_MARGIN and high <= EQUIVALENCE_MARGIN):
+        outcome = "not reproduced"
+    else:
+        outcome = "inconclusive"
+    ceiling = results.row(ICL_RADIUS, UNSEEN_FAMILY)
+    oracle = results.row(ORACLE, UNSEEN_FAMILY)
+    versus_oracle, versus_oracle_ci = paired_difference(icl["per_episode_mean"], oracle["per_episode_mean"])
+    numbers = {
+        "icl_mixture_radius": icl["mean"],
+        "icl_mixture_radius_ci": icl["ci"],
+        "selector_radius": selector["mean"],
+        "selector_radius_ci": selector["ci"],
+        "difference_icl_minus_selector": difference,
+        "difference_ci": half_width,
+        "oracle_radius": oracle["mean"],
+        "oracle_radius_ci": oracle["ci"],
+        "difference_icl_minus_oracle": versus_oracle,
+        "difference_icl_minus_oracle_ci": versus_oracle_ci,
+        "oracle_radius_candidate": results.oracle_radius_candidate,
+        "icl_radius_ceiling": ceiling["mean"],
+        "icl_radius_ceiling_ci": ceiling["ci"],
+    }
+    return ClaimVerdict(
+        claim="3a",
+        preset=results.preset,
+        quantity="accuracy on radius (mean over shot counts): ICL trained on mixture minus the prequential selector",
+        numbers=numbers,
+        rule=RULE_3A,
+        outcome=outcome,
+        chapter=CHAPTER,
+        wall_seconds=results.wall_seconds,
+    )

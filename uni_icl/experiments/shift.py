@@ -1,0 +1,562 @@
+"""Claim 3(b): distribution shift. Models trained at noise_std = 1, tested at larger noise_std.
+
+For each family with a known optimal learner (``pairwise``, ``prototype``, ``amortized``) and each
+test noise level, ``run`` evaluates on the same episodes (same seed):
+
+- ICL trained on ``mixture`` and ICL trained on the family itself (the learnability chapter's runs),
+- the matching meta-learner (MatchNet / ProtoNet / CNP, trained on the family),
+- the prequential algorithm selector over the three meta-learners (``uni_icl.selection``),
+- beyond the paper, ICL trained on :class:`NoiseRangeTask` (mixture episodes whose noise_std is
+  drawn per episode from [noise_low, noise_high]),
+- the reference: the Bayes-optimal predictor of the *test* distribution (``uni_icl.bayes``), which
+  knows the true prior at each noise level, so its accuracy shows what the label rule itself makes
+  easier or harder, and a learner's gap to it shows the learner's own sensitivity.
+
+``verdict`` decides claim 3(b) with ``RULE_3B``, written here before any result was looked at.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from uni_icl.evaluation import EvalResult
+from uni_icl.experiments.learnability import (
+    MATCHING_LEARNER,
+    SINGLE_FAMILIES,
+    bayes_predictor,
+    evaluate_bayes_or_load,
+    trained,
+)
+from uni_icl.experiments.selection import (
+    cached_evaluation,
+    candidate_models,
+    paired_difference,
+    selector_identity,
+)
+from uni_icl.interactive import explore
+from uni_icl.learners import display_name
+from uni_icl.plotting import class_probabilities_on_grid
+from uni_icl.presets import classification_scale, preset_name
+from uni_icl.runs import TrainedLearner, evaluate_or_load, train_or_load
+from uni_icl.selection import AlgorithmSelector
+from uni_icl.tasks import Episode, TaskFamily, make_generator, make_task, register_task
+from uni_icl.validation import check_choice, check_int, check_positive
+from uni_icl.verdicts import ClaimVerdict
+
+ICL_MIXTURE = "ICL (trained on mixture)"
+ICL_OWN = "ICL (trained on the family)"
+META = "Matching meta-learner"
+SELECTOR = "Selector (prequential)"
+REMEDY = "ICL (mixture, noise_std 1-5)"
+BAYES = "Bayes (reference)"
+LEARNER_ORDER = (ICL_MIXTURE, ICL_OWN, META, SELECTOR, REMEDY, BAYES)
+CHAPTER = "book/04_shift"
+EVAL_CHUNK = 256  # uni_icl.evaluation draws test episodes in chunks of this many
+RULE_3B = (
+    "Per family (pairwise, prototype, amortized), gap = Bayes reference accuracy - learner accuracy (paired "
+    "episodes, mean over shot counts); growth = gap at the largest test noise_std - gap at noise_std = 1, with a "
+    "95% CI from the two gaps' CIs in quadrature. A family supports the claim if ICL trained on that family has a "
+    "growth above its CI (it degrades beyond what the label rule explains) while the matching meta-learner's "
+    "growth is at most its CI (the explicit algorithm does not degrade measurably). Reproduced if at least 2 of "
+    "the 3 families support it, not reproduced if none does, inconclusive if exactly 1."
+)
+
+
+@register_task
+@dataclass(frozen=True)
+class NoiseRangeTask(TaskFamily):
+    """Episodes of ``inner`` whose noise_std is drawn at random, uniformly from [noise_low, noise_high].
+
+    Each call to ``sample`` cuts the batch into ``n_groups`` near-equal consecutive groups and
+    draws one noise level per group (so every episode's noise_std is uniform on the range; the
+    episodes of a group share it). ``n_groups`` >= batch size gives every episode its own level;
+    the default 8 keeps sampling cheap (each group is one call to the inner family's sampler).
+    ``noise_std`` is not used (the draws replace it); ``k`` is passed to inner families that have
+    it. ``params`` holds the inner family's parameters plus ``noise_std`` (B,).
+    """
+
+    name: ClassVar[str] = "noise_range"
+    binary_only: ClassVar[bool] = True
+    inner: str = "mixture"
+    noise_low: float = 1.0
+    noise_high: float = 5.0
+    k: int = 1
+    n_groups: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("n_groups", self.n_groups, minimum=1)
+        allowed = ("pairwise", "prototype", "amortized", "radius", "mixture")
+        check_choice("inner", self.inner, allowed)
+        check_positive("noise_low", self.noise_low)
+        check_positive("noise_high", self.noise_high)
+        if self.noise_high < self.noise_low:
+            raise ValueError(f"noise_high: must be >= noise_low={self.noise_low}, got {self.noise_high}")
+        self.inner_task(self.noise_low)
+
+    def inner_task(self, noise_std: float) -> TaskFamily:
+        """The inner family at one noise level."""
+        params = {"d": self.d, "n_classes": self.n_classes, "n_points": self.n_points, "noise_std": noise_std}
+        if self.inner in ("pairwise", "mixture"):
+            params["k"] = self.k
+        return make_task(self.inner, **params)
+
+    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
+        n_groups = min(self.n_groups, batch_size)
+        levels = self.noise_low + (self.noise_high - self.noise_low) * torch.rand(n_groups, generator=gen)
+        sizes = [len(chunk) for chunk in torch.arange(batch_size).chunk(n_groups)]
+        base = self.inner_task(self.noise_low)
+        parts = [
+            replace(base, noise_std=sigma)._sample(size, gen)
+            for sigma, size in zip(levels.tolist(), sizes, strict=True)
+        ]
+        params = {key: torch.cat([part.params[key] for part in parts]) for key in parts[0].params}
+        params["noise_std"] = levels.repeat_interleave(torch.tensor(sizes))
+        xs = torch.cat([part.xs for part in parts])
+        return Episode(xs, torch.cat([part.ys for part in parts]), self.name, params)
+
+
+@dataclass(frozen=True)
+class ShiftScale:
+    """Sizes of the shift experiment at one preset (models come from ``classification_scale``)."""
+
+    noise_levels: tuple[float, ...]  # test noise_std values (training used 1)
+    n_reference_tasks: int  # test episodes of the Monte-Carlo Bayes reference (prototype); a prefix of the others
+    bayes_samples: int  # particles of the prototype Bayes sampler
+    remedy_low: float = 1.0  # noise range of the remedy's training episodes
+    remedy_high: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.noise_levels or any(s <= 0 for s in self.noise_levels) or 1.0 not in self.noise_levels:
+            raise ValueError("noise_levels: expected positive values including 1.0 (the training level)")
+        check_int("n_reference_tasks", self.n_reference_tasks, minimum=2)
+        check_int("bayes_samples", self.bayes_samples, minimum=1)
+
+
+SHIFT_SCALES = {
+    "smoke": ShiftScale(noise_levels=(1.0, 2.0, 5.0), n_reference_tasks=64, bayes_samples=16),
+    "quick": ShiftScale(
+        noise_levels=(1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0), n_reference_tasks=256, bayes_samples=64
+    ),
+    "paper": ShiftScale(
+        noise_levels=(1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0), n_reference_tasks=1024, bayes_samples=256
+    ),
+}
+
+
+def shift_scale(preset: str | None = None) -> ShiftScale:
+    """The shift sizes of ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
+    return SHIFT_SCALES[preset_name(preset)]
+
+
+Evaluator = Callable[[str, TaskFamily], EvalResult]  # (family, test task) -> result
+
+
+def shift_grid(
+    evaluators: Mapping[str, Evaluator],
+    families: Iterable[str],
+    noise_levels: Iterable[float],
+    task_at: Callable[[str, float], TaskFamily],
+    *,
+    progress: bool = True,
+) -> list[dict]:
+    """Evaluate every learner on every (family, noise level); one row per (family, noise, learner).
+
+    ``evaluators``: display name -> function (family, test task) -> EvalResult; ``task_at(family,
+    noise_std)`` builds the test task. Rows hold family, noise_std, learner, mean, ci, per_position,
+    per_position_ci and per_episode_mean.
+    """
+    families, noise_levels = list(families), [float(s) for s in noise_levels]
+    if not families or not noise_levels or not evaluators:
+        raise ValueError("evaluators/families/noise_levels: each must be non-empty")
+    for sigma in noise_levels:
+        check_positive("noise_levels", sigma)
+    cells = [(family, sigma) for family in families for sigma in noise_levels]
+    rows = []
+    for family, sigma in tqdm(cells, desc="shift grid", disable=not progress):
+        task = task_at(family, sigma)
+        for learner, evaluate_one in evaluators.items():
+            result = evaluate_one(family, task)
+            rows.append(
+                {
+                    "family": family,
+                    "noise_std": sigma,
+                    "learner": learner,
+                    "mean": result.mean,
+                    "ci": result.mean_ci,
+                    "per_position": result.per_position,
+                    "per_position_ci": result.per_position_ci,
+                    "per_episode_mean": result.per_episode_mean,
+                }
+            )
+    return rows
+
+
+def gap_rows(rows: list[dict], reference: str = BAYES) -> list[dict]:
+    """Gap = reference accuracy - learner accuracy per (family, noise, learner), paired on episodes.
+
+    The reference may have been evaluated on fewer episodes: they must be the first episodes of
+    every learner's test set (same seed; a count that is a multiple of ``EVAL_CHUNK`` or equal).
+    """
+    by_cell: dict[tuple, dict] = {(r["family"], r["noise_std"], r["learner"]): r for r in rows}
+    gaps = []
+    for (family, sigma, learner), row in by_cell.items():
+        if learner == reference:
+            continue
+        ref = by_cell.get((family, sigma, reference))
+        if ref is None:
+            raise ValueError(f"reference: no {reference!r} row for {family} at noise_std={sigma}")
+        count = len(ref["per_episode_mean"])
+        if len(row["per_episode_mean"]) < count:
+            raise ValueError(f"rows: {learner!r} has fewer test episodes than the reference ({count})")
+        gap, ci = paired_difference(ref["per_episode_mean"], row["per_episode_mean"][:count])
+        gaps.append({"family": family, "noise_std": sigma, "learner": learner, "gap": gap, "ci": ci, "n_tasks": count})
+    return gaps
+
+
+def curves_frame(rows: list[dict]) -> pd.DataFrame:
+    """Long table for plots and the explorer: family, noise_std, learner, shots, accuracy, ci."""
+    records = []
+    for row in rows:
+        for shot, (value, ci) in enumerate(zip(row["per_position"], row["per_position_ci"], strict=True)):
+            records.append(
+                {
+                    "family": row["family"],
+                    "noise_std": row["noise_std"],
+                    "learner": row["learner"],
+                    "shots": shot,
+                    "accuracy": value,
+                    "ci": ci,
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+@dataclass
+class ShiftResults:
+    """What ``run`` measured: accuracy rows, gap rows, the models (for the explorer), training summaries."""
+
+    preset: str
+    noise_levels: tuple[float, ...]
+    rows: list[dict]
+    gaps: list[dict]
+    models: dict[str, dict[str, nn.Module]] = field(repr=False)  # learner -> family -> module
+    training: dict[str, dict]
+    meta_learner_names: dict[str, str]  # family -> display name of its matching meta-learner
+    wall_seconds: float
+
+    def frame(self) -> pd.DataFrame:
+        """Mean accuracy per (family, noise_std, learner) with CIs."""
+        return pd.DataFrame(self.rows)[["family", "noise_std", "learner", "mean", "ci"]]
+
+    def gap(self, family: str, noise_std: float, learner: str) -> dict:
+        for row in self.gaps:
+            if (row["family"], row["noise_std"], row["learner"]) == (family, noise_std, learner):
+                return row
+        raise ValueError(f"family/noise_std/learner: no gap for {learner!r} on {family} at {noise_std}")
+
+    def learner(self, name: str, family: str, noise_std: float) -> nn.Module | Callable:
+        """The module behind ``name`` for ``family`` (the Bayes reference is built for ``noise_std``)."""
+        if name == BAYES:
+            task = classification_scale(self.preset).task(family, noise_std=noise_std)
+            return bayes_predictor(task, n_samples=shift_scale(self.preset).bayes_samples)
+        check_choice("name", name, list(self.models))
+        return self.models[name][family]
+
+
+def _summary(model: TrainedLearner) -> dict:
+    history = model.history
+    return {
+        "steps": history.steps[-1] if history.steps else 0,
+        "best_step": history.best_step,
+        "stopped_early": history.stopped_early,
+        "seconds": history.seconds,
+        "best_val_accuracy": max(history.val_score) if history.val_score else math.nan,
+    }
+
+
+def remedy_task(preset: str | None = None) -> TaskFamily:
+    """The remedy's training task: mixture episodes with noise_std ~ U[remedy_low, remedy_high]."""
+    scale, sizes = classification_scale(preset), shift_scale(preset)
+    return scale.task("noise_range", inner="mixture", noise_low=sizes.remedy_low, noise_high=sizes.remedy_high)
+
+
+def run(preset: str | None = None, progress: bool = True) -> ShiftResults:
+    """Train-or-load the models, evaluate the grid of families x noise levels, compute gaps."""
+    started = time.perf_counter()
+    scale, sizes = classification_scale(preset), shift_scale(preset)
+    if sizes.n_reference_tasks != scale.n_test_tasks and sizes.n_reference_tasks % EVAL_CHUNK:
+        raise ValueError(
+            f"n_reference_tasks: must equal n_test_tasks ({scale.n_test_tasks}) or be a multiple of {EVAL_CHUNK}"
+        )
+    candidates = candidate_models(scale, progress=progress)
+    icl_mixture = trained(scale, "icl", "mixture", progress=progress)
+    icl_own = {family: trained(scale, "icl", family, progress=progress) for family in SINGLE_FAMILIES}
+    remedy = train_or_load(scale.run("icl", remedy_task(preset)), progress=progress)
+    selector = AlgorithmSelector({name: model.learner for name, model in candidates.items()})
+    identity = selector_identity(candidates)
+    n_tasks, seed = scale.n_test_tasks, scale.test_seed
+    n_ref = min(sizes.n_reference_tasks, n_tasks)
+
+    def stored(model_for: Callable[[str], TrainedLearner]) -> Evaluator:
+        return lambda family, task: evaluate_or_load(model_for(family), task, n_tasks=n_tasks, seed=seed)
+
+    def reference(family: str, task: TaskFamily) -> EvalResult:
+        count = n_ref if family == "prototype" else n_tasks  # the Monte-Carlo reference on a prefix
+        return evaluate_bayes_or_load(task, n_tasks=count, seed=seed, n_samples=sizes.bayes_samples).result
+
+    evaluators: dict[str, Evaluator] = {
+        ICL_MIXTURE: stored(lambda family: icl_mixture),
+        ICL_OWN: stored(lambda family: icl_own[family]),
+        META: stored(lambda family: candidates[MATCHING_LEARNER[family]]),
+        SELECTOR: lambda family, task: cached_evaluation(
+            "selector", identity, selector, task, n_tasks=n_tasks, seed=seed
+        ),
+        REMEDY: stored(lambda family: remedy),
+        BAYES: reference,
+    }
+    rows = shift_grid(
+        evaluators,
+        SINGLE_FAMILIES,
+        sizes.noise_levels,
+        lambda family, sigma: scale.task(family, noise_std=sigma),
+        progress=progress,
+    )
+    models = {
+        ICL_MIXTURE: dict.fromkeys(SINGLE_FAMILIES, icl_mixture.learner),
+        ICL_OWN: {family: model.learner for family, model in icl_own.items()},
+        META: {family: candidates[MATCHING_LEARNER[family]].learner for family in SINGLE_FAMILIES},
+        SELECTOR: dict.fromkeys(SINGLE_FAMILIES, selector),
+        REMEDY: dict.fromkeys(SINGLE_FAMILIES, remedy.learner),
+    }
+    training = {ICL_MIXTURE: _summary(icl_mixture), REMEDY: _summary(remedy)}
+    training.update({f"ICL (trained on {family})": _summary(model) for family, model in icl_own.items()})
+    return ShiftResults(
+        preset=scale.preset,
+        noise_levels=tuple(sizes.noise_levels),
+        rows=rows,
+        gaps=gap_rows(rows),
+        models=models,
+        training=training,
+        meta_learner_names={family: display_name(MATCHING_LEARNER[family]) for family in SINGLE_FAMILIES},
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
+def support_set(
+    preset: str | None, family: str, noise_std: float, n_shots: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A support set for decision-region plots: the first ``n_shots`` points of one episode. -> (n, d), (n,)"""
+    check_int("n_shots", n_shots, minimum=1)
+    episode = classification_scale(preset).task(family, noise_std=noise_std).sample(1, generator=make_generator(seed))
+    return episode.xs[0, :n_shots], episode.ys[0, :n_shots]
+
+
+def growth(results: ShiftResults, family: str, learner: str) -> tuple[float, float]:
+    """Gap at the largest noise level minus gap at noise_std = 1, and its 95% CI half-width."""
+    low, high = results.gap(family, 1.0, learner), results.gap(family, max(results.noise_levels), learner)
+    return high["gap"] - low["gap"], math.hypot(high["ci"], low["ci"])
+
+
+def remedy_effect(results: ShiftResults, family: str, noise_std: float) -> tuple[float, float]:
+    """Accuracy of the noise-range ICL minus ICL trained on mixture (paired episodes) and its CI."""
+    rows = {r["learner"]: r for r in results.rows if r["family"] == family and r["noise_std"] == noise_std}
+    return paired_difference(rows[REMEDY]["per_episode_mean"], rows[ICL_MIXTURE]["per_episode_mean"])
+
+
+def verdict(results: ShiftResults) -> ClaimVerdict:
+    """Claim 3(b) decided by ``RULE_3B``."""
+    numbers: dict = {"largest_noise_std": max(results.noise_levels), "families": {}}
+    supporting = 0
+    for family in SINGLE_FAMILIES:
+        icl_growth, icl_ci = growth(results, family, ICL_OWN)
+        meta_growth, meta_ci = growth(results, family, META)
+        supports = icl_growth > icl_ci and meta_growth <= meta_ci
+        supporting += supports
+        numbers["families"][family] = {
+            "icl_own_gap_growth": icl_growth,
+            "icl_own_gap_growth_ci": icl_ci,
+            "meta_learner": results.meta_learner_names[family],
+            "meta_gap_growth": meta_growth,
+            "meta_gap_growth_ci": meta_ci,
+            "icl_mixture_gap_growth": growth(results, family, ICL_MIXTURE)[0],
+            "selector_gap_growth": growth(results, family, SELECTOR)[0],
+            "remedy_gap_growth": growth(results, family, REMEDY)[0],
+            "supports_claim": supports,
+        }
+    numbers["families_supporting"] = supporting
+    outcome = "reproduced" if supporting >= 2 else "not reproduced" if supporting == 0 else "inconclusive"
+    return ClaimVerdict(
+        claim="3b",
+        preset=results.preset,
+        quantity="growth of the gap to the Bayes reference from noise_std = 1 to the largest test noise_std",
+        numbers=numbers,
+        rule=RULE_3B,
+        outcome=outcome,
+        chapter=CHAPTER,
+        wall_seconds=results.wall_seconds,
+    )
+
+
+# ----------------------------------------------------------------------------- explorer and figures
+
+
+def region_extent(support_xs: torch.Tensor) -> float:
+    """Half-width of a square view that holds the support points with a margin."""
+    return 1.15 * max(float(support_xs.abs().max()), 1.0)
+
+
+def draw_regions(
+    ax: plt.Axes,
+    predictor: nn.Module | Callable,
+    support_xs: torch.Tensor,
+    support_ys: torch.Tensor,
+    *,
+    extent: float,
+    resolution: int = 40,
+    title: str = "",
+) -> plt.Axes:
+    """P(y = 1) on a grid as a colour map, the 0.5 contour, and the support points (no colour bar,
+    so a live panel can be redrawn in place). support_xs (n, 2), support_ys (n,)."""
+    grid_x, grid_y, probs = class_probabilities_on_grid(
+        predictor, support_xs, support_ys, extent=extent, resolution=resolution
+    )
+    ax.contourf(grid_x, grid_y, probs, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.75, vmin=0, vmax=1)
+    if probs.min() < 0.5 < probs.max():
+        ax.contour(grid_x, grid_y, probs, levels=[0.5], colors="black", linewidths=1.2)
+    points, labels = support_xs.cpu().numpy(), support_ys.cpu().numpy()
+    for label, marker, colour in ((0, "o", "#2b4c8c"), (1, "^", "#a11d21")):
+        chosen = labels == label
+        ax.scatter(points[chosen, 0], points[chosen, 1], marker=marker, c=colour, edgecolors="white", s=30)
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+class ShiftExplorer:
+    """The live explorer of the shift grid: accuracy curves and decision regions.
+
+    Controls: ``family`` and ``noise_std`` (the grid's, from :func:`uni_icl.interactive.explore`),
+    plus ``learner`` and ``shots`` that only the decision-region panel uses (the region of the
+    selected learner given the first ``shots`` points of one sampled episode at that family and
+    noise level; a dashed line marks the shot count on the curves). Regions are computed once
+    per redraw. ``set(family=..., noise_std=..., learner=..., shots=...)`` moves
+    controls programmatically (tests); ``figure`` and ``axes`` are the explorer's.
+    """
+
+    def __init__(self, results: ShiftResults, *, resolution: int = 40, support_seed: int = 0) -> None:
+        import ipywidgets
+
+        check_int("resolution", resolution, minimum=4)
+        self.results, self.resolution, self.support_seed = results, resolution, support_seed
+        self.frame = curves_frame(results.rows)
+        n_points = int(self.frame["shots"].max()) + 1
+        learners = [name for name in LEARNER_ORDER if name in results.models]
+        self.learner = ipywidgets.Dropdown(options=learners, value=learners[0], description="learner")
+        self.shots = ipywidgets.IntSlider(value=min(10, n_points - 1), min=1, max=n_points - 1, description="shots")
+        self.grid = explore(
+            self.frame,
+            x="shots",
+            y="accuracy",
+            ci="ci",
+            hue="learner",
+            controls=["family", "noise_std"],
+            extra_panel=self._draw_panel,
+            title=f"Accuracy per shot count ({results.preset} preset; models trained at noise_std = 1)",
+            xlabel="shot count i",
+            ylabel="accuracy",
+            figsize=(12.0, 4.5),
+        )
+        for widget in (self.learner, self.shots):
+            widget.observe(lambda _change: self.grid.redraw(), names="value")
+        self.widget = ipywidgets.VBox([ipywidgets.HBox([self.learner, self.shots]), self.grid.widget])
+
+    @property
+    def figure(self):
+        return self.grid.figure
+
+    @property
+    def axes(self) -> list:
+        return self.grid.axes
+
+    @property
+    def selection(self) -> dict:
+        return {**self.grid.selection, "learner": self.learner.value, "shots": self.shots.value}
+
+    def set(self, **values) -> None:
+        """Move any of family, noise_std, learner, shots."""
+        for column in values:
+            check_choice("control", column, ["family", "noise_std", "learner", "shots"])
+        if "learner" in values:
+            check_choice("learner", values["learner"], self.learner.options)
+            self.learner.value = values["learner"]
+        if "shots" in values:
+            check_int("shots", values["shots"], minimum=self.shots.min, maximum=self.shots.max)
+            self.shots.value = values["shots"]
+        self.grid.set(**{k: v for k, v in values.items() if k in ("family", "noise_std")})
+
+    def _draw_panel(self, ax: plt.Axes, selection: dict) -> None:
+        family, noise_std = selection["family"], selection["noise_std"]
+        learner, shots = self.learner.value, self.shots.value
+        support_xs, support_ys = support_set(self.results.preset, family, noise_std, shots, seed=self.support_seed)
+        module = self.results.learner(learner, family, noise_std)
+        draw_regions(
+            ax,
+            module,
+            support_xs,
+            support_ys,
+            extent=region_extent(support_xs),
+            resolution=self.resolution,
+            title=f"{learner}: P(y = 1) after {shots} shots",
+        )
+        ax.figure.axes[0].axvline(shots, color="grey", linestyle="--", linewidth=1)
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def region_figure(
+    results: ShiftResults,
+    family: str,
+    noise_levels: Iterable[float],
+    *,
+    n_shots: int,
+    learners: Iterable[str] | None = None,
+    resolution: int = 40,
+    seed: int = 0,
+) -> plt.Figure:
+    """Decision regions: one row per learner, one column per noise level, same sampled episode per column."""
+    noise_levels = list(noise_levels)
+    learners = [name for name in (learners or LEARNER_ORDER) if name in results.models]
+    figure, axes = plt.subplots(
+        len(learners), len(noise_levels), figsize=(2.6 * len(noise_levels), 2.5 * len(learners)), squeeze=False
+    )
+    for column, sigma in enumerate(noise_levels):
+        support_xs, support_ys = support_set(results.preset, family, sigma, n_shots, seed=seed)
+        extent = region_extent(support_xs)
+        for row, name in enumerate(learners):
+            ax = axes[row][column]
+            draw_regions(
+                ax, results.learner(name, family, sigma), support_xs, support_ys, extent=extent, resolution=resolution
+            )
+            ax.set_title(f"noise_std = {sigma}" if row == 0 else "", fontsize=10)
+            ax.set_ylabel(f"{name}\n$x_2$" if column == 0 else "", fontsize=8)
+    figure.suptitle(f"{family}: P(y = 1) after {n_shots} shots (red = 1, blue = 0; black: the 0.5 boundary)")
+    figure.tight_layout()
+    return figure
