@@ -17,7 +17,7 @@ CLAIMS = {
     "1": "Expressiveness: ICL can represent the typical meta-learners' algorithms",
     "2-single": "Learnability, single type: ICL matches the optimal meta-learner on its own family",
     "2-mixed": "Learnability, mixed types: ICL stays optimal on a mixture; meta-learners fall behind",
-    "3a": "Unseen task type: ICL differs from selecting the best known algorithm",
+    "3a": "Unseen task type: ICL handles a task type that selecting among known algorithms cannot",
     "3b": "Distribution shift: ICL degrades with noise, an explicit algorithm does not",
     "4a": "Meta-level curriculum speeds up pre-training convergence",
     "4b": "Meta-level meta-learning (M2-ICL) beats ICL when adapting with few tasks",
