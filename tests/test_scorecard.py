@@ -45,6 +45,9 @@ def test_two_cold_runs_agree_and_a_warm_run_only_loads(tmp_path):
     assert [v["claim"] for v in first["verdicts"]] == list(CLAIMS)
     assert without_times(first) == without_times(second)
     assert "Reproduction scorecard, preset smoke" in table
+    assert "Claim" in scorecard.discussion(scorecard.Scorecard.from_dict(first)) or all(
+        v["outcome"] == "reproduced" for v in first["verdicts"]
+    )
     models = sorted((tmp_path / "a").rglob("*.pt"))
     stamps = [path.stat().st_mtime_ns for path in models]
     warm, _ = reproduce_cli(tmp_path / "a", tmp_path / "warm.json")
