@@ -281,11 +281,17 @@ def chapter_link(chapter: str) -> str:
 
 
 def scorecard_html(frame: pd.DataFrame) -> str:
-    """The scorecard table as HTML, outcomes coloured and chapters linked."""
-    shown = frame.copy()
+    """The scorecard table as HTML (claim, statement, outcome, seconds, chapter), outcomes coloured and
+    chapters linked; the quantities and rules are long, see :func:`rules_markdown`."""
+    shown = frame[["claim", "statement", "outcome", "seconds", "chapter"]].copy()
     shown["outcome"] = [f'<b style="color:{OUTCOME_COLOURS[outcome]}">{outcome}</b>' for outcome in shown["outcome"]]
     shown["chapter"] = [chapter_link(chapter) for chapter in shown["chapter"]]
     return shown.to_html(index=False, escape=False)
+
+
+def rules_markdown(card: Scorecard) -> str:
+    """Markdown: for each claim, the quantity measured and the rule that decided it."""
+    return "\n".join(f"- **{v.claim}** ({v.outcome}): measured {v.quantity}. *Rule:* {v.rule}" for v in card.verdicts)
 
 
 def plot_scorecard(card: Scorecard, ax: plt.Axes) -> plt.Axes:
