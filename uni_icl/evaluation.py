@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -80,3 +82,31 @@ def evaluate(
     """Accuracy (or squared error) per shot count with 95% CIs on fresh episodes of ``task``."""
     metric = "squared_error" if getattr(learner, "is_regression", False) else "accuracy"
     return EvalResult.from_scores(episode_scores(learner, task, n_tasks, seed, batch_size), metric)
+
+
+class Difference(NamedTuple):
+    """Mean of a paired difference (a - b over the same test episodes) and its 95% CI half-width."""
+
+    mean: float
+    ci: float
+
+    @property
+    def lower(self) -> float:
+        return self.mean - self.ci
+
+    @property
+    def upper(self) -> float:
+        return self.mean + self.ci
+
+
+def paired_difference(a: Iterable[float], b: Iterable[float]) -> Difference:
+    """a - b paired by test episode (e.g. two learners' ``per_episode_mean`` on the same episodes), with a 95% CI."""
+    first = torch.tensor(list(a), dtype=torch.float64)
+    second = torch.tensor(list(b), dtype=torch.float64)
+    if first.shape != second.shape or first.numel() == 0:
+        raise ValueError(
+            f"a, b: expected two equally long non-empty sequences, got {first.numel()} and {second.numel()}"
+        )
+    diff = first - second
+    spread = diff.std(unbiased=True).item() if diff.numel() > 1 else 0.0
+    return Difference(diff.mean().item(), Z_95 * spread / math.sqrt(diff.numel()))

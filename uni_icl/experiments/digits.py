@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from uni_icl import evaluation
 from uni_icl.digits import (
     IMAGE_SIDE,
     DigitsMixtureTask,
@@ -33,7 +34,7 @@ from uni_icl.digits import (
     fit_pca,
     split_images,
 )
-from uni_icl.evaluation import Z_95, evaluate
+from uni_icl.evaluation import Difference, evaluate
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.presets import preset_name
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
@@ -488,14 +489,9 @@ def find_row(results: dict, learner: str, source: str, test: str = UNSEEN) -> di
     raise ValueError(f"learner, source, test: no row for {learner!r}, {source!r}, {test!r}")
 
 
-def paired_difference(row_a: dict, row_b: dict) -> tuple[float, float]:
+def paired_difference(row_a: dict, row_b: dict) -> Difference:
     """Mean of row_a minus row_b over the same test episodes, and its 95% CI half-width."""
-    a, b = torch.tensor(row_a["per_episode_mean"]), torch.tensor(row_b["per_episode_mean"])
-    if a.shape != b.shape:
-        raise ValueError("row_a, row_b: must be scored on the same test episodes")
-    diff = (a - b).double()
-    ci = Z_95 * diff.std(unbiased=True).item() / math.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    return diff.mean().item(), ci
+    return evaluation.paired_difference(row_a["per_episode_mean"], row_b["per_episode_mean"])
 
 
 def shot_accuracy(row: dict, shots_per_class: int, n_classes: int) -> tuple[float, float]:

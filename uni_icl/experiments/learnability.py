@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from uni_icl import bayes
-from uni_icl.evaluation import Z_95, EvalResult
+from uni_icl.evaluation import Difference, EvalResult, paired_difference
 from uni_icl.learners import CLASSIFIERS, display_name
 from uni_icl.presets import ClassificationScale, classification_scale, preset_name
 from uni_icl.runs import CODE_VERSION, TrainedLearner, evaluate_or_load, train_or_load
@@ -337,35 +337,6 @@ def bayes_rows(
 
 
 # ----------------------------------------------------------------------------- paired comparisons and rules
-
-
-@dataclass(frozen=True)
-class Difference:
-    """Mean of a paired difference (a - b over the same test episodes) and its 95% CI half-width."""
-
-    mean: float
-    ci: float
-
-    @property
-    def lower(self) -> float:
-        return self.mean - self.ci
-
-    @property
-    def upper(self) -> float:
-        return self.mean + self.ci
-
-
-def paired_difference(a: Iterable[float], b: Iterable[float]) -> Difference:
-    """a - b, paired by test episode (the per-episode mean accuracies of two learners on the same episodes)."""
-    first = torch.tensor(list(a), dtype=torch.float64)
-    second = torch.tensor(list(b), dtype=torch.float64)
-    if first.shape != second.shape or first.numel() == 0:
-        raise ValueError(
-            f"a, b: expected two equally long non-empty sequences, got {first.numel()} and {second.numel()}"
-        )
-    diff = first - second
-    spread = diff.std(unbiased=True).item() if diff.numel() > 1 else 0.0
-    return Difference(diff.mean().item(), Z_95 * spread / math.sqrt(diff.numel()))
 
 
 def matches(diff: Difference, margin: float = MARGIN) -> bool:
@@ -693,7 +664,7 @@ def single_evidence(results: LearnabilityResults) -> tuple[dict[str, Difference]
             "best_meta_learner": best,
             "icl_minus_best_meta": [icl_vs_best[family].mean, icl_vs_best[family].ci],
             "matching_minus_best_other": [matching_vs_other[family].mean, matching_vs_other[family].ci],
-            "bayes_minus_icl": asdict(paired_difference(limit["per_episode_mean"], icl["per_episode_mean"])),
+            "bayes_minus_icl": paired_difference(limit["per_episode_mean"], icl["per_episode_mean"])._asdict(),
         }
     return icl_vs_best, matching_vs_other, numbers
 

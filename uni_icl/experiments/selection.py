@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.evaluation import Z_95, EvalResult, evaluate
+from uni_icl.evaluation import EvalResult, evaluate, paired_difference
 from uni_icl.experiments.learnability import MATCHING_LEARNER, SINGLE_FAMILIES, trained
 from uni_icl.learners import display_name
 from uni_icl.presets import ClassificationScale, classification_scale
@@ -74,14 +74,6 @@ class SelectionResults:
             if row["learner"] == learner and row["test_family"] == family:
                 return row
         raise ValueError(f"learner/family: no row for {learner!r} on {family!r}")
-
-
-def paired_difference(first: list[float], second: list[float]) -> tuple[float, float]:
-    """Mean of first - second over paired episodes and the half-width of its 95% CI."""
-    if len(first) != len(second) or len(first) < 2:
-        raise ValueError("first/second: expected two equally long lists of per-episode means (at least 2)")
-    diff = torch.tensor(first, dtype=torch.float64) - torch.tensor(second, dtype=torch.float64)
-    return diff.mean().item(), Z_95 * diff.std(unbiased=True).item() / math.sqrt(len(diff))
 
 
 def cached_evaluation(
