@@ -177,9 +177,9 @@ def flatten_numbers(numbers: dict, prefix: str = "") -> dict:
 
 def _format_number(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
     if isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value):
-        return "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
+        return "[" + ", ".join(_format_number(v) for v in value) + "]"
     return str(value)
 
 
