@@ -544,7 +544,7 @@ def run(preset: str | None = None, progress: bool = True) -> ImitationResults:
         name: imitation_student(scale, settings, name, trained, progress=progress)
         for name, trained in tqdm(teachers.items(), desc="students", disable=not progress)
     }
-    agreements = imitation_table(scale, settings, teachers, students)
+    agreements = _cached_agreements(scale, settings, teachers, students)
     return ImitationResults(
         scale.preset,
         constructions,
@@ -572,6 +572,30 @@ def _cached_checks(
         if stored is not None:
             return stored
         rows = construction_checks(scale, settings, teachers)
+        atomic_json_save(rows, path)
+    return rows
+
+
+def _cached_agreements(
+    scale: ClassificationScale,
+    settings: ImitationScale,
+    teachers: dict[str, TrainedLearner],
+    students: dict[str, Student],
+) -> list[dict]:
+    """:func:`imitation_table`, stored under a hash of the teachers' and students' configurations."""
+    config = {
+        "code_version": CODE_VERSION,
+        "experiment": "imitation_agreements",
+        "students": {name: student_config(scale, settings, trained.spec) for name, trained in teachers.items()},
+        "settings": asdict(settings),
+        "n_points": scale.n_points,
+    }
+    path = cache_root() / "results" / f"imitation-agreements-{config_hash(config)}.json"
+    with entry_lock(path):
+        stored = checked_json_load(path)
+        if stored is not None:
+            return stored
+        rows = imitation_table(scale, settings, teachers, students)
         atomic_json_save(rows, path)
     return rows
 
