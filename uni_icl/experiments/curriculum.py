@@ -102,7 +102,7 @@ CURRICULUM_SCALES = {
         d=6,
         n_points=13,
         regressor={"width": 32, "depth": 2, "n_heads": 2, "max_points": 13},
-        train=TrainConfig(max_steps=2000, batch_size=64, lr=1e-3, eval_every=50, n_val_tasks=256, checkpoint_every=500),
+        train=TrainConfig(max_steps=4000, batch_size=64, lr=1e-3, eval_every=50, n_val_tasks=256, checkpoint_every=500),
         seeds=(0, 1, 2),
         start_dims=2,
         paper_every=100,

@@ -95,7 +95,7 @@ SCALES = {
         icl={"width": 32, "depth": 3, "n_heads": 4},
         meta_learner={"hidden": 32, "n_layers": 2},
         icl_train=TrainConfig(
-            max_steps=1200, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, patience=4, min_delta=0.002
+            max_steps=4000, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, patience=4, min_delta=0.002
         ),
         meta_train=TrainConfig(
             max_steps=1500, batch_size=32, lr=3e-3, eval_every=50, n_val_tasks=256, patience=5, min_delta=0.002

@@ -126,7 +126,7 @@ M2ICL_SCALES = {
         n_points=11,
         regressor={"width": 32, "depth": 2, "n_heads": 2, "max_points": 11},
         pretrain=TrainConfig(
-            max_steps=4000, batch_size=64, lr=1e-3, eval_every=100, n_val_tasks=512, patience=4, min_delta=0.02
+            max_steps=8000, batch_size=64, lr=1e-3, eval_every=100, n_val_tasks=512, patience=4, min_delta=0.02
         ),
         maml=_maml(meta_lr=3e-4, meta_steps=400, eval_every=25, n_val_domains=8, patience=4, min_delta=0.002),
         init="pretrained",
