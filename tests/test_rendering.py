@@ -5,7 +5,8 @@ temporary folder and with an empty result cache (so every notebook really trains
 It is served on 127.0.0.1 and every page of ``_toc.yml`` is opened in Chromium: each has a title,
 every image on it loads, every page built from a notebook shows at least one figure, no Python
 traceback appears, and every link inside the book answers HTTP 200 (and its #anchor exists). On
-the appendix page, the ``to_jshtml`` slider is moved by script and the frame shown must change.
+the appendix page and the distribution-shift chapter, the ``to_jshtml`` slider is moved by script
+and the frame shown must change.
 
 Nothing downloads a browser: Chromium and its driver are the Debian packages ``chromium`` and
 ``chromium-driver`` (``.ci/run`` installs them). Where they are missing the browser tests are
@@ -52,7 +53,7 @@ CHROMIUM_FLAGS = (
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 )
 PAGES_WITHOUT_FIGURES = {"book/00_intro"}  # markdown pages with no code: nothing to plot
-SLIDER_PAGE = "book/90_reading_the_figures"
+SLIDER_PAGES = ("book/90_reading_the_figures", "book/04_shift")
 BUILD_TIMEOUT_S = 1800
 
 
@@ -250,8 +251,9 @@ def test_every_page_is_reachable_from_the_first(site: str, browser) -> None:
     assert not missing, f"pages not linked from the navigation of the first page: {missing}"
 
 
-def test_slider_changes_frame_when_moved(site: str, browser) -> None:
-    open_page(browser, f"{site}{SLIDER_PAGE}.html")
+@pytest.mark.parametrize("slider_page", SLIDER_PAGES)
+def test_slider_changes_frame_when_moved(site: str, browser, slider_page: str) -> None:
+    open_page(browser, f"{site}{slider_page}.html")
     state = """
         const slider = document.querySelector('.animation input[type=range]');
         const image = document.querySelector('.animation img');
@@ -263,7 +265,7 @@ def test_slider_changes_frame_when_moved(site: str, browser) -> None:
     while before is not None and not before["src"].startswith("data:image") and time.monotonic() < deadline:
         time.sleep(0.1)
         before = browser.execute_script(state)
-    assert before is not None, f"{SLIDER_PAGE}: no to_jshtml animation (slider and frame image) on the page"
+    assert before is not None, f"{slider_page}: no to_jshtml animation (slider and frame image) on the page"
     assert before["src"].startswith("data:image") and before["loaded"], "the first frame is not shown"
     assert int(before["max"]) >= 1, "the animation has a single frame: nothing to slide over"
     browser.execute_script(
