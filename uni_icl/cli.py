@@ -14,7 +14,7 @@ from pathlib import Path
 
 from uni_icl.learners import CLASSIFIERS
 from uni_icl.presets import PRESETS, classification_scale, preset_name
-from uni_icl.storage import atomic_json_save, cache_root, check_writable
+from uni_icl.storage import atomic_json_export, cache_root, check_writable
 
 
 def run_learnability(preset: str, progress: bool) -> str:
@@ -99,7 +99,7 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
         def job() -> str:
             card = scorecard.reproduce(preset, claims, progress=progress)
             if args.output is not None:
-                atomic_json_save(card.to_dict(), Path(args.output))
+                atomic_json_export(card.to_dict(), Path(args.output))
             return scorecard.format_table(card)
 
         return job

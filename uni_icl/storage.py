@@ -48,13 +48,13 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
+def _write_atomic(path: Path, payload: bytes, *, checksum: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(payload).hexdigest().encode()
+    header = hashlib.sha256(payload).hexdigest().encode() + b"\n" if checksum else b""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(digest + b"\n" + payload)
+            handle.write(header + payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -92,6 +92,11 @@ def checked_torch_load(path: Path):
 def atomic_json_save(obj, path: Path) -> None:
     """Write JSON atomically with a checksum."""
     _write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def atomic_json_export(obj, path: Path) -> None:
+    """Write plain JSON (no checksum line, for other programs to read) atomically."""
+    _write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode(), checksum=False)
 
 
 def checked_json_load(path: Path):
