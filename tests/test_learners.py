@@ -38,7 +38,15 @@ def test_output_at_i_uses_only_x_i_and_earlier_pairs(name):
         assert not torch.allclose(learner(episode.xs, ys)[:, 1:], reference[:, 1:])
 
 
-@pytest.mark.parametrize("config", [ICLConfig(width=16, depth=2, n_heads=2), ICLConfig.authors()])
+ONE_PASS_CONFIGS = [
+    ICLConfig(width=16, depth=2, n_heads=2, layout="paired"),
+    ICLConfig(width=16, depth=2, n_heads=2, layout="support_query"),
+    ICLConfig(width=16, depth=2, n_heads=2, attention="linear", layout="paired"),
+    ICLConfig.authors(),
+]
+
+
+@pytest.mark.parametrize("config", ONE_PASS_CONFIGS)
 def test_one_pass_equals_per_prefix_reference(config):
     torch.manual_seed(0)
     learner = ICLTransformer(2, 2, config).eval()
@@ -47,6 +55,29 @@ def test_one_pass_equals_per_prefix_reference(config):
         one_pass = learner(episode.xs, episode.ys)
         per_prefix = learner.forward_per_prefix(episode.xs, episode.ys)
     assert torch.allclose(one_pass, per_prefix, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", ONE_PASS_CONFIGS)
+def test_both_layouts_honour_the_contract(config):
+    torch.manual_seed(0)
+    learner = ICLTransformer(3, 3, config).eval()
+    episode = make_task("prototype", d=3, n_classes=3, n_points=N).sample(3, seed=4)
+    with torch.no_grad():
+        reference = learner(episode.xs, episode.ys)
+        for i in (0, 5, N - 1):
+            xs, ys = episode.xs.clone(), episode.ys.clone()
+            xs[:, i + 1 :] += 2.5
+            ys[:, i:] = (ys[:, i:] + 1) % 3
+            assert torch.allclose(learner(xs, ys)[:, : i + 1], reference[:, : i + 1], atol=1e-5)
+
+
+def test_paired_layout_uses_n_tokens():
+    learner = ICLTransformer(2, 2, ICLConfig(width=16, depth=1, n_heads=1))
+    episode = make_task("pairwise", n_points=N).sample(2, seed=5)
+    sequence, allowed = learner.tokens(episode.xs, episode.ys)
+    assert sequence.shape[:2] == (2, N) and allowed.shape == (N, N)
+    assert torch.equal(sequence[:, 1:, 2:4], episode.xs[:, :-1])  # token i carries x_{i-1} ...
+    assert torch.equal(sequence[:, 0, 2:], torch.zeros_like(sequence[:, 0, 2:]))  # ... token 0 no pair
 
 
 def test_authors_shape_matches_paper():
@@ -102,3 +133,5 @@ def test_unknown_learner_and_parameter_are_rejected():
         LearnerSpec("matchnet", {"depth": 3})
     with pytest.raises(ValueError, match="attention"):
         ICLConfig(attention="sparse")
+    with pytest.raises(ValueError, match="layout.*allowed: paired, support_query"):
+        ICLConfig(layout="interleaved")

@@ -80,6 +80,19 @@ def test_table_frame_figure_and_discussion():
     assert scorecard.Scorecard.from_dict(card.to_dict()) == card
 
 
+def test_gpu_results_are_shown_beside_this_preset_with_their_device_and_note(tmp_path):
+    here = make_card({"2-single": "inconclusive", "2-mixed": "not reproduced"})
+    assert "No GPU results" in scorecard.gpu_results_markdown(here, tmp_path / "missing")
+    gpu = scorecard.Scorecard("paper", make_card({"2-single": "reproduced"}).verdicts, 9.0)
+    folder = tmp_path / "paper-h100"
+    folder.mkdir()
+    (folder / "scorecard-paper.json").write_text(json.dumps(gpu.to_dict()))
+    (folder / "device.json").write_text(json.dumps({"device": "NVIDIA H100", "wall_seconds": 321, "note": "limit"}))
+    text = scorecard.gpu_results_markdown(here, tmp_path)
+    assert "**paper-h100**: preset `paper`, run on NVIDIA H100 in 321 s. Note: limit." in text
+    assert "| 2-single | reproduced | inconclusive |" in text
+
+
 def test_unknown_claim_is_rejected_before_work():
     with pytest.raises(ValueError, match="claim: unknown value 'x'; allowed: 1, 2-single"):
         scorecard.check_claims(["x"])

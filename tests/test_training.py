@@ -116,3 +116,20 @@ def test_atomic_json_roundtrip(tmp_path):
     assert checked_json_load(tmp_path / "x.json") == {"a": [1, 2]}
     assert checked_json_load(tmp_path / "missing.json") is None
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_time_limit_stops_training_and_is_recorded():
+    learner = fresh_learner()
+    config = dataclasses.replace(CONFIG, max_steps=10_000, time_limit_s=0.5)
+    history = train(learner, TASK, config, progress=False)
+    assert history.stopped_by_time and not history.stopped_early
+    assert 0 < history.steps[-1] < 10_000 and len(history.steps) == len(set(history.steps))
+    assert history.seconds < 5
+    unlimited = train(fresh_learner(), TASK, CONFIG, progress=False)
+    assert not unlimited.stopped_by_time and unlimited.steps[-1] == CONFIG.max_steps
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), True])
+def test_time_limit_must_be_a_positive_number_or_zero(value):
+    with pytest.raises(ValueError, match="time_limit_s"):
+        TrainConfig(time_limit_s=value)

@@ -1,21 +1,25 @@
 """The in-context learner for classification: a transformer reading an episode as tokens.
 
-Layout (one forward pass for all N positions). The sequence holds 2N tokens:
+Two token layouts, both computing all N positions in **one forward pass** (``ICLConfig.layout``):
 
-- N *support* tokens ``[x_j, one_hot(y_j), 0]``; support j reads supports 0..j (causal);
-- N *query* tokens ``[x_i, 0, 1]``; query i reads supports 0..i-1 and itself, nothing else.
+- ``"paired"`` (default, N tokens): token i is ``[x_i, x_{i-1}, one_hot(y_{i-1}), has_pair]``
+  (token 0 has no earlier pair: zeros and has_pair = 0), under a causal mask. Token i carries the
+  query x_i and one complete earlier pair, so tokens 0..i hold exactly the pairs before i plus the
+  queries x_0..x_i, and nothing from position i onwards except x_i: the logits read from token i
+  obey the learner contract. One sequence of N tokens replaces the N prefix sequences of lengths
+  1..N the authors' scripts run, about (N + 1) / 2 times fewer tokens.
+- ``"support_query"`` (2N tokens): N *support* tokens ``[x_j, one_hot(y_j), 0]`` under a causal
+  mask, then N *query* tokens ``[x_i, 0, 1]``; query i reads supports 0..i-1 and itself. This is
+  the authors' token format (a pair per token, the query with an empty label), made one-pass.
 
-The logits for position i are read from query token i, so they depend only on x_i and the
-pairs before i. Because supports are causal, the representation of support j is the same in
-every prefix that contains it, so this single pass computes exactly what N separate passes over
-the prefixes compute (``forward_per_prefix``, the way the authors' scripts evaluate), at the cost
-of one sequence of length 2N instead of N sequences. There is no positional encoding: the
-prediction for a query is a function of the *set* of earlier supports only through the order
-the causal mask imposes on support-support interactions.
+In both, because attention is causal, what a token computes is the same in every prefix that
+contains it, so the single pass equals running the model once per prefix and reading the last
+token (``forward_per_prefix``, the reference the tests and the benchmark use). There is no
+positional encoding; the causal mask is the only source of order.
 
-``ICLConfig.authors()`` mirrors the authors' "ICLer": width d + 2C (the token itself, label part
-padded to 2C), 8 layers, 1 head, linear attention, GELU MLP of 4x width, no LayerNorm, no
-positional encoding, linear readout.
+``ICLConfig.authors()`` mirrors the authors' "ICLer": the support/query token format, width
+d + 2C (the token itself, label part padded to 2C), 8 layers, 1 head, linear attention, GELU MLP of
+4x width, no LayerNorm, no positional encoding, linear readout.
 """
 
 from __future__ import annotations
@@ -29,18 +33,21 @@ from torch import nn
 from uni_icl.modules import ATTENTION_KINDS, TransformerBlock
 from uni_icl.validation import check_choice, check_int
 
+LAYOUTS = ("paired", "support_query")
+
 
 @dataclass(frozen=True)
 class ICLConfig:
     """Architecture of :class:`ICLTransformer`."""
 
-    width: int = 64  # residual stream width (ignored when embed=False: it is then d + 2C)
+    width: int = 64  # residual stream width (ignored when embed=False: it is then the token size)
     depth: int = 4  # number of transformer blocks
     n_heads: int = 4  # attention heads per block
     attention: str = "softmax"  # "softmax" or "linear" (the authors' kernelised attention)
     mlp_ratio: int = 4  # hidden width of each block's MLP, as a multiple of the width
     layer_norm: bool = True  # pre-norm LayerNorms (the authors' ICLer has none)
     embed: bool = True  # learned linear token embedding; False feeds the raw token (authors)
+    layout: str = "paired"  # "paired" (N tokens) or "support_query" (2N tokens); see the module
 
     def __post_init__(self) -> None:
         check_int("width", self.width, minimum=1)
@@ -48,16 +55,31 @@ class ICLConfig:
         check_int("n_heads", self.n_heads, minimum=1)
         check_int("mlp_ratio", self.mlp_ratio, minimum=1)
         check_choice("attention", self.attention, ATTENTION_KINDS)
+        check_choice("layout", self.layout, LAYOUTS)
 
     @staticmethod
     def authors() -> ICLConfig:
         """The authors' ICLer shape (about 3.4k parameters at d = 2, C = 2); width becomes d + 2C."""
-        return ICLConfig(width=6, depth=8, n_heads=1, attention="linear", mlp_ratio=4, layer_norm=False, embed=False)
+        return ICLConfig(
+            width=6,
+            depth=8,
+            n_heads=1,
+            attention="linear",
+            mlp_ratio=4,
+            layer_norm=False,
+            embed=False,
+            layout="support_query",
+        )
+
+
+def causal_mask(n_tokens: int, device: torch.device) -> torch.Tensor:
+    """(T, T) bool: token i reads tokens 0..i."""
+    return torch.ones(n_tokens, n_tokens, dtype=torch.bool, device=device).tril()
 
 
 def episode_mask(n_points: int, device: torch.device) -> torch.Tensor:
-    """(2N, 2N) bool: row token reads column token. Supports first, then queries."""
-    support_causal = torch.ones(n_points, n_points, dtype=torch.bool, device=device).tril()
+    """(2N, 2N) bool for the support/query layout: row token reads column token. Supports first."""
+    support_causal = causal_mask(n_points, device)
     query_reads_support = support_causal.tril(-1)
     eye = torch.eye(n_points, dtype=torch.bool, device=device)
     top = torch.cat([support_causal, torch.zeros_like(eye)], dim=1)
@@ -73,14 +95,12 @@ class ICLTransformer(nn.Module):
     def __init__(self, d: int, n_classes: int, config: ICLConfig = ICLConfig()) -> None:
         super().__init__()
         self.d, self.n_classes, self.config = d, n_classes, config
-        if config.embed:
-            width = config.width
-            self.label_slots = n_classes
-            self.embed = nn.Linear(d + n_classes + 1, width)
-        else:
-            width = d + 2 * n_classes
-            self.label_slots = 2 * n_classes
-            self.embed = nn.Identity()
+        self.label_slots = n_classes if config.embed else 2 * n_classes
+        flag_size = 1 if config.embed else 0
+        pair_size = d + self.label_slots
+        token_size = d + pair_size + flag_size if config.layout == "paired" else pair_size + flag_size
+        width = config.width if config.embed else token_size
+        self.embed = nn.Linear(token_size, width) if config.embed else nn.Identity()
         self.blocks = nn.ModuleList(
             TransformerBlock(width, config.n_heads, config.attention, config.mlp_ratio, config.layer_norm)
             for _ in range(config.depth)
@@ -89,17 +109,21 @@ class ICLTransformer(nn.Module):
         self.readout = nn.Linear(width, n_classes)
 
     def tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Support tokens and query tokens, each (B, N, F) before the embedding."""
-        labels = F.one_hot(ys, self.label_slots).to(xs.dtype)
-        zeros = torch.zeros_like(labels)
-        if self.config.embed:
-            flag = torch.ones_like(xs[..., :1])
-            support = torch.cat([xs, labels, 0 * flag], dim=-1)
-            query = torch.cat([xs, zeros, flag], dim=-1)
-        else:
-            support = torch.cat([xs, labels], dim=-1)
-            query = torch.cat([xs, zeros], dim=-1)
-        return support, query
+        """The token sequence (B, T, F) before the embedding and its attention mask (T, T).
+
+        T = N for the paired layout, 2N (supports, then queries) for the support/query layout.
+        """
+        B, N, _ = xs.shape
+        labels = F.one_hot(ys, self.label_slots).to(xs.dtype)  # (B, N, L)
+        flag = torch.ones_like(xs[..., :1])  # (B, N, 1)
+        flags = [flag] if self.config.embed else []
+        if self.config.layout == "paired":
+            pairs = torch.cat([xs, labels] + [flag] * len(flags), dim=-1)[:, :-1]  # pair j, j = 0..N-2
+            previous_pair = F.pad(pairs, (0, 0, 1, 0))  # row i holds pair i - 1; row 0 all zeros
+            return torch.cat([xs, previous_pair], dim=-1), causal_mask(N, xs.device)
+        support = torch.cat([xs, labels] + [0 * f for f in flags], dim=-1)
+        query = torch.cat([xs, torch.zeros_like(labels)] + flags, dim=-1)
+        return torch.cat([support, query], dim=1), episode_mask(N, xs.device)
 
     def _run(self, sequence: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         h = self.embed(sequence)
@@ -108,18 +132,22 @@ class ICLTransformer(nn.Module):
         return self.readout(self.norm(h))
 
     def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        B, N, _ = xs.shape
-        support, query = self.tokens(xs, ys)
-        out = self._run(torch.cat([support, query], dim=1), episode_mask(N, xs.device))  # (B, 2N, C)
-        return out[:, N:]
+        sequence, allowed = self.tokens(xs, ys)
+        return self._run(sequence, allowed)[:, -xs.shape[1] :]  # the last N tokens answer
 
     def forward_per_prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Reference path: one pass per prefix (N passes), as in the authors' scripts. -> (B, N, C)"""
+        """Reference path: one pass per prefix (N passes), as in the authors' scripts. -> (B, N, C)
+
+        Pass i sees only the tokens prefix i is made of: the paired tokens 0..i, or the supports
+        0..i-1 followed by query i, under a causal mask, and its last token answers.
+        """
         B, N, _ = xs.shape
-        support, query = self.tokens(xs, ys)
+        sequence, _ = self.tokens(xs, ys)
         outputs = []
         for i in range(N):
-            sequence = torch.cat([support[:, :i], query[:, i : i + 1]], dim=1)  # (B, i + 1, F)
-            allowed = torch.ones(i + 1, i + 1, dtype=torch.bool, device=xs.device).tril()
-            outputs.append(self._run(sequence, allowed)[:, -1])
+            if self.config.layout == "paired":
+                prefix = sequence[:, : i + 1]  # (B, i + 1, F)
+            else:
+                prefix = torch.cat([sequence[:, :i], sequence[:, N + i : N + i + 1]], dim=1)
+            outputs.append(self._run(prefix, causal_mask(i + 1, xs.device))[:, -1])
         return torch.stack(outputs, dim=1)

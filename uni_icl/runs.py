@@ -30,7 +30,7 @@ from uni_icl.storage import (
 from uni_icl.tasks import TaskFamily
 from uni_icl.training import TaskSchedule, TrainConfig, TrainHistory, train
 
-CODE_VERSION = "1"  # bump when a change to the package invalidates stored results
+CODE_VERSION = "2"  # bump when a change to the package invalidates stored results
 
 
 @dataclass(frozen=True)

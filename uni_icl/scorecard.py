@@ -329,18 +329,22 @@ def discussion(card: Scorecard) -> str:
     return "\n\n".join(parts)
 
 
-def gpu_results_markdown(card: Scorecard) -> str:
-    """Markdown comparing ``card`` with the committed GPU scorecards under gpu_results/, if any."""
-    found = sorted(GPU_RESULTS.glob("*/scorecard-*.json")) if GPU_RESULTS.exists() else []
+def gpu_results_markdown(card: Scorecard, folder: Path = GPU_RESULTS) -> str:
+    """Markdown comparing ``card`` with the committed GPU scorecards under ``folder``, if any."""
+    found = sorted(folder.glob("*/scorecard-*.json")) if folder.exists() else []
     if not found:
         return "No GPU results are stored in this checkout (`gpu_results/` is empty or missing)."
     blocks = []
     for path in found:
         gpu = Scorecard.from_dict(json.loads(path.read_text()))
-        about = path.parent / "device.json"
-        device = json.loads(about.read_text()).get("device", "unknown GPU") if about.exists() else "unknown GPU"
-        lines = [
-            f"**{path.parent.name}**: preset `{gpu.preset}`, run on {device} in {gpu.wall_seconds:.0f} s.",
+        about_path = path.parent / "device.json"
+        about = json.loads(about_path.read_text()) if about_path.exists() else {}
+        device = about.get("device", "unknown GPU")
+        seconds = about.get("wall_seconds", gpu.wall_seconds)
+        lines = [f"**{path.parent.name}**: preset `{gpu.preset}`, run on {device} in {seconds:.0f} s."]
+        if about.get("note"):
+            lines[0] += f" Note: {about['note']}."
+        lines += [
             "",
             f"| claim | outcome at `{gpu.preset}` (GPU) | outcome at `{card.preset}` (this page) |",
             "|---|---|---|",

@@ -45,6 +45,11 @@ class TrainConfig:
     seed: int = 0  # seed of the training episodes and of the initial weights
     val_seed: int = 1_000_003  # seed of the validation episodes
     checkpoint_every: int = 500  # steps between resumable checkpoints
+    time_limit_s: float = 0.0  # stop after this much training wall time (0: no limit); see below
+
+    # A time limit makes the number of steps, and so the result, depend on the machine's speed; the
+    # presets never set one. It exists for a run that must fit a fixed budget (a lent GPU), and the
+    # history records whether it ended training (``stopped_by_time``).
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "eval_every", "n_val_tasks", "checkpoint_every"):
@@ -52,6 +57,8 @@ class TrainConfig:
         check_int("patience", self.patience, minimum=0)
         check_positive("lr", self.lr)
         check_positive("grad_clip", self.grad_clip)
+        if self.time_limit_s != 0:
+            check_positive("time_limit_s", self.time_limit_s)
 
 
 class TaskSchedule(Protocol):
@@ -73,6 +80,7 @@ class TrainHistory:
     val_loss: list[float] = field(default_factory=list)
     best_step: int = 0
     stopped_early: bool = False
+    stopped_by_time: bool = False  # training ended because config.time_limit_s ran out
     seconds: float = 0.0  # wall time spent training, summed over resumed runs
 
     def to_dict(self) -> dict:
@@ -172,9 +180,16 @@ def train(
     bar = tqdm(total=config.max_steps, initial=state["step"], desc=description, disable=not progress, leave=False)
     learner.train()
     started = time.perf_counter()
+    pending_losses: list[torch.Tensor] = []  # summed at evaluations: no device sync every step
     with deferred_interrupt() as interrupted:
         try:
             while state["step"] < config.max_steps and not history.stopped_early:
+                if config.time_limit_s and history.seconds + time.perf_counter() - started >= config.time_limit_s:
+                    history.stopped_by_time = True
+                    if not history.steps or history.steps[-1] != state["step"]:
+                        _add_pending_losses(state, pending_losses)
+                        _record_validation(learner, val_set, config, state, history)
+                    break
                 step = state["step"]
                 step_task = task if schedule is None else schedule.task_at(step)
                 episode = step_task.sample(config.batch_size, generator=gen, device=device)
@@ -184,13 +199,14 @@ def train(
                 nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
                 optimizer.step()
                 state["step"] = step + 1
-                state["loss_sum"] += loss.item()
-                state["loss_count"] += 1
+                pending_losses.append(loss.detach())
                 bar.update(1)
                 if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
+                    _add_pending_losses(state, pending_losses)
                     _record_validation(learner, val_set, config, state, history)
                     bar.set_postfix(val=f"{history.val_score[-1]:.4f}", best=f"{state['best_score']:.4f}")
                 if state["step"] % config.checkpoint_every == 0 or interrupted():
+                    _add_pending_losses(state, pending_losses)
                     history.seconds += time.perf_counter() - started
                     started = time.perf_counter()
                     save_checkpoint()
@@ -222,6 +238,19 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(received)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _add_pending_losses(state: dict, pending_losses: list[torch.Tensor]) -> None:
+    """Fold the losses of the steps since the last fold into the running sum (one device sync).
+
+    Added one by one in step order, so the sum does not depend on where the folds fall (an
+    interrupted and resumed run records exactly the losses of an uninterrupted one).
+    """
+    if pending_losses:
+        for value in torch.stack(pending_losses).tolist():
+            state["loss_sum"] += value
+        state["loss_count"] += len(pending_losses)
+        pending_losses.clear()
 
 
 def _record_validation(

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from uni_icl import bayes
+from uni_icl.device import default_device
 from uni_icl.evaluation import Difference, EvalResult, paired_difference
 from uni_icl.learners import CLASSIFIERS, display_name
 from uni_icl.presets import ClassificationScale, classification_scale, preset_name
@@ -156,6 +157,7 @@ def cross_table(
                     "best_step": history.best_step,
                     "best_val": max(history.val_score) if history.val_score else math.nan,
                     "stopped_early": history.stopped_early,
+                    "stopped_by_time": history.stopped_by_time,
                     "levelled_off": levelled_off(history, config.patience, config.min_delta),
                     "val_steps": list(history.steps),
                     "val_score": list(history.val_score),
@@ -220,7 +222,13 @@ class BayesEvaluation:
 
 
 def bayes_scores(
-    task: TaskFamily, n_tasks: int, seed: int, *, bayes_seed: int = 0, n_samples: int = bayes.DEFAULT_N_SAMPLES
+    task: TaskFamily,
+    n_tasks: int,
+    seed: int,
+    *,
+    bayes_seed: int = 0,
+    n_samples: int = bayes.DEFAULT_N_SAMPLES,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Per-episode, per-position correctness of the Bayes predictor on the test episodes.
 
@@ -228,15 +236,17 @@ def bayes_scores(
     generator seeded with ``seed``, batches of 256), so learners and the Bayes predictor are
     compared on the same tasks. Returns ((n_tasks, N) float scores, diagnostics), where the
     diagnostics of ``prototype`` are (n_tasks, N) tensors ``ess``, ``stderr`` (of the true class's
-    probability) and ``uncertain``; they are empty for the exact families.
+    probability) and ``uncertain``; they are empty for the exact families. Computed on ``device``
+    (default: CUDA when present); the episodes are drawn on the CPU first, so they do not depend on it.
     """
+    device = device or default_device()
     check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
     check_int("n_tasks", n_tasks, minimum=1)
     check_int("n_samples", n_samples, minimum=2)
     gen = torch.Generator().manual_seed(seed)
     chunks, diagnostics = [], {"ess": [], "stderr": [], "uncertain": []}
     for start in range(0, n_tasks, 256):
-        episode = task.sample(min(256, n_tasks - start), generator=gen)
+        episode = task.sample(min(256, n_tasks - start), generator=gen, device=device)
         if task.name == "prototype":
             run = bayes.prototype_diagnostics(task, episode.xs, episode.ys, seed=bayes_seed, n_samples=n_samples)
             log_probs = run.log_probs
@@ -247,8 +257,8 @@ def bayes_scores(
             diagnostics["uncertain"].append((margin < 2 * run.mc_stderr[..., 0]).double())
         else:
             log_probs = bayes.bayes_log_probs(task, episode.xs, episode.ys)
-        chunks.append((log_probs.argmax(-1) == episode.ys).float())
-    return torch.cat(chunks), {name: torch.cat(parts) for name, parts in diagnostics.items() if parts}
+        chunks.append((log_probs.argmax(-1) == episode.ys).float().cpu())
+    return torch.cat(chunks), {name: torch.cat(parts).cpu() for name, parts in diagnostics.items() if parts}
 
 
 def evaluate_bayes_or_load(
@@ -269,13 +279,15 @@ def evaluate_bayes_or_load(
     check_int("n_tasks", n_tasks, minimum=1)
     check_int("n_samples", n_samples, minimum=2)
     exact = task.name != "prototype"
+    device = default_device()
     config = {
         "code_version": CODE_VERSION,
         "bayes_code": bayes_code_hash(),
         "task": task.config(),
         "n_tasks": n_tasks,
         "seed": seed,
-        "sampler": None if exact else {"seed": bayes_seed, "n_samples": n_samples},
+        # the sampler's random stream depends on the device its generator lives on
+        "sampler": None if exact else {"seed": bayes_seed, "n_samples": n_samples, "device": device.type},
     }
     path = (root or cache_root()) / "results" / f"bayes-{task.name}-{config_hash(config)}.json"
     with entry_lock(path):
@@ -283,7 +295,9 @@ def evaluate_bayes_or_load(
         if stored is not None:
             return BayesEvaluation.from_dict(stored)
         started = time.perf_counter()
-        scores, diagnostics = bayes_scores(task, n_tasks, seed, bayes_seed=bayes_seed, n_samples=n_samples)
+        scores, diagnostics = bayes_scores(
+            task, n_tasks, seed, bayes_seed=bayes_seed, n_samples=n_samples, device=device
+        )
         extra = {}
         if not exact:
             extra = {
