@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from uni_icl import presets, scorecard
@@ -111,7 +112,8 @@ def main() -> None:
     atomic_json_export(card.to_dict(), args.output / f"scorecard-{args.preset}.json")
     results = learnability.run(args.preset, progress=False)
     for name, table in results.tables.items():
-        table.to_csv(args.output / f"learnability-{name}.csv", index=False)
+        named_index = not isinstance(table.index, pd.RangeIndex)  # e.g. the summary's family column
+        table.to_csv(args.output / f"learnability-{name}.csv", index=named_index)
     about.update(wall_seconds=round(time.perf_counter() - started, 1), jobs=summaries)
     atomic_json_export(about, args.output / "device.json")
     print(scorecard.format_table(card), flush=True)

@@ -91,6 +91,14 @@ def test_gpu_results_are_shown_beside_this_preset_with_their_device_and_note(tmp
     text = scorecard.gpu_results_markdown(here, tmp_path)
     assert "**paper-h100**: preset `paper`, run on NVIDIA H100 in 321 s. Note: limit." in text
     assert "| 2-single | reproduced | inconclusive |" in text
+    (folder / "learnability-training.csv").write_text(
+        "learner,train family,steps run,max steps,levelled off\nICL,pairwise,70,100,False\n"
+        "ICL,mixture,40,100,False\nCNP,pairwise,90,50,True\n"
+    )
+    (folder / "learnability-summary.csv").write_text("family,ICL single\npairwise,0.951 ± 0.001\n")
+    text = scorecard.gpu_results_markdown(here, tmp_path)
+    assert "1 of 3 models levelled off" in text and "ran 40-70 steps (of at most 100)" in text
+    assert "| family | ICL single |" in text and "| pairwise | 0.951 ± 0.001 |" in text
 
 
 def test_unknown_claim_is_rejected_before_work():

@@ -351,5 +351,29 @@ def gpu_results_markdown(card: Scorecard, folder: Path = GPU_RESULTS) -> str:
         ]
         here = {v.claim: v.outcome for v in card.verdicts}
         lines += [f"| {v.claim} | {v.outcome} | {here.get(v.claim, 'not run')} |" for v in gpu.verdicts]
+        lines += _gpu_tables_markdown(path.parent)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _gpu_tables_markdown(folder: Path) -> list[str]:
+    """Lines describing a GPU run's stored learnability tables: how training ended, accuracies."""
+    lines = []
+    training_path = folder / "learnability-training.csv"
+    if training_path.exists():
+        training = pd.read_csv(training_path)
+        flat = int(training["levelled off"].sum())
+        icl = training[training["learner"] == "ICL"]
+        lines += [
+            "",
+            f"{flat} of {len(training)} models levelled off (early stopping, or a flat validation curve) before "
+            f"training ended; the ICL transformers ran {icl['steps run'].min()}-{icl['steps run'].max()} steps "
+            f"(of at most {icl['max steps'].max()}).",
+        ]
+    summary_path = folder / "learnability-summary.csv"
+    if summary_path.exists():
+        summary = pd.read_csv(summary_path)
+        lines += ["", "Mean test accuracy (95% CI), by test family:", ""]
+        lines += ["| " + " | ".join(summary.columns) + " |", "|" + "---|" * len(summary.columns)]
+        lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in summary.itertuples(index=False)]
+    return lines
