@@ -2,7 +2,8 @@
 
 Every construction here is a :class:`ConstructedTransformer`: a linear token embedding, a stack of
 residual sublayers (:class:`AttentionLayer`, softmax or linear, and :class:`FeedForwardLayer`) and a
-linear readout, run on the token layout of :mod:`uni_icl.icl`: N support tokens ``[x_j, one_hot(y_j), 0]``
+linear readout, run on the ``support_query`` token layout of :mod:`uni_icl.icl` (the authors' token
+format; the trained transformers default to the N-token ``paired`` layout): N support tokens ``[x_j, one_hot(y_j), 0]``
 (support j reads supports 0..j) then N query tokens ``[x_i, 0, 1]`` (query i reads supports 0..i-1
 and itself). There is no positional encoding. The weights are *set from the meta-learner's own
 weights*, never trained, so the construction works for any (trained or random) meta-learner.
