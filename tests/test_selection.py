@@ -155,3 +155,28 @@ def test_paired_difference_matches_a_hand_computation():
     mean, ci = experiment.paired_difference([1.0, 0.5, 0.0], [0.5, 0.5, 0.5])
     assert mean == pytest.approx(0.0)
     assert ci == pytest.approx(1.959964 * 0.5 / 3**0.5)
+
+
+def test_layout_variants_reuse_the_main_model_and_vary_only_layout_or_seed():
+    from uni_icl.presets import classification_scale
+
+    scale = classification_scale("smoke")
+    main = scale.run("icl", scale.task("mixture"))
+    assert experiment.icl_variant(scale, "paired", 0).config() == main.config()  # loaded, not retrained
+    other_layout = experiment.icl_variant(scale, "support_query", 0).config()
+    other_seed = experiment.icl_variant(scale, "paired", 1).config()
+    assert other_layout["learner"]["params"] == {**main.config()["learner"]["params"], "layout": "support_query"}
+    assert other_layout["train"] == main.config()["train"]
+    assert other_seed["learner"] == main.config()["learner"] and other_seed["train"]["seed"] == 1
+
+
+def test_variants_are_reported_but_do_not_change_the_outcome():
+    base = [0.6, 0.7, 0.65, 0.62, 0.68, 0.66, 0.7, 0.64]
+    results = fake_results(base, [v + 0.1 for v in base])
+    results.variants = [
+        {"layout": "paired", "seed": 0, "minus_selector": -0.1, "minus_selector_ci": 0.01},
+        {"layout": "support_query", "seed": 0, "minus_selector": 0.05, "minus_selector_ci": 0.01},
+    ]
+    verdict = experiment.verdict(results)
+    assert verdict.outcome == "not reproduced"
+    assert verdict.numbers["variants"] == {"paired/seed0": [-0.1, 0.01], "support_query/seed0": [0.05, 0.01]}

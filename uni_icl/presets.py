@@ -53,12 +53,14 @@ class ClassificationScale:
         base = {"d": self.d, "n_classes": self.n_classes, "n_points": self.n_points}
         return make_task(family, **{**base, **params})
 
-    def run(self, learner: str, task: TaskFamily, seed: int = 0) -> RunSpec:
-        """The RunSpec of ``learner`` trained on ``task`` at this scale."""
+    def run(self, learner: str, task: TaskFamily, seed: int = 0, **overrides) -> RunSpec:
+        """The RunSpec of ``learner`` trained on ``task`` at this scale; ``overrides`` replace
+        learner parameters (e.g. ``layout="support_query"`` for the ICL transformer)."""
         if learner in ("icl", "icl_authors"):
             params = self.icl if learner == "icl" else {}
-            return RunSpec(LearnerSpec(learner, params), task, _with_seed(self.icl_train, seed))
-        return RunSpec(LearnerSpec(learner, self.meta_learner), task, _with_seed(self.meta_train, seed))
+            return RunSpec(LearnerSpec(learner, {**params, **overrides}), task, _with_seed(self.icl_train, seed))
+        params = {**self.meta_learner, **overrides}
+        return RunSpec(LearnerSpec(learner, params), task, _with_seed(self.meta_train, seed))
 
 
 def _with_seed(config: TrainConfig, seed: int) -> TrainConfig:

@@ -247,11 +247,48 @@ def _explain_shift(numbers: dict) -> str:
     )
 
 
+def _side(pair) -> str:
+    """'ahead', 'behind' or 'level' for a (difference, CI half-width) pair."""
+    difference, half_width = pair
+    return "ahead" if difference - half_width > 0 else "behind" if difference + half_width < 0 else "level"
+
+
+def _explain_selection(numbers: dict) -> str:
+    text = (
+        "On radius, ICL trained on the mixture minus the prequential selector: "
+        f"{_pm((numbers['difference_icl_minus_selector'], numbers['difference_ci']))}."
+    )
+    variants = numbers.get("variants", {})
+    if not variants:
+        return text
+    listed = ", ".join(f"{name} {_pm(pair)}" for name, pair in variants.items())
+    text += f" The same difference for each token layout and training seed of ICL (not part of the rule): {listed}."
+    sides: dict[str, set[str]] = {}
+    for name, pair in variants.items():
+        sides.setdefault(name.split("/")[0], set()).add(_side(pair))
+    if any(len(found) > 1 for found in sides.values()):
+        return text + (
+            " Within one layout the outcome changes with the training seed, so we think that at this preset which "
+            "side of the selector ICL lands on is not a stable property of the trained model."
+        )
+    outcomes = {layout: found.pop() for layout, found in sides.items()}
+    if len(set(outcomes.values())) > 1:
+        phrase = {"ahead": "ahead of the selector", "behind": "behind the selector", "level": "level with it"}
+        described = ", ".join(f"{layout} {phrase[side]}" for layout, side in outcomes.items())
+        return text + (
+            f" The outcome follows the token layout ({described}) and not the seed: we think the layout, which "
+            "decides how a query meets the earlier pairs, sets how the transformer extrapolates to a type it never "
+            "saw, so the claim holds for some in-context architectures and not for others."
+        )
+    return text + " Every layout and seed gives the same outcome, so it does not hinge on either at this preset."
+
+
 # Why a claim did not reproduce, computed from the numbers its experiment returned (no stored text):
 # claim id -> function of ``ClaimVerdict.numbers``.
 EXPLANATIONS: dict[str, Callable[[dict], str]] = {
     "2-single": _explain_single,
     "2-mixed": _explain_mixed,
+    "3a": _explain_selection,
     "3b": _explain_shift,
 }
 

@@ -20,10 +20,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from uni_icl.evaluation import EvalResult, evaluate, paired_difference
-from uni_icl.experiments.learnability import MATCHING_LEARNER, SINGLE_FAMILIES, trained
+from uni_icl.experiments.learnability import MATCHING_LEARNER, MIXED_FAMILY, SINGLE_FAMILIES, trained
+from uni_icl.icl import LAYOUTS, ICLConfig
 from uni_icl.learners import display_name
 from uni_icl.presets import ClassificationScale, classification_scale
-from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.selection import MATCHING_CANDIDATE, AlgorithmSelector, OracleSelector
 from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
 from uni_icl.tasks import TaskFamily
@@ -39,6 +40,7 @@ ORACLE = "Oracle selector"
 CHAPTER = "book/03_selection"
 N_CHOICE_TASKS = 256  # episodes used to count which candidate the selector picks
 EQUIVALENCE_MARGIN = 0.02  # |difference| below this counts as "no practical difference"
+VARIANT_SEEDS = (0, 1)  # training seeds of the token-layout check (seed 0 with the default layout is the main model)
 RULE_3A = (
     "On the unseen radius family, with paired test episodes: reproduced if ICL trained on the mixture is MORE "
     "accurate than the prequential selector (mean over shot counts) beyond the paired 95% CI (lower bound of "
@@ -57,7 +59,8 @@ class SelectionResults:
     ``per_position_ci`` and ``per_episode_mean`` (paired across learners). ``choices``: one dict per
     (family, shot count, candidate) with the fraction of episodes where the selector used it.
     ``learners``: display name -> module (for decision regions). ``training``: display name ->
-    training summary (steps, best step, early stop, seconds).
+    training summary (steps, best step, early stop, seconds). ``variants``: the token-layout check,
+    one dict per (layout, seed) of ICL trained on the mixture (see :func:`layout_variants`).
     """
 
     preset: str
@@ -67,6 +70,7 @@ class SelectionResults:
     training: dict[str, dict]
     oracle_radius_candidate: str
     wall_seconds: float
+    variants: list[dict] = field(default_factory=list)
 
     def row(self, learner: str, family: str) -> dict:
         """The row of ``learner`` (display name) on ``family``."""
@@ -160,6 +164,48 @@ def choice_fractions(
     return rows
 
 
+def icl_variant(scale: ClassificationScale, layout: str, seed: int) -> RunSpec:
+    """The RunSpec of ICL trained on the mixture with token ``layout`` and training ``seed``.
+
+    The default layout at seed 0 is exactly the chapter's main model (same spec, so it is loaded).
+    """
+    default = scale.icl.get("layout", ICLConfig().layout)
+    overrides = {} if layout == default else {"layout": layout}
+    return scale.run("icl", scale.task(MIXED_FAMILY), seed, **overrides)
+
+
+def layout_variants(scale: ClassificationScale, selector_result: EvalResult, *, progress: bool = True) -> list[dict]:
+    """ICL trained on the mixture with each token layout and each of ``VARIANT_SEEDS``, on ``radius``.
+
+    Not part of the rule of claim 3(a) (which uses the default layout, seed 0): it shows whether the
+    outcome depends on the token layout or on the training seed. Each dict: layout, seed, radius
+    accuracy and CI, the paired difference to the selector and its CI, mean accuracy on the seen
+    families, and the training steps.
+    """
+    radius_task = scale.task(UNSEEN_FAMILY)
+    evaluation = {"n_tasks": scale.n_test_tasks, "seed": scale.test_seed}
+    variants = []
+    for layout in LAYOUTS:
+        for seed in VARIANT_SEEDS:
+            model = train_or_load(icl_variant(scale, layout, seed), progress=progress)
+            radius = evaluate_or_load(model, radius_task, **evaluation)
+            difference, half_width = paired_difference(radius.per_episode_mean, selector_result.per_episode_mean)
+            seen = [evaluate_or_load(model, scale.task(family), **evaluation).mean for family in SINGLE_FAMILIES]
+            variants.append(
+                {
+                    "layout": layout,
+                    "seed": seed,
+                    "radius": radius.mean,
+                    "radius_ci": radius.mean_ci,
+                    "minus_selector": difference,
+                    "minus_selector_ci": half_width,
+                    "seen_families_mean": sum(seen) / len(seen),
+                    "steps": model.history.steps[-1] if model.history.steps else 0,
+                }
+            )
+    return variants
+
+
 def run(preset: str | None = None, progress: bool = True) -> SelectionResults:
     """Train-or-load every model and evaluate them on the seen families and on ``radius``."""
     started = time.perf_counter()
@@ -202,6 +248,9 @@ def run(preset: str | None = None, progress: bool = True) -> SelectionResults:
     result = cached_evaluation("oracle", {**identity, "radius": best_candidate}, hindsight, radius_task, **evaluation)
     rows.append(_row(ORACLE, UNSEEN_FAMILY, result, scale.preset))
 
+    selector_radius = cached_evaluation("selector", identity, selector, radius_task, **evaluation)
+    variants = layout_variants(scale, selector_radius, progress=progress)
+
     learners = {
         ICL_MIXTURE: icl_mixture.learner,
         SELECTOR: selector,
@@ -223,6 +272,7 @@ def run(preset: str | None = None, progress: bool = True) -> SelectionResults:
         training=training,
         oracle_radius_candidate=display_name(best_candidate),
         wall_seconds=time.perf_counter() - started,
+        variants=variants,
     )
 
 
@@ -255,6 +305,10 @@ def verdict(results: SelectionResults) -> ClaimVerdict:
         "oracle_radius_candidate": results.oracle_radius_candidate,
         "icl_radius_ceiling": ceiling["mean"],
         "icl_radius_ceiling_ci": ceiling["ci"],
+        # not used by the rule: ICL (mixture) - selector on radius for each token layout and seed
+        "variants": {
+            f"{v['layout']}/seed{v['seed']}": [v["minus_selector"], v["minus_selector_ci"]] for v in results.variants
+        },
     }
     return ClaimVerdict(
         claim="3a",
