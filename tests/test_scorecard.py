@@ -66,7 +66,7 @@ def make_card(outcomes):
 
 
 def test_table_frame_figure_and_discussion():
-    card = make_card({"1": "reproduced", "3a": "not reproduced", "4a": "inconclusive"})
+    card = make_card({"1": "reproduced", "4b": "not reproduced", "4a": "inconclusive"})  # claims without explainer
     text = scorecard.format_table(card)
     assert "a.b: 0.5000" in text and "NOT REPRODUCED" in text
     html = scorecard.scorecard_html(scorecard.scorecard_frame(card))
@@ -76,7 +76,7 @@ def test_table_frame_figure_and_discussion():
     assert len(ax.patches) == 3
     plt.close(fig)
     discussion = scorecard.discussion(card)
-    assert "Claim 3a" in discussion and "Claim 4a" in discussion and "Claim 1 " not in discussion
+    assert "Claim 4b" in discussion and "Claim 4a" in discussion and "Claim 1 " not in discussion
     assert scorecard.Scorecard.from_dict(card.to_dict()) == card
 
 
