@@ -39,6 +39,16 @@ class EvalResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> dict:
+        """The fields a result-table row carries: mean, ci, per_position(_ci), per_episode_mean."""
+        return {
+            "mean": self.mean,
+            "ci": self.mean_ci,
+            "per_position": self.per_position,
+            "per_position_ci": self.per_position_ci,
+            "per_episode_mean": self.per_episode_mean,
+        }
+
     @staticmethod
     def from_scores(scores: torch.Tensor, metric: str) -> EvalResult:
         """scores: (n_tasks, N) per-episode, per-position scores."""

@@ -118,11 +118,11 @@ class ICLTransformer(nn.Module):
         flag = torch.ones_like(xs[..., :1])  # (B, N, 1)
         flags = [flag] if self.config.embed else []
         if self.config.layout == "paired":
-            pairs = torch.cat([xs, labels] + [flag] * len(flags), dim=-1)[:, :-1]  # pair j, j = 0..N-2
+            pairs = torch.cat([xs, labels, *flags], dim=-1)[:, :-1]  # pair j, j = 0..N-2
             previous_pair = F.pad(pairs, (0, 0, 1, 0))  # row i holds pair i - 1; row 0 all zeros
             return torch.cat([xs, previous_pair], dim=-1), causal_mask(N, xs.device)
-        support = torch.cat([xs, labels] + [0 * f for f in flags], dim=-1)
-        query = torch.cat([xs, torch.zeros_like(labels)] + flags, dim=-1)
+        support = torch.cat([xs, labels, *(0 * f for f in flags)], dim=-1)
+        query = torch.cat([xs, torch.zeros_like(labels), *flags], dim=-1)
         return torch.cat([support, query], dim=1), episode_mask(N, xs.device)
 
     def _run(self, sequence: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,39 @@ def class_probabilities_on_grid(
     return axis.numpy(), axis.numpy(), torch.cat(probs).reshape(resolution, resolution).numpy()
 
 
+def draw_support_set(
+    ax: plt.Axes,
+    support_xs: torch.Tensor,
+    support_ys: torch.Tensor,
+    *,
+    extent: float,
+    title: str = "",
+    marker_size: float = 36,
+    title_size: float = 10,
+) -> None:
+    """The labelled points (n, 2) as markers by label on a square view of half-width ``extent``."""
+    points = support_xs.cpu().numpy()
+    labels = support_ys.cpu().numpy()
+    for label, marker, colour in ((0, "o", "#2b4c8c"), (1, "^", "#a11d21")):
+        chosen = labels == label
+        ax.scatter(
+            points[chosen, 0],
+            points[chosen, 1],
+            marker=marker,
+            c=colour,
+            edgecolors="white",
+            s=marker_size,
+            label=f"y={label}",
+        )
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title, fontsize=title_size)
+
+
 def plot_decision_regions(
     ax: plt.Axes,
     predictor: Predictor,
@@ -109,19 +142,6 @@ def plot_decision_regions(
     )
     image = ax.contourf(grid_x, grid_y, probs, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.75)
     ax.contour(grid_x, grid_y, probs, levels=[0.5], colors="black", linewidths=1.2)
-    points = support_xs.cpu().numpy()
-    labels = support_ys.cpu().numpy()
-    for label, marker, colour in ((0, "o", "#2b4c8c"), (1, "^", "#a11d21")):
-        chosen = labels == label
-        ax.scatter(
-            points[chosen, 0], points[chosen, 1], marker=marker, c=colour, edgecolors="white", s=36, label=f"y={label}"
-        )
-    ax.set_xlim(-extent, extent)
-    ax.set_ylim(-extent, extent)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    if title:
-        ax.set_title(title, fontsize=10)
+    draw_support_set(ax, support_xs, support_ys, extent=extent, title=title)
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="P(y = 1)")
     return ax

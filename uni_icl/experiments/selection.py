@@ -126,11 +126,7 @@ def _row(learner: str, family: str, result: EvalResult, preset: str) -> dict:
     return {
         "learner": learner,
         "test_family": family,
-        "mean": result.mean,
-        "ci": result.mean_ci,
-        "per_position": result.per_position,
-        "per_position_ci": result.per_position_ci,
-        "per_episode_mean": result.per_episode_mean,
+        **result.summary(),
         "preset": preset,
     }
 

@@ -46,7 +46,7 @@ from uni_icl.experiments.selection import (
 )
 from uni_icl.interactive import explore
 from uni_icl.learners import display_name
-from uni_icl.plotting import class_probabilities_on_grid
+from uni_icl.plotting import class_probabilities_on_grid, draw_support_set
 from uni_icl.presets import classification_scale, preset_name
 from uni_icl.runs import TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.selection import AlgorithmSelector
@@ -193,11 +193,7 @@ def shift_grid(
                     "family": family,
                     "noise_std": sigma,
                     "learner": learner,
-                    "mean": result.mean,
-                    "ci": result.mean_ci,
-                    "per_position": result.per_position,
-                    "per_position_ci": result.per_position_ci,
-                    "per_episode_mean": result.per_episode_mean,
+                    **result.summary(),
                 }
             )
     return rows
@@ -435,17 +431,7 @@ def draw_regions(
     ax.contourf(grid_x, grid_y, probs, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.75, vmin=0, vmax=1)
     if probs.min() < 0.5 < probs.max():
         ax.contour(grid_x, grid_y, probs, levels=[0.5], colors="black", linewidths=1.2)
-    points, labels = support_xs.cpu().numpy(), support_ys.cpu().numpy()
-    for label, marker, colour in ((0, "o", "#2b4c8c"), (1, "^", "#a11d21")):
-        chosen = labels == label
-        ax.scatter(points[chosen, 0], points[chosen, 1], marker=marker, c=colour, edgecolors="white", s=30)
-    ax.set_xlim(-extent, extent)
-    ax.set_ylim(-extent, extent)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    if title:
-        ax.set_title(title, fontsize=9)
+    draw_support_set(ax, support_xs, support_ys, extent=extent, title=title, marker_size=30, title_size=9)
     return ax
 
 
