@@ -19,13 +19,12 @@ from uni_icl.device import default_device
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.storage import (
-    atomic_json_save,
     atomic_torch_save,
     cache_root,
-    checked_json_load,
     checked_torch_load,
     config_hash,
     entry_lock,
+    json_entry,
 )
 from uni_icl.tasks import TaskFamily
 from uni_icl.training import TaskSchedule, TrainConfig, TrainHistory, train
@@ -130,10 +129,6 @@ def evaluate_or_load(
     }
     name = spec.learner.name if isinstance(spec, RunSpec) else spec.name
     path = (root or cache_root()) / "results" / f"{name}-{test_task.name}-{config_hash(config)}.json"
-    with entry_lock(path):
-        stored = checked_json_load(path)
-        if stored is not None:
-            return EvalResult(**stored)
-        result = evaluate(trained.learner, test_task, n_tasks=n_tasks, seed=seed)
-        atomic_json_save(result.to_dict(), path)
-    return result
+    return EvalResult(
+        **json_entry(path, lambda: evaluate(trained.learner, test_task, n_tasks=n_tasks, seed=seed).to_dict())
+    )

@@ -17,8 +17,9 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -115,3 +116,17 @@ def entry_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def json_entry(path: Path, compute: Callable[[], Any]) -> Any:
+    """The JSON object stored at ``path``; if it is missing or corrupted, ``compute()`` it and store it.
+
+    Computed under :func:`entry_lock`, so concurrent callers compute an entry once.
+    """
+    with entry_lock(path):
+        stored = checked_json_load(path)
+        if stored is not None:
+            return stored
+        value = compute()
+        atomic_json_save(value, path)
+    return value

@@ -43,13 +43,12 @@ from uni_icl.meta_learners import ConditionalNeuralProcess, MatchingNetwork, Pro
 from uni_icl.presets import ClassificationScale, classification_scale, preset_name
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
 from uni_icl.storage import (
-    atomic_json_save,
     atomic_torch_save,
     cache_root,
-    checked_json_load,
     checked_torch_load,
     config_hash,
     entry_lock,
+    json_entry,
 )
 from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig
@@ -567,13 +566,7 @@ def _cached_checks(
         "n_points": scale.n_points,
     }
     path = cache_root() / "results" / f"construction-checks-{config_hash(config)}.json"
-    with entry_lock(path):
-        stored = checked_json_load(path)
-        if stored is not None:
-            return stored
-        rows = construction_checks(scale, settings, teachers)
-        atomic_json_save(rows, path)
-    return rows
+    return json_entry(path, lambda: construction_checks(scale, settings, teachers))
 
 
 def _cached_agreements(
@@ -591,13 +584,7 @@ def _cached_agreements(
         "n_points": scale.n_points,
     }
     path = cache_root() / "results" / f"imitation-agreements-{config_hash(config)}.json"
-    with entry_lock(path):
-        stored = checked_json_load(path)
-        if stored is not None:
-            return stored
-        rows = imitation_table(scale, settings, teachers, students)
-        atomic_json_save(rows, path)
-    return rows
+    return json_entry(path, lambda: imitation_table(scale, settings, teachers, students))
 
 
 RULE = (

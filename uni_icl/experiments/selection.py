@@ -26,7 +26,7 @@ from uni_icl.learners import display_name
 from uni_icl.presets import ClassificationScale, classification_scale
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.selection import MATCHING_CANDIDATE, AlgorithmSelector, OracleSelector
-from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
+from uni_icl.storage import cache_root, config_hash, json_entry
 from uni_icl.tasks import TaskFamily
 from uni_icl.validation import check_int
 from uni_icl.verdicts import ClaimVerdict
@@ -99,14 +99,12 @@ def cached_evaluation(
     config = {"code_version": CODE_VERSION, "kind": kind, "identity": identity, "test_task": task.config()}
     config.update({"n_tasks": n_tasks, "seed": seed})
     path = cache_root() / "results" / f"{kind}-{task.name}-{config_hash(config)}.json"
-    with entry_lock(path):
-        stored = checked_json_load(path)
-        if stored is not None:
-            return EvalResult(**stored)
+
+    def compute() -> dict:
         module = learner if isinstance(learner, nn.Module) else learner()
-        result = evaluate(module, task, n_tasks=n_tasks, seed=seed)
-        atomic_json_save(result.to_dict(), path)
-    return result
+        return evaluate(module, task, n_tasks=n_tasks, seed=seed).to_dict()
+
+    return EvalResult(**json_entry(path, compute))
 
 
 def candidate_models(scale: ClassificationScale, *, progress: bool = True) -> dict[str, TrainedLearner]:
