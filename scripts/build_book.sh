@@ -2,7 +2,10 @@
 # The main command (README.md): build the whole book at $UNI_ICL_PRESET (default quick) into _build/html.
 # Every notebook is executed (warnings are errors); trained models and results come from, and go to,
 # the train-or-load cache ($UNI_ICL_CACHE, default ~/.cache/uni_icl), so a rebuild is fast.
-# Extra arguments go to `jupyter-book build` (e.g. --path-output /tmp/book).
+# Each notebook runs under a watchdog (uni_icl/book/execute.py): a cell that stays silent with an
+# idle kernel for --silence seconds (default 180) fails the build naming the notebook and the cell,
+# after one retry of that notebook. Extra arguments go to `python -m uni_icl.book.build`
+# (e.g. --output /tmp/book, --silence 300, --cell-timeout 7200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -31,8 +34,4 @@ if [ -n "${MPLBACKEND:-}" ]; then
 fi
 
 echo "building the book at preset $UNI_ICL_PRESET (cache: ${UNI_ICL_CACHE:-$HOME/.cache/uni_icl})"
-started=$(date +%s)
-# --all: Sphinx would otherwise skip (and not execute) pages whose source did not change, even when
-# the preset or the package did.
-jupyter-book build . --all -W --keep-going "$@"
-echo "book built at preset $UNI_ICL_PRESET in $(( $(date +%s) - started )) s (wall time); open _build/html/index.html"
+python -m uni_icl.book.build "$@"

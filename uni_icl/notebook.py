@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,13 @@ class NotebookContext:
     preset: str
     device: torch.device
     cache: Path
+    progress: bool  # progress bars: on in a live kernel, off in the book build (UNI_ICL_PROGRESS=0)
 
 
 def setup(style: bool = True) -> NotebookContext:
     """Print the device, preset and cache folder in use; set the plotting style."""
-    context = NotebookContext(preset_name(), default_device(), cache_root())
+    progress = os.environ.get("UNI_ICL_PROGRESS", "1") != "0"
+    context = NotebookContext(preset_name(), default_device(), cache_root(), progress)
     name = (
         torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else platform.processor() or "CPU"
     )

@@ -1,0 +1,112 @@
+"""The watched notebook executor: a stalled cell fails with its notebook and cell named, after one
+retry; a long silent computation does not; outputs come back; the build never waits unbounded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from uni_icl.book.build import OneLineParser, main, toc_files
+from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def notebook(path: Path, *cells: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_outputs_are_written_and_the_source_is_untouched(tmp_path: Path) -> None:
+    source = notebook(tmp_path / "ok.ipynb", "print(6 * 7)")
+    destination = tmp_path / "out" / "ok.ipynb"
+    execute_notebook(source, destination, cwd=tmp_path, log=lambda _: None)
+    executed = nbformat.read(destination, as_version=4)
+    assert executed.cells[0].outputs[0]["text"].strip() == "42"
+    assert nbformat.read(source, as_version=4).cells[0].outputs == []
+
+
+def test_a_silent_idle_cell_fails_naming_notebook_and_cell_after_one_retry(tmp_path: Path) -> None:
+    """The hang's signature (kernel idle, nothing sent) is caught within the stated silence."""
+    source = notebook(tmp_path / "hang.ipynb", "x = 1", "import time\ntime.sleep(3600)")
+    attempts: list[str] = []
+    with pytest.raises(NotebookStalledError) as caught:
+        execute_notebook(
+            source, tmp_path / "out.ipynb", cwd=tmp_path, limits=ExecutionLimits(silence_s=3), log=attempts.append
+        )
+    message = str(caught.value)
+    assert "hang.ipynb" in message and "cell 1" in message and "time.sleep(3600)" not in message
+    assert "'import time'" in message and "idle kernel for 3 s" in message
+    assert len(attempts) == 2 and all("attempt" in line for line in attempts)
+    assert not (tmp_path / "out.ipynb").exists()
+
+
+def test_a_silent_busy_cell_is_not_a_stall(tmp_path: Path) -> None:
+    """A computation that prints nothing but keeps the kernel's CPU busy runs to the end."""
+    busy = "import time\nend = time.monotonic() + 6\nwhile time.monotonic() < end:\n    sum(range(1000))\nprint('done')"
+    source = notebook(tmp_path / "busy.ipynb", busy)
+    execute_notebook(source, tmp_path / "out.ipynb", cwd=tmp_path, limits=ExecutionLimits(silence_s=2), log=print)
+    assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0]["text"].strip() == "done"
+
+
+def test_a_cell_past_its_time_limit_fails(tmp_path: Path) -> None:
+    busy = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n    sum(range(1000))"
+    source = notebook(tmp_path / "long.ipynb", busy)
+    limits = ExecutionLimits(silence_s=30, cell_timeout_s=3)
+    with pytest.raises(NotebookStalledError, match="still running after 3 s"):
+        execute_notebook(source, tmp_path / "out.ipynb", cwd=tmp_path, limits=limits, attempts=1, log=print)
+
+
+def test_a_cell_error_fails_at_once(tmp_path: Path) -> None:
+    from nbclient.exceptions import CellExecutionError
+
+    source = notebook(tmp_path / "error.ipynb", "raise ValueError('boom')")
+    attempts: list[str] = []
+    with pytest.raises(CellExecutionError, match="boom"):
+        execute_notebook(source, tmp_path / "out.ipynb", cwd=tmp_path, log=attempts.append)
+    assert attempts == []
+
+
+@pytest.mark.parametrize("field", ["silence_s", "cell_timeout_s"])
+def test_limits_must_be_positive(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        ExecutionLimits(**{field: 0})
+
+
+def test_bad_build_arguments_give_one_line_and_status_2(capsys) -> None:
+    assert isinstance(OneLineParser(), OneLineParser)
+    assert main(["--silence", "-1"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["--silence", "soon"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_toc_files_lists_every_notebook_in_order() -> None:
+    pages = toc_files(ROOT)
+    assert pages[0] == "book/00_intro"
+    notebooks = sorted(path.with_suffix("").relative_to(ROOT).as_posix() for path in (ROOT / "book").glob("*.ipynb"))
+    assert sorted(page for page in pages if (ROOT / f"{page}.ipynb").exists()) == notebooks
+
+
+@pytest.mark.slow
+def test_book_notebooks_finish_three_times_with_a_core_kept_busy() -> None:
+    """Every notebook of the book, executed three times beside a busy process, finishes."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "stress_notebooks.py"), "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        cwd=ROOT,
+    )
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.stdout.strip().splitlines()[-1] == "stress: 3 of 3 rounds finished"
