@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from uni_icl.icl import ICLConfig, ICLTransformer
+from uni_icl.learners.icl import ICLConfig, ICLTransformer
 from uni_icl.presets import classification_scale
 from uni_icl.tasks import make_task
 

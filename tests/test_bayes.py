@@ -7,16 +7,9 @@ import math
 import pytest
 import torch
 
-from uni_icl.bayes import bayes_log_probs, log_normal_mass, prototype_diagnostics
-from uni_icl.tasks import (
-    AmortizedTask,
-    MixtureTask,
-    PairwiseTask,
-    PrototypeTask,
-    RadiusTask,
-    amortized_labels,
-    pairwise_labels,
-)
+from uni_icl.learners.bayes import bayes_log_probs, log_normal_mass, prototype_diagnostics
+from uni_icl.tasks import AmortizedTask, MixtureTask, PairwiseTask, PrototypeTask, RadiusTask
+from uni_icl.tasks.synthetic import amortized_labels, pairwise_labels
 
 SMALL_SAMPLES = 256  # prototype particles in tests that do not compare with a reference
 

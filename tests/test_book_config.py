@@ -83,7 +83,7 @@ def test_every_setup_cell_uses_the_repository_url_of_the_config():
         notebook.name
         for notebook in NOTEBOOKS
         if f'REPO_URL = "{url}"' not in first_code_cell(notebook)
-        or "from uni_icl.notebook import setup" not in first_code_cell(notebook)
+        or "from uni_icl.book.notebook import setup" not in first_code_cell(notebook)
     ]
     assert not wrong, (
         f"the first code cell of {wrong} is not the setup cell with REPO_URL = {url!r} (the URL of _config.yml); "

@@ -10,7 +10,9 @@ import copy
 import pytest
 import torch
 
-from uni_icl.constructions import (
+from uni_icl.experiments.imitation import randomized
+from uni_icl.learners import LearnerSpec
+from uni_icl.learners.constructions import (
     AttentionLayer,
     ConstructedTransformer,
     FeedForwardLayer,
@@ -21,9 +23,7 @@ from uni_icl.constructions import (
     max_difference,
     protonet_transformer,
 )
-from uni_icl.experiments.imitation import randomized
-from uni_icl.learners import LearnerSpec
-from uni_icl.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
+from uni_icl.learners.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
 from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
 

@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from uni_icl.curriculum import DimensionCurriculum
 from uni_icl.experiments import curriculum as experiment
 from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
+from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import train
 
 TASK = make_task("linear_regression", d=8, n_points=17)

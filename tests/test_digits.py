@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from uni_icl.digits import (
+from uni_icl.experiments.digits import digits_scale, example_episode, run_spec
+from uni_icl.learners.baselines import NearestClassMean, fit_pca
+from uni_icl.tasks import TASK_FAMILIES, make_task
+from uni_icl.tasks.images import (
     TEST_DIGITS,
     TRAIN_DIGITS,
     DigitsMixtureTask,
     DigitsTask,
-    NearestClassMean,
     digits_data,
-    fit_pca,
     shift_images,
     split_indices,
 )
-from uni_icl.experiments.digits import digits_scale, example_episode, run_spec
-from uni_icl.tasks import TASK_FAMILIES, make_task
 from uni_icl.training import train, validation_episodes
 
 
@@ -168,7 +167,8 @@ def test_bad_mixture_parameters_raise(params, named):
 def test_families_are_registered_and_data_load_lazily():
     assert TASK_FAMILIES["digits"] is DigitsTask and TASK_FAMILIES["digits_mixture"] is DigitsMixtureTask
     code = (
-        "import sys, uni_icl.digits as m; print(m.digits_data.cache_info().currsize, 'sklearn.datasets' in sys.modules)"
+        "import sys, uni_icl.tasks.images as m; "
+        "print(m.digits_data.cache_info().currsize, 'sklearn.datasets' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0", "False"]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from IPython.display import HTML
 
-from uni_icl.interactive import explore, slider, small_multiples
+from uni_icl.book.interactive import explore, slider, small_multiples
 
 LEARNERS = ("ProtoNet", "MatchNet")
 NOISE = (0.5, 1.0, 2.0)

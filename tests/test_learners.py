@@ -4,8 +4,8 @@ explicit handling of positions with no earlier example."""
 import pytest
 import torch
 
-from uni_icl.icl import ICLConfig, ICLTransformer
 from uni_icl.learners import CLASSIFIERS, REGRESSORS, LearnerSpec
+from uni_icl.learners.icl import ICLConfig, ICLTransformer
 from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from uni_icl.experiments import m2icl as experiment
-from uni_icl.m2icl import (
+from uni_icl.learners.maml import (
     MAMLConfig,
     fine_tune,
     inner_adapt,
@@ -15,7 +15,7 @@ from uni_icl.m2icl import (
     meta_train,
     prompt_loss,
 )
-from uni_icl.regression import CausalRegressionTransformer, RegressorConfig
+from uni_icl.learners.regressors import CausalRegressionTransformer, RegressorConfig
 from uni_icl.tasks import Episode, make_task
 
 

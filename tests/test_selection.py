@@ -7,8 +7,8 @@ from torch import nn
 
 from uni_icl.experiments import selection as experiment
 from uni_icl.learners import LearnerSpec
+from uni_icl.learners.selectors import AlgorithmSelector, OracleSelector, prequential_scores, select_best
 from uni_icl.runs import build_seeded
-from uni_icl.selection import AlgorithmSelector, OracleSelector, prequential_scores, select_best
 from uni_icl.tasks import make_task
 
 

@@ -8,8 +8,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from uni_icl.evaluation import evaluate
 from uni_icl.experiments import shift
 from uni_icl.learners import LearnerSpec
+from uni_icl.learners.selectors import AlgorithmSelector
 from uni_icl.runs import build_seeded
-from uni_icl.selection import AlgorithmSelector
 from uni_icl.tasks import make_task
 
 FAMILIES = ("pairwise", "prototype", "amortized")

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.curriculum import DimensionCurriculum
 from uni_icl.device import default_device
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec
@@ -32,6 +31,7 @@ from uni_icl.presets import preset_name
 from uni_icl.runs import CODE_VERSION, RunSpec, build_seeded, evaluate_or_load, prepare
 from uni_icl.storage import atomic_torch_save, cache_root, checked_torch_load, config_hash, entry_lock
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
+from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import TrainConfig, train
 from uni_icl.validation import check_choice
 from uni_icl.verdicts import ClaimVerdict, save_verdict

@@ -25,21 +25,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from uni_icl import evaluation
-from uni_icl.digits import (
-    IMAGE_SIDE,
-    DigitsMixtureTask,
-    DigitsTask,
-    FixedTrainingTask,
-    NearestClassMean,
-    fit_pca,
-    split_images,
-)
 from uni_icl.evaluation import Difference, evaluate
 from uni_icl.learners import LearnerSpec, display_name
+from uni_icl.learners.baselines import NearestClassMean, fit_pca
 from uni_icl.presets import preset_name
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
 from uni_icl.tasks import TaskFamily, make_task
+from uni_icl.tasks.images import IMAGE_SIDE, DigitsMixtureTask, DigitsTask, split_images
+from uni_icl.tasks.schedules import FixedTrainingTask
 from uni_icl.training import TrainConfig
 from uni_icl.validation import check_choice, check_int
 

@@ -2,7 +2,7 @@
 
 Two parts, one result object:
 
-- :func:`construction_checks`: every hand-set transformer of :mod:`uni_icl.constructions` against
+- :func:`construction_checks`: every hand-set transformer of :mod:`uni_icl.learners.constructions` against
   its meta-learner (the trained teachers and freshly randomised ones) and the gradient-descent
   construction against an explicit autograd step; maximum absolute differences in float64 and
   float32 over many episodes.
@@ -29,7 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.constructions import (
+from uni_icl.evaluation import Z_95
+from uni_icl.learners import LearnerSpec, display_name
+from uni_icl.learners.constructions import (
     cnp_transformer,
     gd_step_reference,
     gd_transformer,
@@ -37,9 +39,7 @@ from uni_icl.constructions import (
     max_difference,
     protonet_transformer,
 )
-from uni_icl.evaluation import Z_95
-from uni_icl.learners import LearnerSpec, display_name
-from uni_icl.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
+from uni_icl.learners.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
 from uni_icl.presets import ClassificationScale, classification_scale, preset_name
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
 from uni_icl.storage import (

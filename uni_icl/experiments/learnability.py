@@ -5,7 +5,7 @@ Building blocks, each usable alone:
 - ``trained`` / ``cross_table``: train-or-load every (learner, training family) pair at one preset
   and evaluate it on test families; rows are plain dicts (a notebook turns them into a DataFrame).
 - ``bayes_scores`` / ``evaluate_bayes_or_load``: the Bayes-optimal in-context predictor of
-  :mod:`uni_icl.bayes` scored on exactly the test episodes the learners see (same number, same
+  :mod:`uni_icl.learners.bayes` scored on exactly the test episodes the learners see (same number, same
   seed, same batches), cached in the result store, with Monte-Carlo diagnostics for ``prototype``.
 - ``paired_difference``: mean difference of two learners on the same test episodes, with a 95% CI.
 - ``decide_single`` / ``decide_mixed``: the decision rules of claims "2-single" and "2-mixed",
@@ -28,10 +28,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl import bayes
 from uni_icl.device import default_device
 from uni_icl.evaluation import Difference, EvalResult, paired_difference
-from uni_icl.learners import CLASSIFIERS, display_name
+from uni_icl.learners import CLASSIFIERS, bayes, display_name
 from uni_icl.presets import ClassificationScale, classification_scale, preset_name
 from uni_icl.runs import CODE_VERSION, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
@@ -167,7 +166,7 @@ def cross_table(
 
 
 def bayes_code_hash() -> str:
-    """Hash of the source of :mod:`uni_icl.bayes` (part of every Bayes cache key)."""
+    """Hash of the source of :mod:`uni_icl.learners.bayes` (part of every Bayes cache key)."""
     return hashlib.sha256(inspect.getsource(bayes).encode()).hexdigest()[:16]
 
 
@@ -175,7 +174,7 @@ def bayes_predictor(task: TaskFamily, *, seed: int = 0, n_samples: int = bayes.D
     """The Bayes-optimal learner of ``task`` as a function ``(xs (B, N, d), ys (B, N)) -> log-probs (B, N, C)``.
 
     It follows the learner contract, so it can be passed wherever a learner's forward is expected
-    (for example ``uni_icl.plotting.plot_decision_regions``). ``seed`` and ``n_samples`` are used by
+    (for example ``uni_icl.book.plotting.plot_decision_regions``). ``seed`` and ``n_samples`` are used by
     the Monte-Carlo sampler of the ``prototype`` family only.
     """
     check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
@@ -269,7 +268,7 @@ def evaluate_bayes_or_load(
     """Score the Bayes predictor of ``task`` on ``n_tasks`` test episodes drawn with ``seed``, cached.
 
     The cache key covers the task, the test episodes, the sampler's seed and particles (prototype
-    only), ``CODE_VERSION`` and the source of :mod:`uni_icl.bayes`.
+    only), ``CODE_VERSION`` and the source of :mod:`uni_icl.learners.bayes`.
     """
     check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
     check_int("n_tasks", n_tasks, minimum=1)

@@ -5,7 +5,7 @@ Arms, all evaluated on the same held-out domains, prompts and adaptation sets:
 - ICL: the causal regressor pre-trained on ``regression_domains`` (a fresh domain per episode),
   used without adaptation, and fine-tuned on the domain's adaptation prompts;
 - M2-ICL: the same architecture meta-trained with MAML (one domain per meta-step), fine-tuned with
-  the same procedure (:func:`uni_icl.m2icl.fine_tune`: ``fine_tune_epochs`` epochs of SGD at the
+  the same procedure (:func:`uni_icl.learners.maml.fine_tune`: ``fine_tune_epochs`` epochs of SGD at the
   inner learning rate, mini-batches of 64);
 - least squares as the reference (optimal for these noise-free tasks once i >= d).
 
@@ -30,18 +30,17 @@ from tqdm.auto import tqdm
 
 from uni_icl.device import default_device
 from uni_icl.learners import LearnerSpec
-from uni_icl.m2icl import (
+from uni_icl.learners.maml import (
     LOG_FLOOR,
     MAMLConfig,
     MetaHistory,
-    domain_task,
     fine_tune,
     meta_step_seconds,
     meta_train,
     relative_errors,
 )
+from uni_icl.learners.regressors import LeastSquares
 from uni_icl.presets import preset_name
-from uni_icl.regression import LeastSquares
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
 from uni_icl.storage import (
     atomic_json_save,
@@ -52,7 +51,7 @@ from uni_icl.storage import (
     config_hash,
     entry_lock,
 )
-from uni_icl.tasks import RegressionDomain, make_task
+from uni_icl.tasks import RegressionDomain, domain_task, make_task
 from uni_icl.training import TrainConfig
 from uni_icl.validation import check_choice
 from uni_icl.verdicts import ClaimVerdict, save_verdict

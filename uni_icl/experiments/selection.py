@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 
 from uni_icl.evaluation import EvalResult, evaluate, paired_difference
 from uni_icl.experiments.learnability import MATCHING_LEARNER, MIXED_FAMILY, SINGLE_FAMILIES, trained
-from uni_icl.icl import LAYOUTS, ICLConfig
 from uni_icl.learners import display_name
+from uni_icl.learners.icl import LAYOUTS, ICLConfig
+from uni_icl.learners.selectors import MATCHING_CANDIDATE, AlgorithmSelector, OracleSelector
 from uni_icl.presets import ClassificationScale, classification_scale
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
-from uni_icl.selection import MATCHING_CANDIDATE, AlgorithmSelector, OracleSelector
 from uni_icl.storage import cache_root, config_hash, json_entry
 from uni_icl.tasks import TaskFamily
 from uni_icl.validation import check_int

@@ -5,10 +5,10 @@ test noise level, ``run`` evaluates on the same episodes (same seed):
 
 - ICL trained on ``mixture`` and ICL trained on the family itself (the learnability chapter's runs),
 - the matching meta-learner (MatchNet / ProtoNet / CNP, trained on the family),
-- the prequential algorithm selector over the three meta-learners (``uni_icl.selection``),
+- the prequential algorithm selector over the three meta-learners (``uni_icl.learners.selectors``),
 - beyond the paper, ICL trained on :class:`NoiseRangeTask` (mixture episodes whose noise_std is
   drawn per episode from [noise_low, noise_high]),
-- the reference: the Bayes-optimal predictor of the *test* distribution (``uni_icl.bayes``), which
+- the reference: the Bayes-optimal predictor of the *test* distribution (``uni_icl.learners.bayes``), which
   knows the true prior at each noise level, so its accuracy shows what the label rule itself makes
   easier or harder, and a learner's gap to it shows the learner's own sensitivity.
 
@@ -20,8 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,6 +29,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from uni_icl.book.interactive import explore
+from uni_icl.book.plotting import class_probabilities_on_grid, draw_support_set
 from uni_icl.evaluation import EvalResult
 from uni_icl.experiments.learnability import (
     MATCHING_LEARNER,
@@ -44,13 +45,11 @@ from uni_icl.experiments.selection import (
     paired_difference,
     selector_identity,
 )
-from uni_icl.interactive import explore
 from uni_icl.learners import display_name
-from uni_icl.plotting import class_probabilities_on_grid, draw_support_set
+from uni_icl.learners.selectors import AlgorithmSelector
 from uni_icl.presets import classification_scale, preset_name
 from uni_icl.runs import TrainedLearner, evaluate_or_load, train_or_load
-from uni_icl.selection import AlgorithmSelector
-from uni_icl.tasks import Episode, TaskFamily, make_generator, make_task, register_task
+from uni_icl.tasks import TaskFamily, make_generator
 from uni_icl.validation import check_choice, check_int, check_positive
 from uni_icl.verdicts import ClaimVerdict
 
@@ -71,60 +70,6 @@ RULE_3B = (
     "growth is at most its CI (the explicit algorithm does not degrade measurably). Reproduced if at least 2 of "
     "the 3 families support it, not reproduced if none does, inconclusive if exactly 1."
 )
-
-
-@register_task
-@dataclass(frozen=True)
-class NoiseRangeTask(TaskFamily):
-    """Episodes of ``inner`` whose noise_std is drawn at random, uniformly from [noise_low, noise_high].
-
-    Each call to ``sample`` cuts the batch into ``n_groups`` near-equal consecutive groups and
-    draws one noise level per group (so every episode's noise_std is uniform on the range; the
-    episodes of a group share it). ``n_groups`` >= batch size gives every episode its own level;
-    the default 8 keeps sampling cheap (each group is one call to the inner family's sampler).
-    ``noise_std`` is not used (the draws replace it); ``k`` is passed to inner families that have
-    it. ``params`` holds the inner family's parameters plus ``noise_std`` (B,).
-    """
-
-    name: ClassVar[str] = "noise_range"
-    binary_only: ClassVar[bool] = True
-    inner: str = "mixture"
-    noise_low: float = 1.0
-    noise_high: float = 5.0
-    k: int = 1
-    n_groups: int = 8
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("n_groups", self.n_groups, minimum=1)
-        allowed = ("pairwise", "prototype", "amortized", "radius", "mixture")
-        check_choice("inner", self.inner, allowed)
-        check_positive("noise_low", self.noise_low)
-        check_positive("noise_high", self.noise_high)
-        if self.noise_high < self.noise_low:
-            raise ValueError(f"noise_high: must be >= noise_low={self.noise_low}, got {self.noise_high}")
-        self.inner_task(self.noise_low)
-
-    def inner_task(self, noise_std: float) -> TaskFamily:
-        """The inner family at one noise level."""
-        params = {"d": self.d, "n_classes": self.n_classes, "n_points": self.n_points, "noise_std": noise_std}
-        if self.inner in ("pairwise", "mixture"):
-            params["k"] = self.k
-        return make_task(self.inner, **params)
-
-    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
-        n_groups = min(self.n_groups, batch_size)
-        levels = self.noise_low + (self.noise_high - self.noise_low) * torch.rand(n_groups, generator=gen)
-        sizes = [len(chunk) for chunk in torch.arange(batch_size).chunk(n_groups)]
-        base = self.inner_task(self.noise_low)
-        parts = [
-            replace(base, noise_std=sigma)._sample(size, gen)
-            for sigma, size in zip(levels.tolist(), sizes, strict=True)
-        ]
-        params = {key: torch.cat([part.params[key] for part in parts]) for key in parts[0].params}
-        params["noise_std"] = levels.repeat_interleave(torch.tensor(sizes))
-        xs = torch.cat([part.xs for part in parts])
-        return Episode(xs, torch.cat([part.ys for part in parts]), self.name, params)
 
 
 @dataclass(frozen=True)
@@ -438,7 +383,7 @@ def draw_regions(
 class ShiftExplorer:
     """The live explorer of the shift grid: accuracy curves and decision regions.
 
-    Controls: ``family`` and ``noise_std`` (the grid's, from :func:`uni_icl.interactive.explore`),
+    Controls: ``family`` and ``noise_std`` (the grid's, from :func:`uni_icl.book.interactive.explore`),
     plus ``learner`` and ``shots`` that only the decision-region panel uses (the region of the
     selected learner given the first ``shots`` points of one sampled episode at that family and
     noise level; a dashed line marks the shot count on the curves). Regions are computed once

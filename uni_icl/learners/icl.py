@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uni_icl.modules import ATTENTION_KINDS, TransformerBlock
+from uni_icl.learners.modules import ATTENTION_KINDS, TransformerBlock
 from uni_icl.validation import check_choice, check_int
 
 LAYOUTS = ("paired", "support_query")

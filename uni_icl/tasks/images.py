@@ -17,12 +17,8 @@ fresh relabelling per episode, so a label carries no meaning across episodes), a
 ``max_shift`` > 0 shifts every image by a random whole number of pixels in [-max_shift, max_shift]
 along each axis (zero fill), an augmentation for training episodes.
 
-Importing this module registers two families in :data:`uni_icl.tasks.TASK_FAMILIES`: ``digits``
-and ``digits_mixture`` (digit episodes mixed with the synthetic families at d = 64).
-
-Also here: :class:`FixedTrainingTask` (train on one family, validate on another: the image-level
-validation split) and :class:`NearestClassMean` (a non-meta-learned baseline under the learner
-contract, on raw pixels or on a PCA fitted to training images).
+Two families: ``digits`` and ``digits_mixture`` (digit episodes mixed with the synthetic families
+at d = 64).
 """
 
 from __future__ import annotations
@@ -33,18 +29,10 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from uni_icl.modules import exclusive_cumsum
-from uni_icl.tasks import (
-    AmortizedTask,
-    Episode,
-    PairwiseTask,
-    PrototypeTask,
-    TaskFamily,
-    balanced_classes,
-    register_task,
-)
+from uni_icl.learners.modules import exclusive_cumsum
+from uni_icl.tasks.base import Episode, TaskFamily, balanced_classes
+from uni_icl.tasks.synthetic import AmortizedTask, PairwiseTask, PrototypeTask
 from uni_icl.validation import check_choice, check_int
 
 IMAGE_SIDE = 8
@@ -136,7 +124,6 @@ def shift_images(xs: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return (picked * inside).reshape(xs.shape)
 
 
-@register_task
 @dataclass(frozen=True)
 class DigitsTask(TaskFamily):
     """Few-shot episodes of 8 x 8 digit images (see the module docstring).
@@ -201,7 +188,6 @@ class DigitsTask(TaskFamily):
 MIXTURE_CHOICES = ("digits", "pairwise", "prototype", "amortized")
 
 
-@register_task
 @dataclass(frozen=True)
 class DigitsMixtureTask(TaskFamily):
     """Each episode is one of ``components`` with equal probability, all at d = 64.
@@ -264,73 +250,3 @@ class DigitsMixtureTask(TaskFamily):
                 full[chosen] = value
                 params[f"{family.name}.{key}"] = full
         return Episode(xs, ys, self.name, params)
-
-
-@dataclass(frozen=True)
-class FixedTrainingTask:
-    """A training schedule that draws every training episode from one family.
-
-    ``train(learner, task, config, schedule=FixedTrainingTask(train_family))`` trains on
-    ``train_family`` and validates on ``task``: with ``task`` the validation split, model
-    selection and early stopping see only held-out images.
-    """
-
-    task: TaskFamily
-
-    def task_at(self, step: int) -> TaskFamily:
-        return self.task
-
-    def config(self) -> dict:
-        return {"schedule": "fixed_training_task", "task": self.task.config()}
-
-
-class NearestClassMean(nn.Module):
-    """Nearest class mean of the earlier points, in pixel space or in a fixed linear projection.
-
-    forward(xs (B, N, d), ys (B, N)) -> logits (B, N, C): minus the squared distance from the
-    (projected) x_i to the mean of the earlier points of each class. A class with no earlier
-    point gets a logit just below every seen class (all classes tie when none is seen). With
-    ``components`` (k, d) and ``center`` (d,), features are (x - center) @ components.T.
-    No trainable parameters: nothing is meta-learned.
-    """
-
-    is_regression = False
-
-    def __init__(self, n_classes: int, center: torch.Tensor | None = None, components: torch.Tensor | None = None):
-        super().__init__()
-        check_int("n_classes", n_classes, minimum=2)
-        if (center is None) != (components is None):
-            raise ValueError("center, components: pass both (a projection) or neither (raw inputs)")
-        if components is not None and (components.ndim != 2 or center.shape != components.shape[1:]):
-            raise ValueError(
-                f"components: expected (k, d) with center (d,), got {tuple(components.shape)} and {tuple(center.shape)}"
-            )
-        self.n_classes = n_classes
-        self.register_buffer("center", center)
-        self.register_buffer("components", components)
-
-    def features(self, xs: torch.Tensor) -> torch.Tensor:
-        """(B, N, d) -> (B, N, k) (or unchanged without a projection)."""
-        return xs if self.components is None else (xs - self.center) @ self.components.T
-
-    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        feats = self.features(xs)  # (B, N, k)
-        onehot = F.one_hot(ys, self.n_classes).to(feats.dtype)  # (B, N, C)
-        sums = exclusive_cumsum(onehot[..., None] * feats[:, :, None, :])  # (B, N, C, k)
-        counts = exclusive_cumsum(onehot)  # (B, N, C)
-        means = sums / counts[..., None].clamp_min(1.0)
-        scores = -((feats[:, :, None, :] - means) ** 2).sum(-1)  # (B, N, C)
-        seen = counts > 0
-        lowest = scores.masked_fill(~seen, float("inf")).amin(-1, keepdim=True)  # (B, N, 1)
-        fallback = torch.where(torch.isinf(lowest), torch.zeros_like(lowest), lowest - 1.0)
-        return torch.where(seen, scores, fallback)
-
-
-def fit_pca(images: torch.Tensor, n_components: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Principal axes of ``images`` (M, d): (center (d,), components (k, d)), largest variance first."""
-    if images.ndim != 2:
-        raise ValueError(f"images: expected shape (M, d), got {tuple(images.shape)}")
-    check_int("n_components", n_components, minimum=1, maximum=min(images.shape))
-    center = images.mean(0)
-    _, _, right = torch.linalg.svd(images - center, full_matrices=False)
-    return center, right[:n_components].contiguous()

@@ -2,7 +2,7 @@
 
 Every construction here is a :class:`ConstructedTransformer`: a linear token embedding, a stack of
 residual sublayers (:class:`AttentionLayer`, softmax or linear, and :class:`FeedForwardLayer`) and a
-linear readout, run on the ``support_query`` token layout of :mod:`uni_icl.icl` (the authors' token
+linear readout, run on the ``support_query`` token layout of :mod:`uni_icl.learners.icl` (the authors' token
 format; the trained transformers default to the N-token ``paired`` layout): N support tokens ``[x_j, one_hot(y_j), 0]``
 (support j reads supports 0..j) then N query tokens ``[x_i, 0, 1]`` (query i reads supports 0..i-1
 and itself). There is no positional encoding. The weights are *set from the meta-learner's own
@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uni_icl.icl import episode_mask
-from uni_icl.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
+from uni_icl.learners.icl import episode_mask
+from uni_icl.learners.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
 from uni_icl.validation import check_choice, check_int, check_positive
 
 BIG = 1.0e4  # key bias that switches tokens off in softmax attention (exp(-BIG / 2) == 0 in float64)
@@ -132,7 +132,7 @@ class FeedForwardLayer(nn.Module):
 
 
 class ConstructedTransformer(nn.Module):
-    """Embedding, residual sublayers, readout, on the token layout of :mod:`uni_icl.icl`.
+    """Embedding, residual sublayers, readout, on the token layout of :mod:`uni_icl.learners.icl`.
 
     forward(xs (B, N, d), ys (B, N)) -> logits (B, N, C), or predictions (B, N) when
     ``output="scalar"`` (regression: label slot of width 1 holding y). ``output="log"`` takes the
@@ -301,7 +301,7 @@ class _Builder:
     def mlp(
         self, network: nn.Module, inputs: Sequence[list[int]], name: str, gate: list[int] | None = None
     ) -> list[int]:
-        """Run an MLP (``uni_icl.modules.mlp``: Linear, act, ..., Linear) token-wise, one feed-forward
+        """Run an MLP (``uni_icl.learners.modules.mlp``: Linear, act, ..., Linear) token-wise, one feed-forward
         sublayer per hidden layer; returns the block holding its output.
 
         With ``gate`` (a block holding s in {0, 1}), every bias is multiplied by s, so the output is

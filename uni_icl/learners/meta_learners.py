@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uni_icl.modules import exclusive_cumsum, mlp, strictly_earlier_mask
+from uni_icl.learners.modules import exclusive_cumsum, mlp, strictly_earlier_mask
 
 
 def embedding_net(d: int, hidden: int, n_layers: int) -> nn.Module:

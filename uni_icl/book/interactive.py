@@ -40,7 +40,7 @@ that works offline (every frame is an embedded image).
 Example (in a notebook; ``frame`` holds the columns shown above)::
 
     import matplotlib.pyplot as plt
-    from uni_icl.interactive import explore, slider, small_multiples
+    from uni_icl.book.interactive import explore, slider, small_multiples
 
     explore(frame, x="shots", y="accuracy", ci="ci", hue="learner", controls=["noise_std"],
             where={"family": "prototype"})                                   # live only

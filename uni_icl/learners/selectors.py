@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uni_icl.modules import exclusive_cumsum
+from uni_icl.learners.modules import exclusive_cumsum
 from uni_icl.validation import check_choice
 
 MATCHING_CANDIDATE = {"pairwise": "matchnet", "prototype": "protonet", "amortized": "cnp"}

@@ -16,9 +16,6 @@ At meta-test time every learner (plain ICL or M2-ICL) is adapted to a new domain
 ``batch_size``, each step's gradient clipped to the inner loop's norm. With 64 prompts, batch 64 and
 5 epochs it is exactly the inner loop.
 
-This module also registers the task family ``regression_domains``: linear regression where every
-episode comes from a freshly drawn domain (the pre-training distribution of the plain ICL baseline).
-
 References: Finn et al. 2017 (MAML); Nichol et al. 2018 (first-order approximations); PAPER.md.
 """
 
@@ -30,7 +27,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -39,41 +35,11 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from uni_icl.storage import atomic_torch_save, checked_torch_load
-from uni_icl.tasks import Episode, LinearRegressionTask, RegressionDomain, TaskFamily, register_task
+from uni_icl.tasks import Episode, RegressionDomain, domain_task
 from uni_icl.validation import check_int, check_positive
 
 Params = dict[str, torch.Tensor]
 LOG_FLOOR = 1e-12  # relative errors are floored here before taking logs
-
-
-@register_task
-@dataclass(frozen=True)
-class DomainMixtureRegression(TaskFamily):
-    """Linear regression whose every episode comes from its own fresh domain.
-
-    Per episode: A (d, d) with N(0, 1) entries, b ~ N(0, 1), s ~ N(0, 1), w ~ N(0, I_d);
-    z ~ N(0, noise_std^2 I_d), x = z A + b, y = s w.x (as :class:`RegressionDomain`).
-    """
-
-    name: ClassVar[str] = "regression_domains"
-    is_regression: ClassVar[bool] = True
-    n_points: int = 11
-
-    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
-        B, N, d = batch_size, self.n_points, self.d
-        matrix = self._normal(gen, B, d, d)
-        shift_scale = self._normal(gen, B, 2)
-        weights = self._normal(gen, B, d)
-        zs = self.noise_std * self._normal(gen, B, N, d)
-        xs = zs @ matrix + shift_scale[:, 0, None, None]  # (B, N, d)
-        ys = shift_scale[:, 1, None] * torch.einsum("bnd,bd->bn", xs, weights)  # (B, N)
-        params = {"matrix": matrix, "shift": shift_scale[:, 0], "scale": shift_scale[:, 1], "weights": weights}
-        return Episode(xs, ys, self.name, params)
-
-
-def domain_task(domain: RegressionDomain, n_points: int, noise_std: float = 1.0) -> LinearRegressionTask:
-    """The linear-regression family of one domain."""
-    return LinearRegressionTask(d=len(domain.matrix), n_points=n_points, noise_std=noise_std, domain=domain)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from uni_icl.modules import TransformerBlock, strictly_earlier_mask
+from uni_icl.learners.modules import TransformerBlock, strictly_earlier_mask
 from uni_icl.validation import check_int
 
 

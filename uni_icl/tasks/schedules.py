@@ -1,7 +1,15 @@
-"""Meta-level curriculum learning: pre-training tasks ordered from easy to hard.
+"""Training schedules: which task family each training step draws from.
 
-A :class:`DimensionCurriculum` is a training schedule for in-context linear regression (the
-``schedule`` argument of :func:`uni_icl.training.train`). At step t it returns the full task with
+A schedule is the ``schedule`` argument of :func:`uni_icl.training.train` (protocol
+:class:`uni_icl.training.TaskSchedule`): ``task_at(step)`` gives the family of step ``step`` and
+``config()`` enters the cache key. Validation always uses the run's own task.
+
+- :class:`DimensionCurriculum`: meta-level curriculum learning (below).
+- :class:`FixedTrainingTask`: train on one family, validate on another (the digits chapter's
+  image-level validation split).
+
+**Meta-level curriculum learning**: pre-training tasks ordered from easy to hard. A
+:class:`DimensionCurriculum` is a schedule for in-context linear regression. At step t it returns the full task with
 only the first ``active_dims_at(t)`` input dimensions non-zero (the rest are zeroed by
 :class:`~uni_icl.tasks.LinearRegressionTask`), and optionally shorter prompts. Every
 ``every_steps`` steps one more dimension becomes active (and, for Garg et al.'s default schedule,
@@ -22,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from uni_icl.tasks import LinearRegressionTask
+from uni_icl.tasks.base import TaskFamily
+from uni_icl.tasks.regression import LinearRegressionTask
 from uni_icl.validation import check_int
 
 
@@ -97,3 +106,21 @@ class DimensionCurriculum:
             "start_points": self.start_points,
             "points_increment": self.points_increment,
         }
+
+
+@dataclass(frozen=True)
+class FixedTrainingTask:
+    """A training schedule that draws every training episode from one family.
+
+    ``train(learner, task, config, schedule=FixedTrainingTask(train_family))`` trains on
+    ``train_family`` and validates on ``task``: with ``task`` the validation split, model
+    selection and early stopping see only held-out images.
+    """
+
+    task: TaskFamily
+
+    def task_at(self, step: int) -> TaskFamily:
+        return self.task
+
+    def config(self) -> dict:
+        return {"schedule": "fixed_training_task", "task": self.task.config()}

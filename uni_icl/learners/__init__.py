@@ -1,0 +1,103 @@
+"""Learners: every model and predictor of the book under one contract, and the one registry.
+
+The contract: ``learner(xs (B, N, d), ys (B, N)) -> (B, N, C)`` logits (or (B, N) predictions for
+a regressor), where output i uses only x_i and the pairs (x_j, y_j) with j < i.
+
+- :mod:`~uni_icl.learners.modules`: masks, attention, MLPs shared by the networks.
+- :mod:`~uni_icl.learners.icl`: the in-context transformer (and the authors' ICLer shape).
+- :mod:`~uni_icl.learners.meta_learners`: MatchNet, ProtoNet, CNP.
+- :mod:`~uni_icl.learners.regressors`: the causal regression transformer and its baselines.
+- :mod:`~uni_icl.learners.baselines`: nearest class mean (nothing meta-learned).
+- :mod:`~uni_icl.learners.selectors`: explicit algorithm selection among trained learners.
+- :mod:`~uni_icl.learners.bayes`: Bayes-optimal predictors of the synthetic families.
+- :mod:`~uni_icl.learners.constructions`: hand-set transformers that run a meta-learner exactly.
+- :mod:`~uni_icl.learners.maml`: MAML over the in-context regressor (M2-ICL).
+
+:data:`LEARNERS` maps a name to how to build it; a :class:`LearnerSpec` (name + parameters) fully
+describes an untrained learner and is part of every cache key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+
+from torch import nn
+
+from uni_icl.learners.icl import ICLConfig, ICLTransformer
+from uni_icl.learners.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
+from uni_icl.learners.regressors import (
+    Averaging,
+    CausalRegressionTransformer,
+    LeastSquares,
+    NearestNeighbours,
+    RegressorConfig,
+)
+from uni_icl.validation import check_choice
+
+META_LEARNER_PARAMS = ("hidden", "n_layers")
+
+
+def _field_names(config_class: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(config_class))
+
+
+@dataclass(frozen=True)
+class Learner:
+    """One registry entry: how to build the learner and how to show it."""
+
+    display_name: str
+    build: Callable[[int, int, dict], nn.Module]  # (d, n_classes, params) -> untrained module
+    params: tuple[str, ...]  # constructor parameters it accepts
+    trainable: bool
+    regression: bool = False
+
+
+LEARNERS: dict[str, Learner] = {
+    "icl": Learner("ICL", lambda d, c, p: ICLTransformer(d, c, ICLConfig(**p)), _field_names(ICLConfig), True),
+    "icl_authors": Learner("ICL (authors' ICLer)", lambda d, c, p: ICLTransformer(d, c, ICLConfig.authors()), (), True),
+    "matchnet": Learner("MatchNet", lambda d, c, p: MatchingNetwork(d, c, **p), META_LEARNER_PARAMS, True),
+    "protonet": Learner("ProtoNet", lambda d, c, p: PrototypicalNetwork(d, c, **p), META_LEARNER_PARAMS, True),
+    "cnp": Learner("CNP", lambda d, c, p: ConditionalNeuralProcess(d, c, **p), META_LEARNER_PARAMS, True),
+    "icl_regressor": Learner(
+        "ICL",
+        lambda d, c, p: CausalRegressionTransformer(d, RegressorConfig(**p)),
+        _field_names(RegressorConfig),
+        True,
+        regression=True,
+    ),
+    "least_squares": Learner("Least squares", lambda d, c, p: LeastSquares(), (), False, regression=True),
+    "averaging": Learner("Averaging", lambda d, c, p: Averaging(), (), False, regression=True),
+    "knn": Learner("3-NN", lambda d, c, p: NearestNeighbours(**p), ("k",), False, regression=True),
+}
+CLASSIFIERS = tuple(name for name, learner in LEARNERS.items() if not learner.regression)
+REGRESSORS = tuple(name for name, learner in LEARNERS.items() if learner.regression)
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """A learner by name with its constructor parameters (JSON-able)."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice("learner", self.name, tuple(LEARNERS))
+        for key in self.params:
+            check_choice(f"parameter of learner '{self.name}'", key, LEARNERS[self.name].params)
+
+    def config(self) -> dict:
+        return asdict(self)
+
+    @property
+    def trainable(self) -> bool:
+        return LEARNERS[self.name].trainable
+
+    def build(self, d: int, n_classes: int) -> nn.Module:
+        """Construct the untrained learner for inputs of dimension d and n_classes classes."""
+        return LEARNERS[self.name].build(d, n_classes, dict(self.params))
+
+
+def display_name(name: str) -> str:
+    """Human-readable learner name for tables and legends (unknown names are shown as they are)."""
+    return LEARNERS[name].display_name if name in LEARNERS else name

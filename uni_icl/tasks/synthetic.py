@@ -1,0 +1,140 @@
+"""The synthetic classification families of the paper (PAPER.md): pairwise, prototype, amortized,
+radius (the unseen type of claim 3a) and their mixture.
+
+Each family names its ``matching_learner``: the meta-learner whose inductive bias is built for it
+(MatchNet compares directions, ProtoNet measures distances to class means, CNP amortises a task
+vector), or ``None`` where no meta-learner matches (radius, the mixture).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from uni_icl.tasks.base import Episode, TaskFamily, balanced_classes
+from uni_icl.validation import check_int
+
+
+def pairwise_labels(xs: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """argmax_c sum_k cos(x, w_{c,k}). xs (B, N, d), directions (B, C, K, d) -> (B, N)."""
+    x_unit = xs / xs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    w_unit = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cosines = torch.einsum("bnd,bckd->bnck", x_unit, w_unit)  # (B, N, C, K)
+    return cosines.sum(-1).argmax(-1)
+
+
+def nearest_centre_labels(xs: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centre. xs (B, N, d), centres (B, C, d) -> (B, N)."""
+    return torch.cdist(xs, centres).argmin(-1)
+
+
+def amortized_labels(xs: torch.Tensor, task_vector: torch.Tensor) -> torch.Tensor:
+    """0 if sum_k x_k > sum_k w_k else 1. xs (B, N, d), task_vector (B, d) -> (B, N)."""
+    return (xs.sum(-1) <= task_vector.sum(-1, keepdim=True)).long()
+
+
+def radius_labels(xs: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """0 if ||x|| > r else 1. xs (B, N, d), radius (B,) -> (B, N)."""
+    return (xs.norm(dim=-1) <= radius[:, None]).long()
+
+
+@dataclass(frozen=True)
+class PairwiseTask(TaskFamily):
+    """Labels by the summed cosine to K random directions per class; x ~ N(0, sigma^2 I)."""
+
+    name: ClassVar[str] = "pairwise"
+    matching_learner: ClassVar[str | None] = "matchnet"
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("k", self.k, minimum=1)
+
+    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
+        directions = self._normal(gen, batch_size, self.n_classes, self.k, self.d)
+        xs = self.noise_std * self._normal(gen, batch_size, self.n_points, self.d)
+        return Episode(xs, pairwise_labels(xs, directions), self.name, {"directions": directions})
+
+
+@dataclass(frozen=True)
+class PrototypeTask(TaskFamily):
+    """N/C points around each of C random centres; label = nearest centre (not the generator)."""
+
+    name: ClassVar[str] = "prototype"
+    matching_learner: ClassVar[str | None] = "protonet"
+
+    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
+        centres = self._normal(gen, batch_size, self.n_classes, self.d)
+        source = balanced_classes(batch_size, self.n_points, self.n_classes, gen)
+        means = torch.gather(centres, 1, source[..., None].expand(-1, -1, self.d))
+        xs = means + self.noise_std * self._normal(gen, batch_size, self.n_points, self.d)
+        labels = nearest_centre_labels(xs, centres)
+        return Episode(xs, labels, self.name, {"centres": centres, "source_class": source})
+
+
+@dataclass(frozen=True)
+class AmortizedTask(TaskFamily):
+    """x ~ N(w, sigma^2 I); label 0 if sum(x) > sum(w) else 1 (two classes only)."""
+
+    name: ClassVar[str] = "amortized"
+    matching_learner: ClassVar[str | None] = "cnp"
+    binary_only: ClassVar[bool] = True
+
+    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
+        task_vector = self._normal(gen, batch_size, self.d)
+        xs = task_vector[:, None, :] + self.noise_std * self._normal(gen, batch_size, self.n_points, self.d)
+        return Episode(xs, amortized_labels(xs, task_vector), self.name, {"task_vector": task_vector})
+
+
+RADIUS_SCALE = 0.849  # makes the classes balanced for d = 2 (PAPER.md)
+
+
+@dataclass(frozen=True)
+class RadiusTask(TaskFamily):
+    """r ~ U(2, 4), x ~ N(0, (0.849 r sigma)^2 I); label 0 if ||x|| > r else 1 (two classes only).
+
+    ``noise_std`` scales the inputs as in every other family (sigma = 1 is the paper's definition).
+    """
+
+    name: ClassVar[str] = "radius"
+    binary_only: ClassVar[bool] = True
+
+    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
+        radius = 2.0 + 2.0 * torch.rand(batch_size, generator=gen)
+        scale = (RADIUS_SCALE * radius * self.noise_std)[:, None, None]
+        xs = scale * self._normal(gen, batch_size, self.n_points, self.d)
+        return Episode(xs, radius_labels(xs, radius), self.name, {"radius": radius})
+
+
+MIXTURE_COMPONENTS = ("pairwise", "prototype", "amortized")
+
+
+@dataclass(frozen=True)
+class MixtureTask(TaskFamily):
+    """Each episode is one of pairwise / prototype / amortized with equal probability."""
+
+    name: ClassVar[str] = "mixture"
+    binary_only: ClassVar[bool] = True
+    k: int = 1
+
+    def components(self) -> list[TaskFamily]:
+        shared = {"d": self.d, "n_classes": self.n_classes, "n_points": self.n_points, "noise_std": self.noise_std}
+        return [PairwiseTask(k=self.k, **shared), PrototypeTask(**shared), AmortizedTask(**shared)]
+
+    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
+        component_index = torch.randint(len(MIXTURE_COMPONENTS), (batch_size,), generator=gen)
+        parts = [component._sample(batch_size, gen) for component in self.components()]
+        pick = component_index[:, None, None]
+        xs = torch.where(pick == 0, parts[0].xs, torch.where(pick == 1, parts[1].xs, parts[2].xs))
+        ys = torch.where(pick[..., 0] == 0, parts[0].ys, torch.where(pick[..., 0] == 1, parts[1].ys, parts[2].ys))
+        params = {"component": component_index}
+        for part in parts:
+            params.update({f"{part.family}.{key}": value for key, value in part.params.items()})
+        return Episode(xs, ys, self.name, params)
+
+
+SYNTHETIC_FAMILIES: dict[str, type[TaskFamily]] = {
+    cls.name: cls for cls in (PairwiseTask, PrototypeTask, AmortizedTask, RadiusTask, MixtureTask)
+}
