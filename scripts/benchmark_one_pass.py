@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from uni_icl.learners.icl import ICLConfig, ICLTransformer
-from uni_icl.presets import classification_scale
+from uni_icl.presets import PRESETS
 from uni_icl.tasks import make_task
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=3.0, help="least time spent timing each path")
     parser.add_argument("--repeats", type=int, default=3, help="alternating timings per path; the median is shown")
     args = parser.parse_args()
-    config = ICLConfig(**classification_scale("quick").icl)
+    config = ICLConfig(**PRESETS["quick"].classification.icl)
     print(f"model: ICLTransformer {config}; batch {args.batch}; torch threads {torch.get_num_threads()}")
     print(f"{'N':>5} {'one-pass steps/s':>17} {'per-prefix steps/s':>19} {'ratio':>7}")
     for n_points in args.points:

@@ -37,20 +37,26 @@ from uni_icl.storage import atomic_json_export
 CLAIMS = ("2-single", "2-mixed")
 
 
-def limit_training_time(preset: str, seconds: float) -> None:
-    """Give the preset's training configs a time limit (in this process; call it in every worker)."""
-    scale = presets.CLASSIFICATION_SCALES[preset]
-    presets.CLASSIFICATION_SCALES[preset] = dataclasses.replace(
+def time_limited(name: str, seconds: float) -> presets.Preset:
+    """The preset ``name`` whose classification training configs stop after ``seconds`` of training."""
+    preset = presets.get_preset(name)
+    scale = preset.classification
+    limited = dataclasses.replace(
         scale,
         icl_train=dataclasses.replace(scale.icl_train, time_limit_s=seconds),
         meta_train=dataclasses.replace(scale.meta_train, time_limit_s=seconds),
     )
+    return dataclasses.replace(preset, classification=limited)
+
+
+def one_thread() -> None:
+    """Worker initialiser: one torch thread per process (the processes share the GPU)."""
     torch.set_num_threads(1)
 
 
-def jobs(preset: str) -> list[tuple[str, str]]:
+def jobs(preset: presets.Preset) -> list[tuple[str, str]]:
     """(kind, name) pairs: ('bayes', family) and ('learner', 'learner/family'), longest first."""
-    extras = learnability.learnability_scale(preset)
+    extras = preset.learnability
     bayes = [("bayes", family) for family in learnability.SINGLE_FAMILIES]
     families = (*learnability.SINGLE_FAMILIES, learnability.MIXED_FAMILY)
     models = [("learner", f"{learner}/{family}") for learner in learnability.LEARNERS for family in families]
@@ -58,13 +64,13 @@ def jobs(preset: str) -> list[tuple[str, str]]:
     return bayes + models
 
 
-def run_job(preset: str, job: tuple[str, str]) -> dict:
+def run_job(preset: presets.Preset, job: tuple[str, str]) -> dict:
     """Train-or-load and evaluate one model (or score one Bayes predictor); a summary of what happened."""
     kind, name = job
     started = time.perf_counter()
-    scale = presets.classification_scale(preset)
+    scale = preset.classification
     if kind == "bayes":
-        extras = learnability.learnability_scale(preset)
+        extras = preset.learnability
         learnability.bayes_rows(scale, (name,), n_samples=extras.bayes_samples, bayes_seed=extras.bayes_seed)
         summary = {}
     else:
@@ -84,7 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="folder for the scorecard, tables and device.json")
     parser.add_argument("--train-seconds", type=float, default=180.0, help="training time limit of each model")
-    parser.add_argument("--preset", default="paper", choices=presets.PRESETS, help="scale (smoke: a local dry run)")
+    parser.add_argument(
+        "--preset", default="paper", choices=presets.PRESET_NAMES, help="scale (smoke: a local dry run)"
+    )
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -101,16 +109,16 @@ def main() -> None:
             "models whose early stopping had not ended training by then were stopped there"
         ),
     }
-    todo = jobs(args.preset)
+    preset = time_limited(args.preset, args.train_seconds)
+    todo = jobs(preset)
     print(f"{about['device']}: {len(todo)} jobs in parallel, training limit {args.train_seconds:.0f} s", flush=True)
     context = multiprocessing.get_context("spawn")
-    with context.Pool(len(todo), initializer=limit_training_time, initargs=(args.preset, args.train_seconds)) as pool:
-        summaries = pool.starmap(run_job, [(args.preset, job) for job in todo])
-    limit_training_time(args.preset, args.train_seconds)
+    with context.Pool(len(todo), initializer=one_thread) as pool:
+        summaries = pool.starmap(run_job, [(preset, job) for job in todo])
     torch.set_num_threads(8)
-    card = scorecard.reproduce(args.preset, CLAIMS, progress=False)
+    card = scorecard.reproduce(preset, CLAIMS, progress=False)
     atomic_json_export(card.to_dict(), args.output / f"scorecard-{args.preset}.json")
-    results = learnability.run(args.preset, progress=False)
+    results = learnability.run(preset, progress=False)
     for name, table in results.tables.items():
         named_index = not isinstance(table.index, pd.RangeIndex)  # e.g. the summary's family column
         table.to_csv(args.output / f"learnability-{name}.csv", index=named_index)

@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from uni_icl.experiments.imitation import randomized
+from uni_icl.experiments.expressivity import randomized
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.constructions import (
     AttentionLayer,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from uni_icl.experiments import curriculum as experiment
+from uni_icl.presets import PRESETS
 from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
@@ -80,7 +81,7 @@ def test_bad_task_is_rejected():
 
 
 def test_early_snapshot_is_the_same_trajectory_as_a_shorter_run():
-    smoke = experiment.curriculum_scale("smoke")
+    smoke = PRESETS["smoke"].curriculum
     scale = dataclasses.replace(smoke, train=dataclasses.replace(smoke.train, eval_every=1000))  # late = last step
     run = experiment.train_run(scale, "paper", seed=1, progress=False)
     spec = experiment.run_spec(scale, "paper", seed=1)
@@ -131,13 +132,13 @@ def test_decision_rule(per_seed, outcome):
 
 
 def test_threshold_is_half_way_to_least_squares():
-    scale = experiment.curriculum_scale("paper")
+    scale = PRESETS["paper"].curriculum
     assert scale.least_squares_error == pytest.approx(21 / 82)
     assert scale.threshold == pytest.approx((1 + 21 / 82) / 2)
 
 
 def test_summary_gives_a_ratio_or_an_upper_bound():
-    scale = experiment.curriculum_scale("smoke")  # max_steps 12, seeds 0-2
+    scale = PRESETS["smoke"].curriculum  # max_steps 12, seeds 0-2
 
     def results(none, paper):
         rows = [{"arm": "none", "seed": s, "steps_to_threshold": v} for s, v in zip(scale.seeds, none, strict=True)]

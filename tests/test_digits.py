@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from uni_icl.experiments.digits import digits_scale, example_episode, run_spec
+from uni_icl.experiments.digits import example_episode, run_spec
 from uni_icl.learners.baselines import NearestClassMean, fit_pca
+from uni_icl.presets import PRESETS
 from uni_icl.tasks import TASK_FAMILIES, make_task
 from uni_icl.tasks.images import (
     TEST_DIGITS,
@@ -199,7 +200,7 @@ def test_pca_keeps_distances_with_all_components_and_is_orthonormal():
 
 
 def test_training_validates_on_held_out_images_and_learners_handle_64_dims_5_classes():
-    scale = digits_scale("smoke")
+    scale = PRESETS["smoke"].digits
     spec = run_spec(scale, "protonet", "digits")
     assert spec.task.split == "validation" and spec.schedule.task_at(0).split == "train"
     val_images = {
@@ -220,7 +221,7 @@ def test_training_validates_on_held_out_images_and_learners_handle_64_dims_5_cla
 
 
 def test_example_episode_predicts_each_query_after_the_support_set():
-    scale = digits_scale("smoke")
+    scale = PRESETS["smoke"].digits
     example = example_episode(scale, {"NCM": NearestClassMean(5)}, shots=2, n_queries=6, seed=1)
     assert example["support_xs"].shape == (10, 64) and example["query_xs"].shape == (6, 64)
     assert sorted(example["support_ys"].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]

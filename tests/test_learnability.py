@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from uni_icl.evaluation import episode_scores
+from uni_icl.experiments import common
 from uni_icl.experiments import learnability as lrn
-from uni_icl.presets import classification_scale
+from uni_icl.experiments.common import classification_task
+from uni_icl.presets import PRESETS
 from uni_icl.training import TrainHistory
 
 
@@ -25,7 +27,7 @@ class _Module(torch.nn.Module):
 
 
 def test_cross_table_one_row_per_learner_train_and_test_family():
-    scale = classification_scale("smoke")
+    scale = PRESETS["smoke"].classification
     rows = lrn.cross_table(scale, ("icl", "protonet"), ("pairwise", "amortized"), lrn.SINGLE_FAMILIES, progress=False)
     keys = [(row["learner_id"], row["train_family"], row["test_family"]) for row in rows]
     expected = {
@@ -42,21 +44,21 @@ def test_cross_table_one_row_per_learner_train_and_test_family():
 
 def test_bayes_wrapper_scores_the_learners_test_episodes():
     """Same episodes as evaluation.episode_scores: the Bayes scores equal those of the wrapped predictor."""
-    task = classification_scale("smoke").task("amortized")
-    scores, diagnostics = lrn.bayes_scores(task, n_tasks=300, seed=11)
-    reference = episode_scores(_Module(lrn.bayes_predictor(task)), task, n_tasks=300, seed=11)
+    task = classification_task(PRESETS["smoke"].classification, "amortized")
+    scores, diagnostics = common.bayes_scores(task, n_tasks=300, seed=11)
+    reference = episode_scores(_Module(common.bayes_predictor(task)), task, n_tasks=300, seed=11)
     assert torch.equal(scores, reference) and diagnostics == {}
     assert scores.mean() > 0.8  # the exact predictor is far above chance
 
 
 def test_bayes_cache_equals_fresh_computation(isolated_cache):
-    task = classification_scale("smoke").task("prototype", n_points=8)
+    task = classification_task(PRESETS["smoke"].classification, "prototype", n_points=8)
     first = lrn.evaluate_bayes_or_load(task, n_tasks=40, seed=3, n_samples=32)
     stored = list((isolated_cache / "results").glob("bayes-prototype-*.json"))
     assert len(stored) == 1
     again = lrn.evaluate_bayes_or_load(task, n_tasks=40, seed=3, n_samples=32)
     assert again == first
-    scores, diagnostics = lrn.bayes_scores(task, n_tasks=40, seed=3, n_samples=32)
+    scores, diagnostics = common.bayes_scores(task, n_tasks=40, seed=3, n_samples=32)
     assert first.result.per_position == pytest.approx(scores.double().mean(0).tolist(), abs=1e-12)
     assert first.ess == pytest.approx(diagnostics["ess"].mean(0).tolist())
     assert not first.exact and len(first.uncertain) == 8 and all(0 <= u <= 1 for u in first.uncertain)
@@ -67,9 +69,11 @@ def test_bayes_cache_equals_fresh_computation(isolated_cache):
 
 def test_bayes_rejects_unsupported_family():
     with pytest.raises(ValueError, match="task"):
-        lrn.bayes_predictor(classification_scale("smoke").task("radius"))
+        common.bayes_predictor(classification_task(PRESETS["smoke"].classification, "radius"))
     with pytest.raises(ValueError, match="n_samples"):
-        lrn.evaluate_bayes_or_load(classification_scale("smoke").task("prototype"), n_tasks=4, seed=0, n_samples=1)
+        lrn.evaluate_bayes_or_load(
+            classification_task(PRESETS["smoke"].classification, "prototype"), n_tasks=4, seed=0, n_samples=1
+        )
 
 
 def test_paired_difference_uses_the_pairing():
@@ -120,7 +124,7 @@ def test_levelled_off():
 
 
 def test_run_and_verdicts_at_smoke(isolated_cache):
-    results = lrn.run("smoke", progress=False)
+    results = lrn.run(PRESETS["smoke"], progress=False)
     tables = results.tables
     n_single = len(lrn.LEARNERS) * len(lrn.SINGLE_FAMILIES)
     assert len(tables["cross"]) == n_single * len(lrn.SINGLE_FAMILIES) + len(lrn.LEARNERS) * len(lrn.SINGLE_FAMILIES)
@@ -128,16 +132,16 @@ def test_run_and_verdicts_at_smoke(isolated_cache):
     assert len(tables["bayes_gap"]) == 2 * n_single
     assert list(tables["summary"].index) == list(lrn.SINGLE_FAMILIES)
     assert set(tables["bayes_diagnostics"]["family"]) == {"prototype"}
-    found = lrn.verdicts(results, root=isolated_cache)
-    assert set(found) == {"2-single", "2-mixed"}
-    for verdict in found.values():
+    found = lrn.verdicts(results)
+    assert [verdict.claim for verdict in found] == ["2-single", "2-mixed"]
+    for verdict in found:
         assert verdict.outcome in ("reproduced", "not reproduced", "inconclusive")
         assert set(lrn.SINGLE_FAMILIES) <= set(verdict.numbers)
-    assert len(list((isolated_cache / "verdicts" / "smoke").glob("claim-2-*.json"))) == 2
+    assert not (isolated_cache / "verdicts").exists()  # verdicts are pure: only reproduce stores the scorecard
 
 
 def test_cross_table_rejects_bad_names_before_training(isolated_cache):
-    scale = classification_scale("smoke")
+    scale = PRESETS["smoke"].classification
     with pytest.raises(ValueError, match="learners"):
         lrn.cross_table(scale, ("icl", "svm"), ("pairwise",), progress=False)
     with pytest.raises(ValueError, match="families"):

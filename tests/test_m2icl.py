@@ -16,6 +16,7 @@ from uni_icl.learners.maml import (
     prompt_loss,
 )
 from uni_icl.learners.regressors import CausalRegressionTransformer, RegressorConfig
+from uni_icl.presets import PRESETS
 from uni_icl.tasks import Episode, make_task
 
 
@@ -211,4 +212,4 @@ def test_bad_inputs_name_the_parameter():
     with pytest.raises(ValueError, match="epochs"):
         fine_tune(LinearPredictor(2), regression_episode(0, 2, 3, 2), epochs=-1, lr=0.1, batch_size=2, seed=0)
     with pytest.raises(ValueError, match="init"):
-        dataclasses.replace(experiment.m2icl_scale("smoke"), init="warm")
+        dataclasses.replace(PRESETS["smoke"].m2icl, init="warm")

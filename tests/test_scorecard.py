@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from uni_icl import scorecard  # noqa: E402
+from uni_icl.book import scorecard_page  # noqa: E402
+from uni_icl.presets import PRESETS  # noqa: E402
 from uni_icl.verdicts import CLAIMS, ClaimVerdict  # noqa: E402
 
 
@@ -45,7 +48,7 @@ def test_two_cold_runs_agree_and_a_warm_run_only_loads(tmp_path):
     assert [v["claim"] for v in first["verdicts"]] == list(CLAIMS)
     assert without_times(first) == without_times(second)
     assert "Reproduction scorecard, preset smoke" in table
-    assert "Claim" in scorecard.discussion(scorecard.Scorecard.from_dict(first)) or all(
+    assert "Claim" in scorecard_page.discussion(scorecard.Scorecard.from_dict(first)) or all(
         v["outcome"] == "reproduced" for v in first["verdicts"]
     )
     models = sorted((tmp_path / "a").rglob("*.pt"))
@@ -69,26 +72,26 @@ def test_table_frame_figure_and_discussion():
     card = make_card({"1": "reproduced", "4b": "not reproduced", "4a": "inconclusive"})  # claims without explainer
     text = scorecard.format_table(card)
     assert "a.b: 0.5000" in text and "NOT REPRODUCED" in text
-    html = scorecard.scorecard_html(scorecard.scorecard_frame(card))
+    html = scorecard_page.scorecard_html(scorecard_page.scorecard_frame(card))
     assert 'href="01_x.html"' in html and "not reproduced" in html
     fig, ax = plt.subplots()
-    scorecard.plot_scorecard(card, ax)
+    scorecard_page.plot_scorecard(card, ax)
     assert len(ax.patches) == 3
     plt.close(fig)
-    discussion = scorecard.discussion(card)
+    discussion = scorecard_page.discussion(card)
     assert "Claim 4b" in discussion and "Claim 4a" in discussion and "Claim 1 " not in discussion
     assert scorecard.Scorecard.from_dict(card.to_dict()) == card
 
 
 def test_gpu_results_are_shown_beside_this_preset_with_their_device_and_note(tmp_path):
     here = make_card({"2-single": "inconclusive", "2-mixed": "not reproduced"})
-    assert "No GPU results" in scorecard.gpu_results_markdown(here, tmp_path / "missing")
+    assert "No GPU results" in scorecard_page.gpu_results_markdown(here, tmp_path / "missing")
     gpu = scorecard.Scorecard("paper", make_card({"2-single": "reproduced"}).verdicts, 9.0)
     folder = tmp_path / "paper-h100"
     folder.mkdir()
     (folder / "scorecard-paper.json").write_text(json.dumps(gpu.to_dict()))
     (folder / "device.json").write_text(json.dumps({"device": "NVIDIA H100", "wall_seconds": 321, "note": "limit"}))
-    text = scorecard.gpu_results_markdown(here, tmp_path)
+    text = scorecard_page.gpu_results_markdown(here, tmp_path)
     assert "**paper-h100**: preset `paper`, run on NVIDIA H100 in 321 s. Note: limit." in text
     assert "| 2-single | reproduced | inconclusive |" in text
     (folder / "learnability-training.csv").write_text(
@@ -96,22 +99,29 @@ def test_gpu_results_are_shown_beside_this_preset_with_their_device_and_note(tmp
         "ICL,mixture,40,100,False\nCNP,pairwise,90,50,True\n"
     )
     (folder / "learnability-summary.csv").write_text("family,ICL single\npairwise,0.951 ± 0.001\n")
-    text = scorecard.gpu_results_markdown(here, tmp_path)
+    text = scorecard_page.gpu_results_markdown(here, tmp_path)
     assert "1 of 3 models levelled off" in text and "ran 40-70 steps (of at most 100)" in text
     assert "| family | ICL single |" in text and "| pairwise | 0.951 ± 0.001 |" in text
+
+
+def explain_3a(numbers: dict) -> str:
+    """Claim 3a's explanation of a verdict that carries ``numbers``."""
+    from uni_icl.experiments import selection
+
+    return selection.explain(SimpleNamespace(claim="3a", numbers=numbers))
 
 
 def test_selection_explanation_says_whether_layout_or_seed_decides():
     numbers = {"difference_icl_minus_selector": -0.08, "difference_ci": 0.01}
     by_layout = {"paired/seed0": [-0.08, 0.01], "paired/seed1": [-0.05, 0.01], "support_query/seed0": [0.03, 0.01]}
-    text = scorecard.EXPLANATIONS["3a"]({**numbers, "variants": by_layout})
+    text = explain_3a({**numbers, "variants": by_layout})
     assert "-0.080 ± 0.010" in text and "follows the token layout" in text
     assert "paired behind the selector, support_query ahead of the selector" in text
     by_seed = {**by_layout, "support_query/seed1": [-0.03, 0.01]}
-    assert "changes with the training seed" in scorecard.EXPLANATIONS["3a"]({**numbers, "variants": by_seed})
+    assert "changes with the training seed" in explain_3a({**numbers, "variants": by_seed})
     same = {"paired/seed0": [-0.08, 0.01], "support_query/seed0": [-0.05, 0.01]}
-    assert "does not hinge" in scorecard.EXPLANATIONS["3a"]({**numbers, "variants": same})
-    assert "layout" not in scorecard.EXPLANATIONS["3a"](numbers)
+    assert "does not hinge" in explain_3a({**numbers, "variants": same})
+    assert "layout" not in explain_3a(numbers)
 
 
 def test_unknown_claim_is_rejected_before_work():
@@ -123,16 +133,20 @@ def test_unknown_claim_is_rejected_before_work():
 def test_partial_run_updates_the_stored_card(tmp_path, monkeypatch):
     calls = []
 
-    def fake(preset, progress):
-        calls.append(preset)
-        return [ClaimVerdict("4a", preset, "q", {"x": 1.0}, "r", "reproduced", "book/05_curriculum")]
+    def run(preset, *, progress):
+        calls.append(preset.name)
+        return preset.name
 
+    def verdicts(preset_name):
+        return [ClaimVerdict("4a", preset_name, "q", {"x": 1.0}, "r", "reproduced", "book/05_curriculum")]
+
+    fake = SimpleNamespace(CLAIMS=("4a",), run=run, verdicts=verdicts, explain=lambda verdict: None)
     monkeypatch.setitem(scorecard.EXPERIMENTS, "4a", fake)
     stored = make_card({"1": "reproduced", "4a": "inconclusive"})
     from uni_icl.storage import atomic_json_save
 
     atomic_json_save(stored.to_dict(), scorecard.scorecard_path("smoke", tmp_path))
-    card = scorecard.reproduce("smoke", ["4a"], progress=False, root=tmp_path)
+    card = scorecard.reproduce(PRESETS["smoke"], ["4a"], progress=False, root=tmp_path)
     assert calls == ["smoke"]
     assert [(v.claim, v.outcome) for v in card.verdicts] == [("1", "reproduced"), ("4a", "reproduced")]
     assert scorecard.load_scorecard("smoke", tmp_path) == card

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from uni_icl.experiments import selection as experiment
+from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.selectors import AlgorithmSelector, OracleSelector, prequential_scores, select_best
+from uni_icl.presets import PRESETS
 from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
 
@@ -143,12 +145,12 @@ def fake_results(icl_episodes: list[float], selector_episodes: list[float]) -> e
 def test_claim_3a_rule():
     base = [0.6, 0.7, 0.65, 0.62, 0.68, 0.66, 0.7, 0.64]
     better = [v + 0.1 for v in base]
-    assert experiment.verdict(fake_results(better, base)).outcome == "reproduced"
-    assert experiment.verdict(fake_results(base, better)).outcome == "not reproduced"
+    assert experiment.verdicts(fake_results(better, base))[0].outcome == "reproduced"
+    assert experiment.verdicts(fake_results(base, better))[0].outcome == "not reproduced"
     tiny = [v + 0.001 * (-1) ** i for i, v in enumerate(base)]
-    assert experiment.verdict(fake_results(tiny, base)).outcome == "not reproduced"
+    assert experiment.verdicts(fake_results(tiny, base))[0].outcome == "not reproduced"
     noisy = [v + 0.2 * (-1) ** i for i, v in enumerate(base)]
-    assert experiment.verdict(fake_results(noisy, base)).outcome == "inconclusive"
+    assert experiment.verdicts(fake_results(noisy, base))[0].outcome == "inconclusive"
 
 
 def test_paired_difference_matches_a_hand_computation():
@@ -158,10 +160,9 @@ def test_paired_difference_matches_a_hand_computation():
 
 
 def test_layout_variants_reuse_the_main_model_and_vary_only_layout_or_seed():
-    from uni_icl.presets import classification_scale
 
-    scale = classification_scale("smoke")
-    main = scale.run("icl", scale.task("mixture"))
+    scale = PRESETS["smoke"].classification
+    main = classification_run(scale, "icl", classification_task(scale, "mixture"))
     assert experiment.icl_variant(scale, "paired", 0).config() == main.config()  # loaded, not retrained
     other_layout = experiment.icl_variant(scale, "support_query", 0).config()
     other_seed = experiment.icl_variant(scale, "paired", 1).config()
@@ -177,6 +178,6 @@ def test_variants_are_reported_but_do_not_change_the_outcome():
         {"layout": "paired", "seed": 0, "minus_selector": -0.1, "minus_selector_ci": 0.01},
         {"layout": "support_query", "seed": 0, "minus_selector": 0.05, "minus_selector_ci": 0.01},
     ]
-    verdict = experiment.verdict(results)
+    verdict = experiment.verdicts(results)[0]
     assert verdict.outcome == "not reproduced"
     assert verdict.numbers["variants"] == {"paired/seed0": [-0.1, 0.01], "support_query/seed0": [0.05, 0.01]}

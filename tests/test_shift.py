@@ -5,10 +5,11 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from uni_icl.evaluation import evaluate
+from uni_icl.evaluation import EVAL_BATCH, evaluate
 from uni_icl.experiments import shift
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.selectors import AlgorithmSelector
+from uni_icl.presets import PRESETS
 from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
 
@@ -72,7 +73,10 @@ def tiny_results(noise_levels=(1.0, 3.0), n_tasks=16) -> shift.ShiftResults:
     rows = shift.shift_grid(
         evaluators, FAMILIES, noise_levels, lambda f, s: make_task(f, n_points=20, noise_std=s), progress=False
     )
-    return shift.ShiftResults("smoke", tuple(noise_levels), rows, [], models, {}, {}, 0.0)
+    smoke = PRESETS["smoke"]
+    return shift.ShiftResults(
+        "smoke", smoke.classification, smoke.shift, tuple(noise_levels), rows, [], models, {}, {}, 0.0
+    )
 
 
 def test_shift_grid_has_one_row_per_family_noise_level_and_learner():
@@ -107,12 +111,12 @@ def test_gaps_are_paired_on_the_reference_prefix():
 
 
 def test_a_prefix_of_the_test_episodes_is_a_smaller_evaluation():
-    """The Monte-Carlo reference uses the first EVAL_CHUNK episodes of every learner's test set."""
+    """The Monte-Carlo reference uses the first EVAL_BATCH episodes of every learner's test set."""
     learner = tiny("protonet")
     task = make_task("prototype", n_points=6)
-    full = evaluate(learner, task, n_tasks=2 * shift.EVAL_CHUNK, seed=9)
-    prefix = evaluate(learner, task, n_tasks=shift.EVAL_CHUNK, seed=9)
-    assert full.per_episode_mean[: shift.EVAL_CHUNK] == prefix.per_episode_mean
+    full = evaluate(learner, task, n_tasks=2 * EVAL_BATCH, seed=9)
+    prefix = evaluate(learner, task, n_tasks=EVAL_BATCH, seed=9)
+    assert full.per_episode_mean[:EVAL_BATCH] == prefix.per_episode_mean
 
 
 def gap_results(icl_growth: float, meta_growth: float, ci: float = 0.01) -> shift.ShiftResults:
@@ -123,14 +127,15 @@ def gap_results(icl_growth: float, meta_growth: float, ci: float = 0.01) -> shif
             gaps.append({"family": family, "noise_std": 1.0, "learner": learner, "gap": 0.02, "ci": ci})
             gaps.append({"family": family, "noise_std": 5.0, "learner": learner, "gap": 0.02 + grow, "ci": ci})
     names = {"pairwise": "MatchNet", "prototype": "ProtoNet", "amortized": "CNP"}
-    return shift.ShiftResults("smoke", (1.0, 5.0), [], gaps, {}, {}, names, 0.0)
+    smoke = PRESETS["smoke"]
+    return shift.ShiftResults("smoke", smoke.classification, smoke.shift, (1.0, 5.0), [], gaps, {}, {}, names, 0.0)
 
 
 def test_claim_3b_rule():
-    assert shift.verdict(gap_results(icl_growth=0.1, meta_growth=0.0)).outcome == "reproduced"
-    assert shift.verdict(gap_results(icl_growth=0.0, meta_growth=0.0)).outcome == "not reproduced"
-    assert shift.verdict(gap_results(icl_growth=0.1, meta_growth=0.1)).outcome == "not reproduced"
-    verdict = shift.verdict(gap_results(icl_growth=0.1, meta_growth=-0.05))
+    assert shift.verdicts(gap_results(icl_growth=0.1, meta_growth=0.0))[0].outcome == "reproduced"
+    assert shift.verdicts(gap_results(icl_growth=0.0, meta_growth=0.0))[0].outcome == "not reproduced"
+    assert shift.verdicts(gap_results(icl_growth=0.1, meta_growth=0.1))[0].outcome == "not reproduced"
+    verdict = shift.verdicts(gap_results(icl_growth=0.1, meta_growth=-0.05))[0]
     assert verdict.outcome == "reproduced" and verdict.numbers["families_supporting"] == 3
 
 

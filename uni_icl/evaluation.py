@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from uni_icl.tasks import TaskFamily
-from uni_icl.training import episode_score
+from uni_icl.tasks import Episode, TaskFamily
+from uni_icl.training import score_outputs
 from uni_icl.validation import check_int
 
 Z_95 = 1.959964
+Predictor = nn.Module | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (xs, ys) -> outputs
 
 
 @dataclass(frozen=True)
@@ -68,30 +69,53 @@ class EvalResult:
         )
 
 
-@torch.no_grad()
-def episode_scores(
-    learner: nn.Module, task: TaskFamily, n_tasks: int, seed: int, batch_size: int = 256
-) -> torch.Tensor:
-    """Per-episode, per-position scores on ``n_tasks`` episodes drawn with ``seed``. -> (n_tasks, N) on CPU"""
+EVAL_BATCH = 256  # test episodes are drawn and scored in chunks of this many (see test_episodes)
+
+
+def test_episodes(task: TaskFamily, n_tasks: int, seed: int, device: torch.device | str = "cpu") -> Iterator[Episode]:
+    """The test set: ``n_tasks`` episodes of ``task`` drawn with ``seed``, in chunks of ``EVAL_BATCH``.
+
+    The one definition of a test set in the package: every learner, every Bayes reference and
+    every agreement table that is compared on "the same episodes" draws them here (one generator,
+    fixed chunks; a different chunk size would draw different episodes). The first k episodes of
+    a test set are the test set of size k whenever k is a multiple of ``EVAL_BATCH`` (or equal).
+    """
     check_int("n_tasks", n_tasks, minimum=1)
-    device = next(iter(learner.parameters()), torch.empty(0)).device
-    was_training = learner.training
-    learner.eval()
     gen = torch.Generator().manual_seed(seed)
+    for start in range(0, n_tasks, EVAL_BATCH):
+        yield task.sample(min(EVAL_BATCH, n_tasks - start), generator=gen, device=device)
+
+
+def is_prefix_size(count: int, n_tasks: int) -> bool:
+    """True if the first ``count`` episodes of a test set of ``n_tasks`` are its own test set."""
+    return count == n_tasks or (0 < count < n_tasks and count % EVAL_BATCH == 0)
+
+
+@torch.no_grad()
+def episode_scores(predictor: Predictor, task: TaskFamily, n_tasks: int, seed: int) -> torch.Tensor:
+    """Per-episode, per-position scores of any predictor under the learner contract. -> (n_tasks, N) on CPU
+
+    ``predictor`` is a module (put in eval mode for the call, on the device of its parameters) or a
+    plain function ``(xs, ys) -> outputs`` (run on the CPU).
+    """
+    module = predictor if isinstance(predictor, nn.Module) else None
+    device = next(iter(module.parameters()), torch.empty(0)).device if module is not None else torch.device("cpu")
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
+    regression = getattr(predictor, "is_regression", False)
     chunks = []
-    for start in range(0, n_tasks, batch_size):
-        episode = task.sample(min(batch_size, n_tasks - start), generator=gen, device=device)
-        chunks.append(episode_score(learner, episode).cpu())
-    learner.train(was_training)
+    for episode in test_episodes(task, n_tasks, seed, device):
+        chunks.append(score_outputs(predictor(episode.xs, episode.ys), episode.ys, regression).cpu())
+    if module is not None:
+        module.train(was_training)
     return torch.cat(chunks)
 
 
-def evaluate(
-    learner: nn.Module, task: TaskFamily, n_tasks: int = 1024, seed: int = 2_000_003, batch_size: int = 256
-) -> EvalResult:
-    """Accuracy (or squared error) per shot count with 95% CIs on fresh episodes of ``task``."""
-    metric = "squared_error" if getattr(learner, "is_regression", False) else "accuracy"
-    return EvalResult.from_scores(episode_scores(learner, task, n_tasks, seed, batch_size), metric)
+def evaluate(predictor: Predictor, task: TaskFamily, n_tasks: int = 1024, seed: int = 2_000_003) -> EvalResult:
+    """Accuracy (or squared error) per shot count with 95% CIs on the test set of ``task``."""
+    metric = "squared_error" if getattr(predictor, "is_regression", False) else "accuracy"
+    return EvalResult.from_scores(episode_scores(predictor, task, n_tasks, seed), metric)
 
 
 class Difference(NamedTuple):

@@ -1,35 +1,32 @@
-"""Presets: one environment variable, ``UNI_ICL_PRESET``, picks the scale of every experiment.
+"""Presets: the scale of every experiment, as plain frozen data.
+
+``UNI_ICL_PRESET`` (``smoke``, ``quick`` or ``paper``) is read once, at the edge (the notebook
+setup, the command line, the scorecard), by :func:`preset_from_env`; what travels down is a
+:class:`Preset`, which holds one scale object per chapter:
 
 - ``smoke``: seconds per notebook; CI executes the whole book with it. Numbers are meaningless.
-- ``quick`` (default): the whole book on 2 CPU cores in about half an hour; every model is
-  trained until its validation accuracy levels off (early stopping on a validation set).
+- ``quick`` (default): the whole book on 2 CPU cores; every model trained until its validation
+  accuracy stops improving by a stated margin (early stopping on a validation set).
 - ``paper``: the authors' scale, for a GPU.
 
-Experiment modules keep their own scale tables keyed by preset name; the name itself always comes
-from :func:`preset_name`.
+This module builds nothing: no tasks, no run specifications, no training. The chapters turn a
+scale into tasks and runs (``uni_icl.experiments``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from uni_icl.learners import LearnerSpec
-from uni_icl.runs import RunSpec
-from uni_icl.tasks import TaskFamily, make_task
+from uni_icl.learners.maml import MAMLConfig
 from uni_icl.training import TrainConfig
-from uni_icl.validation import check_choice
+from uni_icl.validation import check_choice, check_int
 
 PRESET_ENV = "UNI_ICL_PRESET"
-PRESETS = ("smoke", "quick", "paper")
+PRESET_NAMES = ("smoke", "quick", "paper")
 DEFAULT_PRESET = "quick"
-
-
-def preset_name(name: str | None = None) -> str:
-    """``name`` if given, else $UNI_ICL_PRESET, else 'quick'; validated."""
-    chosen = name if name is not None else (os.environ.get(PRESET_ENV) or DEFAULT_PRESET)
-    check_choice("preset", chosen, PRESETS)
-    return chosen
+SINGLE_FAMILIES = ("pairwise", "prototype", "amortized")
+INITS = ("pretrained", "scratch")
 
 
 @dataclass(frozen=True)
@@ -47,24 +44,6 @@ class ClassificationScale:
     d: int = 2
     n_classes: int = 2
     extra: dict = field(default_factory=dict)
-
-    def task(self, family: str, **params) -> TaskFamily:
-        """A family at this scale (d, C, N), with overrides such as ``noise_std``."""
-        base = {"d": self.d, "n_classes": self.n_classes, "n_points": self.n_points}
-        return make_task(family, **{**base, **params})
-
-    def run(self, learner: str, task: TaskFamily, seed: int = 0, **overrides) -> RunSpec:
-        """The RunSpec of ``learner`` trained on ``task`` at this scale; ``overrides`` replace
-        learner parameters (e.g. ``layout="support_query"`` for the ICL transformer)."""
-        if learner in ("icl", "icl_authors"):
-            params = self.icl if learner == "icl" else {}
-            return RunSpec(LearnerSpec(learner, {**params, **overrides}), task, _with_seed(self.icl_train, seed))
-        params = {**self.meta_learner, **overrides}
-        return RunSpec(LearnerSpec(learner, params), task, _with_seed(self.meta_train, seed))
-
-
-def _with_seed(config: TrainConfig, seed: int) -> TrainConfig:
-    return TrainConfig(**{**config.__dict__, "seed": seed})
 
 
 CLASSIFICATION_SCALES = {
@@ -120,6 +99,403 @@ CLASSIFICATION_SCALES = {
 }
 
 
-def classification_scale(preset: str | None = None) -> ClassificationScale:
-    """The classification sizes of ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
-    return CLASSIFICATION_SCALES[preset_name(preset)]
+@dataclass(frozen=True)
+class ImitationScale:
+    """Sizes of the expressivity experiment at one preset (the classification sizes come from presets)."""
+
+    preset: str
+    distill: TrainConfig  # optimisation of the student (validation score: minus the mean KL)
+    warm_start: bool  # start from the ICL model trained on the teacher's family (learnability chapter)
+    n_test_tasks: int  # test episodes per teacher for the agreement curves
+    n_check_episodes: int  # episodes per construction check
+    n_random_learners: int  # randomised meta-learners per construction, next to the trained teacher
+    test_seed: int = 3_000_017  # test episodes (distinct from training, validation and other chapters)
+    check_seed: int = 4_000_037  # episodes and random weights of the construction checks
+
+
+IMITATION_SCALES = {
+    "smoke": ImitationScale(
+        preset="smoke",
+        distill=TrainConfig(max_steps=20, batch_size=16, eval_every=10, n_val_tasks=32, patience=2, min_delta=1e-3),
+        warm_start=False,
+        n_test_tasks=64,
+        n_check_episodes=16,
+        n_random_learners=1,
+    ),
+    "quick": ImitationScale(
+        preset="quick",
+        distill=TrainConfig(
+            max_steps=500, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, patience=3, min_delta=1e-3
+        ),
+        warm_start=False,
+        n_test_tasks=1024,
+        n_check_episodes=256,
+        n_random_learners=3,
+    ),
+    "paper": ImitationScale(
+        preset="paper",
+        distill=TrainConfig(
+            max_steps=50_000,
+            batch_size=256,
+            lr=1e-3,
+            eval_every=1000,
+            n_val_tasks=2048,
+            patience=10,
+            min_delta=1e-4,
+            checkpoint_every=2000,
+        ),
+        warm_start=False,
+        n_test_tasks=4096,
+        n_check_episodes=1024,
+        n_random_learners=5,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LearnabilityScale:
+    """Sizes of this chapter's extras (the learners' sizes come from ``ClassificationScale``)."""
+
+    bayes_samples: int  # particles of the prototype Monte-Carlo sampler on the test episodes
+    region_shots: tuple[int, ...]  # support-set sizes of the decision-region figures
+    region_resolution: int  # grid points per axis of a decision-region panel
+    region_bayes_samples: int  # particles of the prototype sampler on the decision-region grid
+    authors_families: tuple[str, ...]  # families on which the authors' ICLer is trained (faithfulness)
+    bayes_seed: int = 0  # seed of the prototype sampler
+
+
+LEARNABILITY_SCALES = {
+    "smoke": LearnabilityScale(
+        bayes_samples=64, region_shots=(2, 8), region_resolution=24, region_bayes_samples=32, authors_families=()
+    ),
+    "quick": LearnabilityScale(
+        bayes_samples=512,
+        region_shots=(2, 8, 32),
+        region_resolution=50,
+        region_bayes_samples=128,
+        authors_families=("pairwise",),
+    ),
+    "paper": LearnabilityScale(
+        bayes_samples=2048,
+        region_shots=(2, 8, 32),
+        region_resolution=80,
+        region_bayes_samples=512,
+        authors_families=SINGLE_FAMILIES,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ShiftScale:
+    """Sizes of the shift experiment at one preset (models come from ``classification_scale``)."""
+
+    noise_levels: tuple[float, ...]  # test noise_std values (training used 1)
+    n_reference_tasks: int  # test episodes of the Monte-Carlo Bayes reference (prototype); a prefix of the others
+    bayes_samples: int  # particles of the prototype Bayes sampler
+    remedy_low: float = 1.0  # noise range of the remedy's training episodes
+    remedy_high: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.noise_levels or any(s <= 0 for s in self.noise_levels) or 1.0 not in self.noise_levels:
+            raise ValueError("noise_levels: expected positive values including 1.0 (the training level)")
+        check_int("n_reference_tasks", self.n_reference_tasks, minimum=2)
+        check_int("bayes_samples", self.bayes_samples, minimum=1)
+
+
+SHIFT_SCALES = {
+    "smoke": ShiftScale(noise_levels=(1.0, 2.0, 5.0), n_reference_tasks=64, bayes_samples=16),
+    "quick": ShiftScale(
+        noise_levels=(1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0), n_reference_tasks=256, bayes_samples=64
+    ),
+    "paper": ShiftScale(
+        noise_levels=(1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0), n_reference_tasks=1024, bayes_samples=256
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CurriculumScale:
+    """Sizes of the curriculum experiment at one preset."""
+
+    preset: str
+    d: int  # input dimension of the full task
+    n_points: int  # points per prompt
+    regressor: dict  # RegressorConfig of the causal transformer
+    train: TrainConfig  # fixed budget (patience 0) for every arm
+    seeds: tuple[int, ...]  # one run per arm and seed
+    start_dims: int  # active dimensions at step 0 (both curricula)
+    paper_every: int  # steps between +1 dimension (the paper's schedule)
+    garg_every: int  # steps between +1 dimension and +2 points (Garg et al.'s default)
+    early_step: int  # the early checkpoint of the per-shot comparison
+    n_test_tasks: int  # test prompts per evaluation
+    test_seed: int = 2_000_003
+
+    @property
+    def least_squares_error(self) -> float:
+        """Expected normalised error of least squares, averaged over positions: (d+1)/(2N) for N >= d."""
+        return sum(max(self.d - i, 0) / self.d for i in range(self.n_points)) / self.n_points
+
+    @property
+    def threshold(self) -> float:
+        """The convergence threshold, fixed before any run: half-way from predicting 0 (error 1) to least squares."""
+        return (1.0 + self.least_squares_error) / 2
+
+
+CURRICULUM_SCALES = {
+    "smoke": CurriculumScale(
+        preset="smoke",
+        d=4,
+        n_points=9,
+        regressor={"width": 16, "depth": 1, "n_heads": 2, "max_points": 9},
+        train=TrainConfig(max_steps=12, batch_size=16, lr=1e-3, eval_every=4, n_val_tasks=32, checkpoint_every=6),
+        seeds=(0, 1, 2),
+        start_dims=2,
+        paper_every=3,
+        garg_every=2,
+        early_step=4,
+        n_test_tasks=64,
+    ),
+    "quick": CurriculumScale(
+        preset="quick",
+        d=6,
+        n_points=13,
+        regressor={"width": 32, "depth": 2, "n_heads": 2, "max_points": 13},
+        train=TrainConfig(max_steps=4000, batch_size=64, lr=1e-3, eval_every=50, n_val_tasks=256, checkpoint_every=500),
+        seeds=(0, 1, 2),
+        start_dims=2,
+        paper_every=100,
+        garg_every=20,
+        early_step=800,
+        n_test_tasks=512,
+    ),
+    "paper": CurriculumScale(
+        preset="paper",
+        d=20,
+        n_points=41,
+        regressor={"width": 256, "depth": 12, "n_heads": 8, "max_points": 41},
+        train=TrainConfig(
+            max_steps=500_000, batch_size=64, lr=1e-4, eval_every=2000, n_val_tasks=1024, checkpoint_every=5000
+        ),
+        seeds=(0, 1, 2),
+        start_dims=5,
+        paper_every=10_000,
+        garg_every=2000,
+        early_step=200_000,
+        n_test_tasks=2048,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class M2ICLScale:
+    """Sizes of the M2-ICL experiment at one preset."""
+
+    preset: str
+    d: int  # input dimension
+    n_points: int  # points per prompt
+    regressor: dict  # RegressorConfig of the causal transformer (both arms)
+    pretrain: TrainConfig  # plain ICL pre-training on regression_domains
+    maml: MAMLConfig  # M2-ICL meta-training
+    init: str  # M2-ICL starts from the pre-trained ICL ("pretrained") or from fresh weights ("scratch")
+    adaptation_sizes: tuple[int, ...] = (64, 256, 1024)  # prompts per held-out domain
+    fine_tune_epochs: int = 5  # epochs of SGD at meta-test (5 x 64 prompts = the inner loop)
+    fine_tune_batch: int = 64  # mini-batch of the fine-tuning
+    n_test_domains: int = 16  # held-out domains
+    n_test_prompts: int = 256  # test prompts per held-out domain
+    test_seed: int = 4_000_037  # seed of the held-out domains and their prompts
+
+    def __post_init__(self) -> None:
+        check_choice("init", self.init, INITS)
+
+
+def _maml(**overrides) -> MAMLConfig:
+    return replace(MAMLConfig(), **overrides)
+
+
+M2ICL_SCALES = {
+    "smoke": M2ICLScale(
+        preset="smoke",
+        d=3,
+        n_points=7,
+        regressor={"width": 16, "depth": 1, "n_heads": 2, "max_points": 7},
+        pretrain=TrainConfig(max_steps=10, batch_size=16, eval_every=5, n_val_tasks=32, checkpoint_every=5),
+        maml=_maml(
+            inner_steps=2,
+            support_size=16,
+            query_size=16,
+            meta_lr=1e-3,
+            meta_steps=4,
+            eval_every=2,
+            n_val_domains=2,
+            n_val_prompts=16,
+            checkpoint_every=2,
+        ),
+        init="pretrained",
+        adaptation_sizes=(16, 32, 64),
+        fine_tune_epochs=2,
+        fine_tune_batch=16,
+        n_test_domains=3,
+        n_test_prompts=32,
+    ),
+    "quick": M2ICLScale(
+        preset="quick",
+        d=5,
+        n_points=11,
+        regressor={"width": 32, "depth": 2, "n_heads": 2, "max_points": 11},
+        pretrain=TrainConfig(
+            max_steps=8000, batch_size=64, lr=1e-3, eval_every=100, n_val_tasks=512, patience=4, min_delta=0.02
+        ),
+        maml=_maml(meta_lr=3e-4, meta_steps=400, eval_every=25, n_val_domains=8, patience=4, min_delta=0.002),
+        init="pretrained",
+        n_test_domains=12,
+        n_test_prompts=256,
+    ),
+    "paper": M2ICLScale(
+        preset="paper",
+        d=5,
+        n_points=11,
+        regressor={"width": 256, "depth": 12, "n_heads": 8, "max_points": 11},
+        pretrain=TrainConfig(
+            max_steps=100_000,
+            batch_size=64,
+            lr=1e-4,
+            eval_every=1000,
+            n_val_tasks=2048,
+            patience=10,
+            checkpoint_every=5000,
+        ),
+        maml=_maml(
+            second_order=True, meta_steps=100_000, eval_every=1000, n_val_domains=32, patience=10, checkpoint_every=2000
+        ),
+        init="scratch",
+        n_test_domains=64,
+        n_test_prompts=1024,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DigitsScale:
+    """Sizes of the digits chapter at one preset."""
+
+    preset: str
+    n_points: int  # N, images per episode
+    n_classes: int  # C, digits per episode
+    max_shift: int  # augmentation of training episodes (pixels); validation and test are not shifted
+    icl: dict  # ICLConfig parameters
+    meta_learner: dict  # hidden width and layers of MatchNet, ProtoNet and CNP
+    icl_train: TrainConfig
+    meta_train: TrainConfig
+    n_test_tasks: int  # test episodes of the unseen digits
+    n_other_test_tasks: int  # episodes for the secondary evaluations (seen digits, synthetic families)
+    pca_candidates: tuple[int, ...]  # PCA sizes tried on validation episodes
+    n_pca_val_tasks: int  # validation episodes used to choose the PCA size
+    test_seed: int = 2_000_003
+    val_seed: int = 1_000_003
+
+
+DIGITS_SCALES = {
+    "smoke": DigitsScale(
+        preset="smoke",
+        n_points=20,
+        n_classes=5,
+        max_shift=1,
+        icl={"width": 16, "depth": 1, "n_heads": 2},
+        meta_learner={"hidden": 8, "n_layers": 2},
+        icl_train=TrainConfig(max_steps=10, batch_size=8, eval_every=5, n_val_tasks=16, checkpoint_every=10),
+        meta_train=TrainConfig(max_steps=10, batch_size=8, eval_every=5, n_val_tasks=16, checkpoint_every=10),
+        n_test_tasks=32,
+        n_other_test_tasks=16,
+        pca_candidates=(4, 16),
+        n_pca_val_tasks=16,
+    ),
+    "quick": DigitsScale(
+        preset="quick",
+        n_points=50,
+        n_classes=5,
+        max_shift=1,
+        icl={"width": 32, "depth": 3, "n_heads": 4},
+        meta_learner={"hidden": 32, "n_layers": 2},
+        icl_train=TrainConfig(
+            max_steps=4000, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, patience=4, min_delta=0.002
+        ),
+        meta_train=TrainConfig(
+            max_steps=1500, batch_size=32, lr=3e-3, eval_every=50, n_val_tasks=256, patience=5, min_delta=0.002
+        ),
+        n_test_tasks=512,
+        n_other_test_tasks=256,
+        pca_candidates=(4, 8, 16, 32),
+        n_pca_val_tasks=256,
+    ),
+    "paper": DigitsScale(
+        preset="paper",
+        n_points=50,
+        n_classes=5,
+        max_shift=1,
+        icl={"width": 64, "depth": 6, "n_heads": 4},
+        meta_learner={"hidden": 64, "n_layers": 3},
+        icl_train=TrainConfig(
+            max_steps=50_000,
+            batch_size=128,
+            lr=1e-3,
+            eval_every=1000,
+            n_val_tasks=2048,
+            patience=10,
+            checkpoint_every=2000,
+        ),
+        meta_train=TrainConfig(
+            max_steps=20_000,
+            batch_size=128,
+            lr=1e-3,
+            eval_every=500,
+            n_val_tasks=2048,
+            patience=10,
+            checkpoint_every=2000,
+        ),
+        n_test_tasks=4096,
+        n_other_test_tasks=2048,
+        pca_candidates=(4, 8, 16, 32, 64),
+        n_pca_val_tasks=2048,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every chapter's scale at one preset: what an experiment receives."""
+
+    name: str
+    classification: ClassificationScale
+    imitation: ImitationScale
+    learnability: LearnabilityScale
+    shift: ShiftScale
+    curriculum: CurriculumScale
+    m2icl: M2ICLScale
+    digits: DigitsScale
+
+
+PRESETS = {
+    name: Preset(
+        name,
+        CLASSIFICATION_SCALES[name],
+        IMITATION_SCALES[name],
+        LEARNABILITY_SCALES[name],
+        SHIFT_SCALES[name],
+        CURRICULUM_SCALES[name],
+        M2ICL_SCALES[name],
+        DIGITS_SCALES[name],
+    )
+    for name in PRESET_NAMES
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (a ValueError names the allowed values)."""
+    check_choice("preset", name, PRESET_NAMES)
+    return PRESETS[name]
+
+
+def preset_from_env(environ: os._Environ | dict | None = None) -> Preset:
+    """The preset named by $UNI_ICL_PRESET, else ``quick``: the one place the variable is read."""
+    environ = os.environ if environ is None else environ
+    return get_preset(environ.get(PRESET_ENV) or DEFAULT_PRESET)

@@ -95,12 +95,16 @@ def episode_loss(learner: nn.Module, episode: Episode) -> torch.Tensor:
     return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), episode.ys.reshape(-1))
 
 
+def score_outputs(outputs: torch.Tensor, ys: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Per-episode, per-position score of a learner's outputs: 1/0 correctness, or squared error. -> (B, N)"""
+    if regression:
+        return (outputs - ys) ** 2
+    return (outputs.argmax(-1) == ys).float()
+
+
 def episode_score(learner: nn.Module, episode: Episode) -> torch.Tensor:
-    """Per-episode, per-position score: 1/0 correctness, or squared error. -> (B, N)"""
-    outputs = learner(episode.xs, episode.ys)
-    if getattr(learner, "is_regression", False):
-        return (outputs - episode.ys) ** 2
-    return (outputs.argmax(-1) == episode.ys).float()
+    """:func:`score_outputs` of ``learner`` on ``episode``. -> (B, N)"""
+    return score_outputs(learner(episode.xs, episode.ys), episode.ys, getattr(learner, "is_regression", False))
 
 
 @torch.no_grad()

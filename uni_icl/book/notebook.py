@@ -11,7 +11,7 @@ import torch
 
 from uni_icl import __version__
 from uni_icl.device import default_device
-from uni_icl.presets import preset_name
+from uni_icl.presets import Preset, preset_from_env
 from uni_icl.storage import cache_root
 
 
@@ -19,7 +19,7 @@ from uni_icl.storage import cache_root
 class NotebookContext:
     """What a chapter needs to know about where it runs."""
 
-    preset: str
+    preset: Preset  # read from UNI_ICL_PRESET here, once; chapters receive this object
     device: torch.device
     cache: Path
     progress: bool  # progress bars: on in a live kernel, off in the book build (UNI_ICL_PROGRESS=0)
@@ -28,7 +28,7 @@ class NotebookContext:
 def setup(style: bool = True) -> NotebookContext:
     """Print the device, preset and cache folder in use; set the plotting style."""
     progress = os.environ.get("UNI_ICL_PROGRESS", "1") != "0"
-    context = NotebookContext(preset_name(), default_device(), cache_root(), progress)
+    context = NotebookContext(preset_from_env(), default_device(), cache_root(), progress)
     name = (
         torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else platform.processor() or "CPU"
     )

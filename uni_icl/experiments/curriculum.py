@@ -27,14 +27,14 @@ from tqdm.auto import tqdm
 from uni_icl.device import default_device
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec
-from uni_icl.presets import preset_name
+from uni_icl.presets import CurriculumScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, build_seeded, evaluate_or_load, prepare
 from uni_icl.storage import atomic_torch_save, cache_root, checked_torch_load, config_hash, entry_lock
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
-from uni_icl.training import TrainConfig, train
+from uni_icl.training import train
 from uni_icl.validation import check_choice
-from uni_icl.verdicts import ClaimVerdict, save_verdict
+from uni_icl.verdicts import ClaimVerdict
 
 ARMS = ("none", "paper", "garg")
 ARM_NAMES = {
@@ -44,38 +44,7 @@ ARM_NAMES = {
 }
 REFERENCES = ("least_squares", "averaging", "knn")
 CHAPTER = "book/05_curriculum"
-
-
-@dataclass(frozen=True)
-class CurriculumScale:
-    """Sizes of the curriculum experiment at one preset."""
-
-    preset: str
-    d: int  # input dimension of the full task
-    n_points: int  # points per prompt
-    regressor: dict  # RegressorConfig of the causal transformer
-    train: TrainConfig  # fixed budget (patience 0) for every arm
-    seeds: tuple[int, ...]  # one run per arm and seed
-    start_dims: int  # active dimensions at step 0 (both curricula)
-    paper_every: int  # steps between +1 dimension (the paper's schedule)
-    garg_every: int  # steps between +1 dimension and +2 points (Garg et al.'s default)
-    early_step: int  # the early checkpoint of the per-shot comparison
-    n_test_tasks: int  # test prompts per evaluation
-    test_seed: int = 2_000_003
-
-    @property
-    def task(self) -> LinearRegressionTask:
-        return make_task("linear_regression", d=self.d, n_points=self.n_points)
-
-    @property
-    def least_squares_error(self) -> float:
-        """Expected normalised error of least squares, averaged over positions: (d+1)/(2N) for N >= d."""
-        return sum(max(self.d - i, 0) / self.d for i in range(self.n_points)) / self.n_points
-
-    @property
-    def threshold(self) -> float:
-        """The convergence threshold, fixed before any run: half-way from predicting 0 (error 1) to least squares."""
-        return (1.0 + self.least_squares_error) / 2
+CLAIMS = ("4a",)
 
 
 def _garg_start_points(d: int, n_points: int, start_dims: int) -> int:
@@ -83,54 +52,9 @@ def _garg_start_points(d: int, n_points: int, start_dims: int) -> int:
     return min(n_points, 2 * start_dims + 1)
 
 
-CURRICULUM_SCALES = {
-    "smoke": CurriculumScale(
-        preset="smoke",
-        d=4,
-        n_points=9,
-        regressor={"width": 16, "depth": 1, "n_heads": 2, "max_points": 9},
-        train=TrainConfig(max_steps=12, batch_size=16, lr=1e-3, eval_every=4, n_val_tasks=32, checkpoint_every=6),
-        seeds=(0, 1, 2),
-        start_dims=2,
-        paper_every=3,
-        garg_every=2,
-        early_step=4,
-        n_test_tasks=64,
-    ),
-    "quick": CurriculumScale(
-        preset="quick",
-        d=6,
-        n_points=13,
-        regressor={"width": 32, "depth": 2, "n_heads": 2, "max_points": 13},
-        train=TrainConfig(max_steps=4000, batch_size=64, lr=1e-3, eval_every=50, n_val_tasks=256, checkpoint_every=500),
-        seeds=(0, 1, 2),
-        start_dims=2,
-        paper_every=100,
-        garg_every=20,
-        early_step=800,
-        n_test_tasks=512,
-    ),
-    "paper": CurriculumScale(
-        preset="paper",
-        d=20,
-        n_points=41,
-        regressor={"width": 256, "depth": 12, "n_heads": 8, "max_points": 41},
-        train=TrainConfig(
-            max_steps=500_000, batch_size=64, lr=1e-4, eval_every=2000, n_val_tasks=1024, checkpoint_every=5000
-        ),
-        seeds=(0, 1, 2),
-        start_dims=5,
-        paper_every=10_000,
-        garg_every=2000,
-        early_step=200_000,
-        n_test_tasks=2048,
-    ),
-}
-
-
-def curriculum_scale(preset: str | None = None) -> CurriculumScale:
-    """The sizes of ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
-    return CURRICULUM_SCALES[preset_name(preset)]
+def full_task(scale: CurriculumScale) -> LinearRegressionTask:
+    """The full task of the scale: linear regression in d dimensions with n_points points."""
+    return make_task("linear_regression", d=scale.d, n_points=scale.n_points)
 
 
 def schedule_of(scale: CurriculumScale, arm: str) -> DimensionCurriculum | None:
@@ -139,15 +63,17 @@ def schedule_of(scale: CurriculumScale, arm: str) -> DimensionCurriculum | None:
     if arm == "none":
         return None
     if arm == "paper":
-        return DimensionCurriculum(scale.task, scale.start_dims, scale.paper_every)
+        return DimensionCurriculum(full_task(scale), scale.start_dims, scale.paper_every)
     start_points = _garg_start_points(scale.d, scale.n_points, scale.start_dims)
-    return DimensionCurriculum(scale.task, scale.start_dims, scale.garg_every, 1, start_points, 2)
+    return DimensionCurriculum(full_task(scale), scale.start_dims, scale.garg_every, 1, start_points, 2)
 
 
 def run_spec(scale: CurriculumScale, arm: str, seed: int) -> RunSpec:
     """What determines one run (its config is the cache key, with the early step)."""
     train_config = dataclasses.replace(scale.train, seed=seed)
-    return RunSpec(LearnerSpec("icl_regressor", scale.regressor), scale.task, train_config, schedule_of(scale, arm))
+    return RunSpec(
+        LearnerSpec("icl_regressor", scale.regressor), full_task(scale), train_config, schedule_of(scale, arm)
+    )
 
 
 class _SnapshotSchedule:
@@ -251,14 +177,14 @@ def evaluate_cached(model: torch.nn.Module, config: dict, task: TaskFamily, scal
     return EvalResult(**stored)
 
 
-def run(preset: str | None = None, *, arms: tuple[str, ...] = ARMS, progress: bool = True) -> dict:
+def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) -> dict:
     """Train-or-load every arm and seed, measure steps-to-threshold, evaluate early and late checkpoints.
 
     Returns a dict with the scale, one row per run (steps to threshold, final error, levelling),
     the validation curves, the per-shot curves (per run and checkpoint, and of the references),
     and the wall time.
     """
-    scale = curriculum_scale(preset)
+    scale = preset.curriculum
     for arm in arms:
         check_choice("arms", arm, ARMS)
     started = time.perf_counter()
@@ -283,11 +209,11 @@ def run(preset: str | None = None, *, arms: tuple[str, ...] = ARMS, progress: bo
             curves.append({"arm": arm, "seed": seed, "step": step, "val_error": -score / scale.d})
         for checkpoint, model in (("early", result.early), ("late", result.late)):
             config = {"run": run_spec(scale, arm, seed).config(), "checkpoint": checkpoint, "early": scale.early_step}
-            evaluation = evaluate_cached(model, config, scale.task, scale)
+            evaluation = evaluate_cached(model, config, full_task(scale), scale)
             shots.append(_shot_row(ARM_NAMES[arm], checkpoint, seed, evaluation, scale.d))
     for name in REFERENCES:
         reference = prepare(LearnerSpec(name, {"k": 3} if name == "knn" else {}))
-        evaluation = evaluate_or_load(reference, scale.task, n_tasks=scale.n_test_tasks, seed=scale.test_seed)
+        evaluation = evaluate_or_load(reference, full_task(scale), n_tasks=scale.n_test_tasks, seed=scale.test_seed)
         shots.append(_shot_row(name, "reference", -1, evaluation, scale.d))
     return {
         "scale": scale,
@@ -386,7 +312,7 @@ def _finite_or_none(value):
     return value
 
 
-def verdict(results: dict, *, save: bool = True) -> ClaimVerdict:
+def verdicts(results: dict) -> list[ClaimVerdict]:
     """Decide claim 4a with RULE_4A and store the verdict."""
     scale = results["scale"]
     paper = summary(results, "paper")
@@ -422,6 +348,9 @@ def verdict(results: dict, *, save: bool = True) -> ClaimVerdict:
         chapter=CHAPTER,
         wall_seconds=0.0 if all(r["from_cache"] for r in results["rows"]) else results["wall_seconds"],
     )
-    if save:
-        save_verdict(result)
-    return result
+    return [result]
+
+
+def explain(verdict: ClaimVerdict) -> str | None:
+    """No computed explanation beyond the chapter's own evidence."""
+    return None

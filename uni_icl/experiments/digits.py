@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import matplotlib.pyplot as plt
 import torch
@@ -28,7 +28,7 @@ from uni_icl import evaluation
 from uni_icl.evaluation import Difference, evaluate
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.baselines import NearestClassMean, fit_pca
-from uni_icl.presets import preset_name
+from uni_icl.presets import DigitsScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
 from uni_icl.tasks import TaskFamily, make_task
@@ -36,6 +36,7 @@ from uni_icl.tasks.images import IMAGE_SIDE, DigitsMixtureTask, DigitsTask, spli
 from uni_icl.tasks.schedules import FixedTrainingTask
 from uni_icl.training import TrainConfig
 from uni_icl.validation import check_choice, check_int
+from uni_icl.verdicts import ClaimVerdict
 
 LEARNERS = ("icl", "matchnet", "protonet", "cnp")
 SOURCES = ("digits", "mixture")
@@ -44,97 +45,7 @@ SYNTHETIC_TESTS = ("pairwise", "prototype", "amortized")
 UNSEEN = "digits 5-9 (unseen)"
 SEEN = "digits 0-4 (held-out images)"
 TABLE_VERSION = "2"  # bump when the table's layout or contents change
-
-
-@dataclass(frozen=True)
-class DigitsScale:
-    """Sizes of the digits chapter at one preset."""
-
-    preset: str
-    n_points: int  # N, images per episode
-    n_classes: int  # C, digits per episode
-    max_shift: int  # augmentation of training episodes (pixels); validation and test are not shifted
-    icl: dict  # ICLConfig parameters
-    meta_learner: dict  # hidden width and layers of MatchNet, ProtoNet and CNP
-    icl_train: TrainConfig
-    meta_train: TrainConfig
-    n_test_tasks: int  # test episodes of the unseen digits
-    n_other_test_tasks: int  # episodes for the secondary evaluations (seen digits, synthetic families)
-    pca_candidates: tuple[int, ...]  # PCA sizes tried on validation episodes
-    n_pca_val_tasks: int  # validation episodes used to choose the PCA size
-    test_seed: int = 2_000_003
-    val_seed: int = 1_000_003
-
-
-SCALES = {
-    "smoke": DigitsScale(
-        preset="smoke",
-        n_points=20,
-        n_classes=5,
-        max_shift=1,
-        icl={"width": 16, "depth": 1, "n_heads": 2},
-        meta_learner={"hidden": 8, "n_layers": 2},
-        icl_train=TrainConfig(max_steps=10, batch_size=8, eval_every=5, n_val_tasks=16, checkpoint_every=10),
-        meta_train=TrainConfig(max_steps=10, batch_size=8, eval_every=5, n_val_tasks=16, checkpoint_every=10),
-        n_test_tasks=32,
-        n_other_test_tasks=16,
-        pca_candidates=(4, 16),
-        n_pca_val_tasks=16,
-    ),
-    "quick": DigitsScale(
-        preset="quick",
-        n_points=50,
-        n_classes=5,
-        max_shift=1,
-        icl={"width": 32, "depth": 3, "n_heads": 4},
-        meta_learner={"hidden": 32, "n_layers": 2},
-        icl_train=TrainConfig(
-            max_steps=4000, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, patience=4, min_delta=0.002
-        ),
-        meta_train=TrainConfig(
-            max_steps=1500, batch_size=32, lr=3e-3, eval_every=50, n_val_tasks=256, patience=5, min_delta=0.002
-        ),
-        n_test_tasks=512,
-        n_other_test_tasks=256,
-        pca_candidates=(4, 8, 16, 32),
-        n_pca_val_tasks=256,
-    ),
-    "paper": DigitsScale(
-        preset="paper",
-        n_points=50,
-        n_classes=5,
-        max_shift=1,
-        icl={"width": 64, "depth": 6, "n_heads": 4},
-        meta_learner={"hidden": 64, "n_layers": 3},
-        icl_train=TrainConfig(
-            max_steps=50_000,
-            batch_size=128,
-            lr=1e-3,
-            eval_every=1000,
-            n_val_tasks=2048,
-            patience=10,
-            checkpoint_every=2000,
-        ),
-        meta_train=TrainConfig(
-            max_steps=20_000,
-            batch_size=128,
-            lr=1e-3,
-            eval_every=500,
-            n_val_tasks=2048,
-            patience=10,
-            checkpoint_every=2000,
-        ),
-        n_test_tasks=4096,
-        n_other_test_tasks=2048,
-        pca_candidates=(4, 8, 16, 32, 64),
-        n_pca_val_tasks=2048,
-    ),
-}
-
-
-def digits_scale(preset: str | None = None) -> DigitsScale:
-    """The digits chapter's sizes at ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
-    return SCALES[preset_name(preset)]
+CLAIMS: tuple[str, ...] = ()  # beyond the paper: it decides no claim
 
 
 def digits_task(scale: DigitsScale, split: str, *, max_shift: int = 0) -> DigitsTask:
@@ -225,14 +136,14 @@ def _row(learner: str, source: str, test: str, result, model: TrainedLearner | N
     }
 
 
-def run(preset: str | None = None, progress: bool = True) -> dict:
+def run(preset: Preset, *, progress: bool = True) -> dict:
     """Train-or-load every learner on both sources, evaluate, and return the (cached) result table.
 
     Returns ``{"preset", "rows", "pca_size", "pca_validation", "wall_seconds"}``; each row has
     learner (display name), source (a ``SOURCE_LABELS`` value or "none"), test, mean, ci,
     per-shot curve with CIs, and the training summary.
     """
-    scale = digits_scale(preset)
+    scale = preset.digits
     path = cache_root() / "tables" / f"digits-{config_hash(table_config(scale))}.json"
     with entry_lock(path):
         stored = checked_json_load(path)
@@ -489,3 +400,13 @@ def shot_accuracy(row: dict, shots_per_class: int, n_classes: int) -> tuple[floa
     position = shots_per_class * n_classes
     check_int("shots_per_class", shots_per_class, minimum=0, maximum=(len(row["per_position"]) - 1) // n_classes)
     return row["per_position"][position], row["per_position_ci"][position]
+
+
+def verdicts(results: dict) -> list[ClaimVerdict]:
+    """This chapter goes beyond the paper: it decides no claim."""
+    return []
+
+
+def explain(verdict: ClaimVerdict) -> str | None:
+    """No claim, so nothing to explain."""
+    return None

@@ -16,34 +16,34 @@ Building blocks, each usable alone:
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
-from uni_icl.device import default_device
-from uni_icl.evaluation import Difference, EvalResult, paired_difference
-from uni_icl.learners import CLASSIFIERS, bayes, display_name
-from uni_icl.presets import ClassificationScale, classification_scale, preset_name
-from uni_icl.runs import CODE_VERSION, TrainedLearner, evaluate_or_load, train_or_load
-from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
-from uni_icl.tasks import TaskFamily
+from uni_icl.evaluation import Difference, paired_difference
+from uni_icl.experiments.common import (
+    MATCHING_LEARNER,
+    META_LEARNERS,
+    MIXED_FAMILY,
+    SINGLE_FAMILIES,
+    BayesEvaluation,
+    classification_task,
+    evaluate_bayes_or_load,
+    trained,
+)
+from uni_icl.learners import CLASSIFIERS, display_name
+from uni_icl.presets import ClassificationScale, Preset
+from uni_icl.runs import evaluate_or_load
 from uni_icl.training import TrainHistory
 from uni_icl.validation import check_choice, check_int
-from uni_icl.verdicts import ClaimVerdict, save_verdict
+from uni_icl.verdicts import ClaimVerdict
 
-SINGLE_FAMILIES = ("pairwise", "prototype", "amortized")
-MIXED_FAMILY = "mixture"
-LEARNERS = ("icl", "matchnet", "protonet", "cnp")
-META_LEARNERS = ("matchnet", "protonet", "cnp")
-MATCHING_LEARNER = {"pairwise": "matchnet", "prototype": "protonet", "amortized": "cnp"}
+LEARNERS = ("icl", *META_LEARNERS)
+CLAIMS = ("2-single", "2-mixed")
 BAYES_NAME = "Bayes"
 CLASSIFICATION_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY, "radius")
 CHAPTER = "book/02_learnability"
@@ -54,52 +54,7 @@ CHAPTER = "book/02_learnability"
 MARGIN = 0.01
 
 
-@dataclass(frozen=True)
-class LearnabilityScale:
-    """Sizes of this chapter's extras (the learners' sizes come from ``ClassificationScale``)."""
-
-    bayes_samples: int  # particles of the prototype Monte-Carlo sampler on the test episodes
-    region_shots: tuple[int, ...]  # support-set sizes of the decision-region figures
-    region_resolution: int  # grid points per axis of a decision-region panel
-    region_bayes_samples: int  # particles of the prototype sampler on the decision-region grid
-    authors_families: tuple[str, ...]  # families on which the authors' ICLer is trained (faithfulness)
-    bayes_seed: int = 0  # seed of the prototype sampler
-
-
-LEARNABILITY_SCALES = {
-    "smoke": LearnabilityScale(
-        bayes_samples=64, region_shots=(2, 8), region_resolution=24, region_bayes_samples=32, authors_families=()
-    ),
-    "quick": LearnabilityScale(
-        bayes_samples=512,
-        region_shots=(2, 8, 32),
-        region_resolution=50,
-        region_bayes_samples=128,
-        authors_families=("pairwise",),
-    ),
-    "paper": LearnabilityScale(
-        bayes_samples=2048,
-        region_shots=(2, 8, 32),
-        region_resolution=80,
-        region_bayes_samples=512,
-        authors_families=SINGLE_FAMILIES,
-    ),
-}
-
-
-def learnability_scale(preset: str | None = None) -> LearnabilityScale:
-    """This chapter's extras at ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
-    return LEARNABILITY_SCALES[preset_name(preset)]
-
-
 # ----------------------------------------------------------------------------- learners
-
-
-def trained(
-    scale: ClassificationScale, learner: str, family: str, *, progress: bool = True, **task_params
-) -> TrainedLearner:
-    """Train-or-load ``learner`` on ``family`` at ``scale`` (task overrides such as noise_std)."""
-    return train_or_load(scale.run(learner, scale.task(family, **task_params)), progress=progress)
 
 
 def levelled_off(history: TrainHistory, patience: int, min_delta: float) -> bool:
@@ -138,7 +93,9 @@ def cross_table(
         config = model.spec.train
         history = model.history
         for test_family in test_families or [family]:
-            result = evaluate_or_load(model, scale.task(test_family), n_tasks=scale.n_test_tasks, seed=scale.test_seed)
+            result = evaluate_or_load(
+                model, classification_task(scale, test_family), n_tasks=scale.n_test_tasks, seed=scale.test_seed
+            )
             rows.append(
                 {
                     "learner": display_name(learner),
@@ -165,154 +122,6 @@ def cross_table(
 # ----------------------------------------------------------------------------- Bayes predictor
 
 
-def bayes_code_hash() -> str:
-    """Hash of the source of :mod:`uni_icl.learners.bayes` (part of every Bayes cache key)."""
-    return hashlib.sha256(inspect.getsource(bayes).encode()).hexdigest()[:16]
-
-
-def bayes_predictor(task: TaskFamily, *, seed: int = 0, n_samples: int = bayes.DEFAULT_N_SAMPLES) -> Callable:
-    """The Bayes-optimal learner of ``task`` as a function ``(xs (B, N, d), ys (B, N)) -> log-probs (B, N, C)``.
-
-    It follows the learner contract, so it can be passed wherever a learner's forward is expected
-    (for example ``uni_icl.book.plotting.plot_decision_regions``). ``seed`` and ``n_samples`` are used by
-    the Monte-Carlo sampler of the ``prototype`` family only.
-    """
-    check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
-    check_int("n_samples", n_samples, minimum=2)
-
-    def predict(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        return bayes.bayes_log_probs(task, xs, ys, seed=seed, n_samples=n_samples)
-
-    return predict
-
-
-@dataclass(frozen=True)
-class BayesEvaluation:
-    """The Bayes predictor scored on the test episodes, with Monte-Carlo diagnostics (prototype).
-
-    Per shot count i (lists of length N; ``None`` for the exact families): ``ess`` the mean
-    effective sample size of the weights the prediction is made with, ``ess_min`` its minimum over
-    episodes, ``mc_stderr`` the mean Monte-Carlo standard error of the predicted probability of
-    the true class, ``uncertain`` the fraction of test queries whose predicted class is within two
-    Monte-Carlo standard errors of flipping (|P(class 0) - 1/2| < 2 s.e.): an upper bound on how
-    much the Monte-Carlo error can move the accuracy at i.
-    """
-
-    result: EvalResult
-    family: str
-    exact: bool
-    n_samples: int | None = None
-    ess: list[float] | None = None
-    ess_min: list[float] | None = None
-    mc_stderr: list[float] | None = None
-    uncertain: list[float] | None = None
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(stored: dict) -> BayesEvaluation:
-        return BayesEvaluation(**{**stored, "result": EvalResult(**stored["result"])})
-
-
-def bayes_scores(
-    task: TaskFamily,
-    n_tasks: int,
-    seed: int,
-    *,
-    bayes_seed: int = 0,
-    n_samples: int = bayes.DEFAULT_N_SAMPLES,
-    device: torch.device | None = None,
-) -> tuple[torch.Tensor, dict]:
-    """Per-episode, per-position correctness of the Bayes predictor on the test episodes.
-
-    The episodes are drawn exactly as :func:`uni_icl.evaluation.episode_scores` draws them (one
-    generator seeded with ``seed``, batches of 256), so learners and the Bayes predictor are
-    compared on the same tasks. Returns ((n_tasks, N) float scores, diagnostics), where the
-    diagnostics of ``prototype`` are (n_tasks, N) tensors ``ess``, ``stderr`` (of the true class's
-    probability) and ``uncertain``; they are empty for the exact families. Computed on ``device``
-    (default: CUDA when present); the episodes are drawn on the CPU first, so they do not depend on it.
-    """
-    device = device or default_device()
-    check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
-    check_int("n_tasks", n_tasks, minimum=1)
-    check_int("n_samples", n_samples, minimum=2)
-    gen = torch.Generator().manual_seed(seed)
-    chunks, diagnostics = [], {"ess": [], "stderr": [], "uncertain": []}
-    for start in range(0, n_tasks, 256):
-        episode = task.sample(min(256, n_tasks - start), generator=gen, device=device)
-        if task.name == "prototype":
-            run = bayes.prototype_diagnostics(task, episode.xs, episode.ys, seed=bayes_seed, n_samples=n_samples)
-            log_probs = run.log_probs
-            truth = episode.ys[..., None]
-            diagnostics["ess"].append(run.ess_used)
-            diagnostics["stderr"].append(run.mc_stderr.gather(-1, truth)[..., 0])
-            margin = (log_probs.exp()[..., 0] - 0.5).abs()
-            diagnostics["uncertain"].append((margin < 2 * run.mc_stderr[..., 0]).double())
-        else:
-            log_probs = bayes.bayes_log_probs(task, episode.xs, episode.ys)
-        chunks.append((log_probs.argmax(-1) == episode.ys).float().cpu())
-    return torch.cat(chunks), {name: torch.cat(parts).cpu() for name, parts in diagnostics.items() if parts}
-
-
-def evaluate_bayes_or_load(
-    task: TaskFamily,
-    *,
-    n_tasks: int,
-    seed: int,
-    bayes_seed: int = 0,
-    n_samples: int = bayes.DEFAULT_N_SAMPLES,
-    root: Path | None = None,
-) -> BayesEvaluation:
-    """Score the Bayes predictor of ``task`` on ``n_tasks`` test episodes drawn with ``seed``, cached.
-
-    The cache key covers the task, the test episodes, the sampler's seed and particles (prototype
-    only), ``CODE_VERSION`` and the source of :mod:`uni_icl.learners.bayes`.
-    """
-    check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
-    check_int("n_tasks", n_tasks, minimum=1)
-    check_int("n_samples", n_samples, minimum=2)
-    exact = task.name != "prototype"
-    device = default_device()
-    config = {
-        "code_version": CODE_VERSION,
-        "bayes_code": bayes_code_hash(),
-        "task": task.config(),
-        "n_tasks": n_tasks,
-        "seed": seed,
-        # the sampler's random stream depends on the device its generator lives on
-        "sampler": None if exact else {"seed": bayes_seed, "n_samples": n_samples, "device": device.type},
-    }
-    path = (root or cache_root()) / "results" / f"bayes-{task.name}-{config_hash(config)}.json"
-    with entry_lock(path):
-        stored = checked_json_load(path)
-        if stored is not None:
-            return BayesEvaluation.from_dict(stored)
-        started = time.perf_counter()
-        scores, diagnostics = bayes_scores(
-            task, n_tasks, seed, bayes_seed=bayes_seed, n_samples=n_samples, device=device
-        )
-        extra = {}
-        if not exact:
-            extra = {
-                "n_samples": n_samples,
-                "ess": diagnostics["ess"].mean(0).tolist(),
-                "ess_min": diagnostics["ess"].amin(0).tolist(),
-                "mc_stderr": diagnostics["stderr"].mean(0).tolist(),
-                "uncertain": diagnostics["uncertain"].mean(0).tolist(),
-            }
-        evaluation = BayesEvaluation(
-            EvalResult.from_scores(scores, "accuracy"),
-            task.name,
-            exact,
-            seconds=time.perf_counter() - started,
-            **extra,
-        )
-        atomic_json_save(evaluation.to_dict(), path)
-    return evaluation
-
-
 def bayes_rows(
     scale: ClassificationScale, families: Iterable[str] = SINGLE_FAMILIES, *, n_samples: int, bayes_seed: int = 0
 ) -> tuple[list[dict], dict[str, BayesEvaluation]]:
@@ -320,7 +129,7 @@ def bayes_rows(
     rows, evaluations = [], {}
     for family in families:
         evaluation = evaluate_bayes_or_load(
-            scale.task(family),
+            classification_task(scale, family),
             n_tasks=scale.n_test_tasks,
             seed=scale.test_seed,
             bayes_seed=bayes_seed,
@@ -434,10 +243,9 @@ class LearnabilityResults:
         raise KeyError(f"no result for {learner_id} trained on {train_family}, tested on {test_family}")
 
 
-def run(preset: str | None = None, progress: bool = True) -> LearnabilityResults:
+def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
     """Train-or-load every model of the chapter, evaluate it, score the Bayes predictors; build the tables."""
-    preset = preset_name(preset)
-    scale, extras = classification_scale(preset), learnability_scale(preset)
+    scale, extras = preset.classification, preset.learnability
     started = time.perf_counter()
     rows = cross_table(scale, LEARNERS, SINGLE_FAMILIES, SINGLE_FAMILIES, progress=progress)
     rows += cross_table(scale, LEARNERS, (MIXED_FAMILY,), SINGLE_FAMILIES, progress=progress)
@@ -446,7 +254,7 @@ def run(preset: str | None = None, progress: bool = True) -> LearnabilityResults
     bayes_part, evaluations = bayes_rows(
         scale, SINGLE_FAMILIES, n_samples=extras.bayes_samples, bayes_seed=extras.bayes_seed
     )
-    results = LearnabilityResults(preset, rows + bayes_part, evaluations)
+    results = LearnabilityResults(preset.name, rows + bayes_part, evaluations)
     results.tables = tables(results)
     results.seconds = time.perf_counter() - started
     return results
@@ -702,12 +510,12 @@ def mixed_evidence(
     return icl_mixed_vs_single, meta_vs_reference, numbers
 
 
-def verdicts(results: LearnabilityResults, *, save: bool = True, root: Path | None = None) -> dict[str, ClaimVerdict]:
-    """Apply the rules of claims 2-single and 2-mixed to ``results``; store the verdicts unless ``save=False``."""
+def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
+    """Apply the rules of claims 2-single and 2-mixed to ``results``."""
     icl_vs_best, matching_vs_other, single_numbers = single_evidence(results)
     icl_mixed_vs_single, meta_vs_reference, mixed_numbers = mixed_evidence(results)
-    found = {
-        "2-single": ClaimVerdict(
+    return [
+        ClaimVerdict(
             claim="2-single",
             preset=results.preset,
             quantity="mean accuracy over shot counts on each family's test episodes (95% CIs; paired differences)",
@@ -717,7 +525,7 @@ def verdicts(results: LearnabilityResults, *, save: bool = True, root: Path | No
             chapter=CHAPTER,
             wall_seconds=results.seconds,
         ),
-        "2-mixed": ClaimVerdict(
+        ClaimVerdict(
             claim="2-mixed",
             preset=results.preset,
             quantity="mean accuracy over shot counts of mixture-trained learners on each family (paired differences)",
@@ -727,11 +535,7 @@ def verdicts(results: LearnabilityResults, *, save: bool = True, root: Path | No
             chapter=CHAPTER,
             wall_seconds=results.seconds,
         ),
-    }
-    if save:
-        for verdict in found.values():
-            save_verdict(verdict, root)
-    return found
+    ]
 
 
 # ----------------------------------------------------------------------------- decision regions
@@ -745,5 +549,59 @@ def region_support(scale: ClassificationScale, family: str, n_support: int, seed
     """
     check_choice("family", family, SINGLE_FAMILIES)
     check_int("n_support", n_support, minimum=0, maximum=scale.n_points)
-    episode = scale.task(family).sample(1, seed=seed)
+    episode = classification_task(scale, family).sample(1, seed=seed)
     return episode.xs[0, :n_support], episode.ys[0, :n_support]
+
+
+# ----------------------------------------------------------------------------- explanations
+
+
+def _pm(pair) -> str:
+    return f"{pair[0]:+.3f} ± {pair[1]:.3f}"
+
+
+def _explain_single(numbers: dict) -> str:
+    families = [f for f in ("pairwise", "prototype", "amortized") if f in numbers]
+    margin = numbers["margin"]
+    premise_fails = [f for f in families if sum(numbers[f]["matching_minus_best_other"]) < -margin]
+    icl_matches = [
+        f for f in families if numbers[f]["icl_minus_best_meta"][0] - numbers[f]["icl_minus_best_meta"][1] > -margin
+    ]
+    gaps = ", ".join(f"{f} {_pm(numbers[f]['icl_minus_best_meta'])}" for f in families)
+    parts = [f"ICL minus the best meta-learner: {gaps}."]
+    if premise_fails:
+        detail = ", ".join(
+            f"{f} (best: {numbers[f]['best_meta_learner']}; "
+            f"the matching one {_pm(numbers[f]['matching_minus_best_other'])})"
+            for f in premise_fails
+        )
+        parts.append(
+            "The paper's premise, that the matching meta-learner is the best one on its own family, fails on "
+            f"{detail}. "
+            "We think our meta-learners, whose learned networks are wider than the authors' tiny 2-2-2 MLPs, are "
+            "flexible enough to learn rules outside their nominal bias, so the best known algorithm is not the one "
+            "the paper names."
+        )
+    if icl_matches == families:
+        parts.append("ICL itself matches or beats the best meta-learner on every family, the core of the claim.")
+    return " ".join(parts)
+
+
+def _explain_mixed(numbers: dict) -> str:
+    families = [f for f in ("pairwise", "prototype", "amortized") if f in numbers]
+    drops = ", ".join(f"{f} {_pm(numbers[f]['icl_mixed_minus_single'])}" for f in families)
+    metas = ("matchnet", "protonet", "cnp")
+    above = [f for f in families if all(numbers[f]["icl_mixed"][0] > numbers[f][f"{m}_mixed"][0] for m in metas)]
+    text = f"ICL trained on the mixture minus ICL trained on the family itself: {drops} (margin {numbers['margin']})."
+    if above:
+        text += f" It is still above every mixture-trained meta-learner on {', '.join(above)}."
+    return (
+        text + " We think the small transformer of this preset, trained until its validation accuracy levelled off, "
+        "pays for holding three algorithms at once; the paper trained for 100k to 1M steps, and whether the cost "
+        "vanishes at that scale is not tested here."
+    )
+
+
+def explain(verdict: ClaimVerdict) -> str:
+    """Why the outcome came out as it did, computed from the verdict's numbers (no stored text)."""
+    return _explain_single(verdict.numbers) if verdict.claim == "2-single" else _explain_mixed(verdict.numbers)

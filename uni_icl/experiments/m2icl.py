@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -32,7 +32,6 @@ from uni_icl.device import default_device
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.maml import (
     LOG_FLOOR,
-    MAMLConfig,
     MetaHistory,
     fine_tune,
     meta_step_seconds,
@@ -40,7 +39,7 @@ from uni_icl.learners.maml import (
     relative_errors,
 )
 from uni_icl.learners.regressors import LeastSquares
-from uni_icl.presets import preset_name
+from uni_icl.presets import M2ICLScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
 from uni_icl.storage import (
     atomic_json_save,
@@ -51,119 +50,27 @@ from uni_icl.storage import (
     config_hash,
     entry_lock,
 )
-from uni_icl.tasks import RegressionDomain, domain_task, make_task
-from uni_icl.training import TrainConfig
-from uni_icl.validation import check_choice
-from uni_icl.verdicts import ClaimVerdict, save_verdict
+from uni_icl.tasks import RegressionDomain, TaskFamily, domain_task, make_task
+from uni_icl.verdicts import ClaimVerdict
 
 ARMS = ("ICL (no adaptation)", "ICL adapted", "M2-ICL adapted", "M2-ICL (no adaptation)", "least squares")
-INITS = ("pretrained", "scratch")
 CHAPTER = "book/06_m2icl"
+CLAIMS = ("4b",)
 
 
-@dataclass(frozen=True)
-class M2ICLScale:
-    """Sizes of the M2-ICL experiment at one preset."""
-
-    preset: str
-    d: int  # input dimension
-    n_points: int  # points per prompt
-    regressor: dict  # RegressorConfig of the causal transformer (both arms)
-    pretrain: TrainConfig  # plain ICL pre-training on regression_domains
-    maml: MAMLConfig  # M2-ICL meta-training
-    init: str  # M2-ICL starts from the pre-trained ICL ("pretrained") or from fresh weights ("scratch")
-    adaptation_sizes: tuple[int, ...] = (64, 256, 1024)  # prompts per held-out domain
-    fine_tune_epochs: int = 5  # epochs of SGD at meta-test (5 x 64 prompts = the inner loop)
-    fine_tune_batch: int = 64  # mini-batch of the fine-tuning
-    n_test_domains: int = 16  # held-out domains
-    n_test_prompts: int = 256  # test prompts per held-out domain
-    test_seed: int = 4_000_037  # seed of the held-out domains and their prompts
-
-    def __post_init__(self) -> None:
-        check_choice("init", self.init, INITS)
-
-    @property
-    def task(self):
-        return make_task("regression_domains", d=self.d, n_points=self.n_points)
-
-    def icl_spec(self) -> RunSpec:
-        return RunSpec(LearnerSpec("icl_regressor", self.regressor), self.task, self.pretrain)
+def domains_task(scale: M2ICLScale) -> TaskFamily:
+    """Pre-training task of plain ICL: regression prompts, each from a freshly drawn domain."""
+    return make_task("regression_domains", d=scale.d, n_points=scale.n_points)
 
 
-def _maml(**overrides) -> MAMLConfig:
-    return replace(MAMLConfig(), **overrides)
-
-
-M2ICL_SCALES = {
-    "smoke": M2ICLScale(
-        preset="smoke",
-        d=3,
-        n_points=7,
-        regressor={"width": 16, "depth": 1, "n_heads": 2, "max_points": 7},
-        pretrain=TrainConfig(max_steps=10, batch_size=16, eval_every=5, n_val_tasks=32, checkpoint_every=5),
-        maml=_maml(
-            inner_steps=2,
-            support_size=16,
-            query_size=16,
-            meta_lr=1e-3,
-            meta_steps=4,
-            eval_every=2,
-            n_val_domains=2,
-            n_val_prompts=16,
-            checkpoint_every=2,
-        ),
-        init="pretrained",
-        adaptation_sizes=(16, 32, 64),
-        fine_tune_epochs=2,
-        fine_tune_batch=16,
-        n_test_domains=3,
-        n_test_prompts=32,
-    ),
-    "quick": M2ICLScale(
-        preset="quick",
-        d=5,
-        n_points=11,
-        regressor={"width": 32, "depth": 2, "n_heads": 2, "max_points": 11},
-        pretrain=TrainConfig(
-            max_steps=8000, batch_size=64, lr=1e-3, eval_every=100, n_val_tasks=512, patience=4, min_delta=0.02
-        ),
-        maml=_maml(meta_lr=3e-4, meta_steps=400, eval_every=25, n_val_domains=8, patience=4, min_delta=0.002),
-        init="pretrained",
-        n_test_domains=12,
-        n_test_prompts=256,
-    ),
-    "paper": M2ICLScale(
-        preset="paper",
-        d=5,
-        n_points=11,
-        regressor={"width": 256, "depth": 12, "n_heads": 8, "max_points": 11},
-        pretrain=TrainConfig(
-            max_steps=100_000,
-            batch_size=64,
-            lr=1e-4,
-            eval_every=1000,
-            n_val_tasks=2048,
-            patience=10,
-            checkpoint_every=5000,
-        ),
-        maml=_maml(
-            second_order=True, meta_steps=100_000, eval_every=1000, n_val_domains=32, patience=10, checkpoint_every=2000
-        ),
-        init="scratch",
-        n_test_domains=64,
-        n_test_prompts=1024,
-    ),
-}
-
-
-def m2icl_scale(preset: str | None = None) -> M2ICLScale:
-    """The sizes of ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
-    return M2ICL_SCALES[preset_name(preset)]
+def icl_spec(scale: M2ICLScale) -> RunSpec:
+    """What determines the pre-trained plain ICL regressor."""
+    return RunSpec(LearnerSpec("icl_regressor", scale.regressor), domains_task(scale), scale.pretrain)
 
 
 def pretrained_icl(scale: M2ICLScale, *, progress: bool = True) -> TrainedLearner:
     """Plain ICL pre-trained on the mixture of domains (train-or-load)."""
-    return train_or_load(scale.icl_spec(), progress=progress)
+    return train_or_load(icl_spec(scale), progress=progress)
 
 
 def m2icl_config(scale: M2ICLScale) -> dict:
@@ -172,12 +79,12 @@ def m2icl_config(scale: M2ICLScale) -> dict:
         "code_version": CODE_VERSION,
         "experiment": "m2icl",
         "validation": "mean log relative error",
-        "learner": scale.icl_spec().learner.config(),
+        "learner": icl_spec(scale).learner.config(),
         "d": scale.d,
         "n_points": scale.n_points,
         "maml": scale.maml.__dict__,
         "init": scale.init,
-        "init_run": scale.icl_spec().config() if scale.init == "pretrained" else None,
+        "init_run": icl_spec(scale).config() if scale.init == "pretrained" else None,
     }
 
 
@@ -185,7 +92,7 @@ def meta_trained(scale: M2ICLScale, icl: TrainedLearner, *, progress: bool = Tru
     """Train-or-load M2-ICL (resumable); returns the model and its meta-training history as a dict."""
     config = m2icl_config(scale)
     path = cache_root() / "models" / f"m2icl-{config_hash(config)}.pt"
-    spec = scale.icl_spec()
+    spec = icl_spec(scale)
     model = build_seeded(spec.learner, spec.task, scale.maml.seed).to(default_device())
     with entry_lock(path):
         stored = checked_torch_load(path)
@@ -270,15 +177,15 @@ def _row(domain: int, arm: str, size: int, errors: torch.Tensor) -> dict:
     return {"domain": domain, "arm": arm, "size": size, "per_position": errors.mean(0).tolist()}
 
 
-def run(preset: str | None = None, *, progress: bool = True) -> dict:
+def run(preset: Preset, *, progress: bool = True) -> dict:
     """Pre-train ICL, meta-train M2-ICL, time both MAML orders, adapt and evaluate on held-out domains."""
-    scale = m2icl_scale(preset)
+    scale = preset.m2icl
     started = time.perf_counter()
     icl = pretrained_icl(scale, progress=progress)
     m2icl, meta_history = meta_trained(scale, icl, progress=progress)
     key = {
         "m2icl": m2icl_config(scale),
-        "icl": scale.icl_spec().config(),
+        "icl": icl_spec(scale).config(),
         "sizes": scale.adaptation_sizes,
         "epochs": scale.fine_tune_epochs,
         "batch": scale.fine_tune_batch,
@@ -389,8 +296,8 @@ def decide_4b(gaps: dict[str, dict[int, tuple[float, float]]], sizes: tuple[int,
     return "inconclusive"
 
 
-def verdict(results: dict, *, save: bool = True) -> ClaimVerdict:
-    """Decide claim 4b with RULE_4B and store the verdict."""
+def verdicts(results: dict) -> list[ClaimVerdict]:
+    """Decide claim 4b with RULE_4B."""
     scale = results["scale"]
     table = summary(results)
     gaps = {"adapted": {}, "unadapted": {}}
@@ -411,6 +318,9 @@ def verdict(results: dict, *, save: bool = True) -> ClaimVerdict:
         wall_seconds=results["wall_seconds"],
         notes={"maml_order": "second" if scale.maml.second_order else "first", "init": scale.init},
     )
-    if save:
-        save_verdict(result)
-    return result
+    return [result]
+
+
+def explain(verdict: ClaimVerdict) -> str | None:
+    """No computed explanation beyond the chapter's own evidence."""
+    return None

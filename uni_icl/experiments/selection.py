@@ -10,28 +10,36 @@ episodes (same seed), so differences are paired. ``verdict`` decides claim 3(a) 
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.evaluation import EvalResult, evaluate, paired_difference
-from uni_icl.experiments.learnability import MATCHING_LEARNER, MIXED_FAMILY, SINGLE_FAMILIES, trained
+from uni_icl.evaluation import EvalResult, paired_difference
+from uni_icl.experiments.common import (
+    MATCHING_LEARNER,
+    MIXED_FAMILY,
+    SINGLE_FAMILIES,
+    UNSEEN_FAMILY,
+    cached_evaluation,
+    candidate_models,
+    classification_run,
+    classification_task,
+    selector_identity,
+    trained,
+    training_summary,
+)
 from uni_icl.learners import display_name
 from uni_icl.learners.icl import LAYOUTS, ICLConfig
-from uni_icl.learners.selectors import MATCHING_CANDIDATE, AlgorithmSelector, OracleSelector
-from uni_icl.presets import ClassificationScale, classification_scale
-from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
-from uni_icl.storage import cache_root, config_hash, json_entry
+from uni_icl.learners.selectors import AlgorithmSelector, OracleSelector
+from uni_icl.presets import ClassificationScale, Preset
+from uni_icl.runs import RunSpec, evaluate_or_load, train_or_load
 from uni_icl.tasks import TaskFamily
-from uni_icl.validation import check_int
 from uni_icl.verdicts import ClaimVerdict
 
-UNSEEN_FAMILY = "radius"
+CLAIMS = ("3a",)
 CANDIDATES = tuple(MATCHING_LEARNER[family] for family in SINGLE_FAMILIES)  # matchnet, protonet, cnp
 ICL_MIXTURE = "ICL (trained on mixture)"
 ICL_RADIUS = "ICL (trained on radius, ceiling)"
@@ -80,63 +88,12 @@ class SelectionResults:
         raise ValueError(f"learner/family: no row for {learner!r} on {family!r}")
 
 
-def cached_evaluation(
-    kind: str,
-    identity: dict,
-    learner: nn.Module | Callable[[], nn.Module],
-    task: TaskFamily,
-    *,
-    n_tasks: int,
-    seed: int,
-) -> EvalResult:
-    """Evaluate a learner that is not a single RunSpec (a selector, a Bayes predictor), cached.
-
-    ``identity`` must determine the learner completely (e.g. the RunSpec configs of its parts);
-    the key adds the test task, n_tasks, seed and ``CODE_VERSION``. ``learner`` may be a
-    zero-argument factory, called only when the result is not stored.
-    """
-    check_int("n_tasks", n_tasks, minimum=1)
-    config = {"code_version": CODE_VERSION, "kind": kind, "identity": identity, "test_task": task.config()}
-    config.update({"n_tasks": n_tasks, "seed": seed})
-    path = cache_root() / "results" / f"{kind}-{task.name}-{config_hash(config)}.json"
-
-    def compute() -> dict:
-        module = learner if isinstance(learner, nn.Module) else learner()
-        return evaluate(module, task, n_tasks=n_tasks, seed=seed).to_dict()
-
-    return EvalResult(**json_entry(path, compute))
-
-
-def candidate_models(scale: ClassificationScale, *, progress: bool = True) -> dict[str, TrainedLearner]:
-    """The three meta-learners, each trained on its matching family (learnability chapter's runs)."""
-    return {
-        MATCHING_LEARNER[family]: trained(scale, MATCHING_LEARNER[family], family, progress=progress)
-        for family in SINGLE_FAMILIES
-    }
-
-
-def selector_identity(candidates: dict[str, TrainedLearner]) -> dict:
-    """The cache identity of a selector built from ``candidates`` (their RunSpec configs, in order)."""
-    return {name: model.spec.config() for name, model in candidates.items() if isinstance(model.spec, RunSpec)}
-
-
 def _row(learner: str, family: str, result: EvalResult, preset: str) -> dict:
     return {
         "learner": learner,
         "test_family": family,
         **result.summary(),
         "preset": preset,
-    }
-
-
-def _training_summary(model: TrainedLearner) -> dict:
-    history = model.history
-    return {
-        "steps": history.steps[-1] if history.steps else 0,
-        "best_step": history.best_step,
-        "stopped_early": history.stopped_early,
-        "seconds": history.seconds,
-        "best_val_accuracy": max(history.val_score) if history.val_score else math.nan,
     }
 
 
@@ -165,7 +122,7 @@ def icl_variant(scale: ClassificationScale, layout: str, seed: int) -> RunSpec:
     """
     default = scale.icl.get("layout", ICLConfig().layout)
     overrides = {} if layout == default else {"layout": layout}
-    return scale.run("icl", scale.task(MIXED_FAMILY), seed, **overrides)
+    return classification_run(scale, "icl", classification_task(scale, MIXED_FAMILY), seed, **overrides)
 
 
 def layout_variants(scale: ClassificationScale, selector_result: EvalResult, *, progress: bool = True) -> list[dict]:
@@ -176,7 +133,7 @@ def layout_variants(scale: ClassificationScale, selector_result: EvalResult, *, 
     accuracy and CI, the paired difference to the selector and its CI, mean accuracy on the seen
     families, and the training steps.
     """
-    radius_task = scale.task(UNSEEN_FAMILY)
+    radius_task = classification_task(scale, UNSEEN_FAMILY)
     evaluation = {"n_tasks": scale.n_test_tasks, "seed": scale.test_seed}
     variants = []
     for layout in LAYOUTS:
@@ -184,7 +141,10 @@ def layout_variants(scale: ClassificationScale, selector_result: EvalResult, *, 
             model = train_or_load(icl_variant(scale, layout, seed), progress=progress)
             radius = evaluate_or_load(model, radius_task, **evaluation)
             difference, half_width = paired_difference(radius.per_episode_mean, selector_result.per_episode_mean)
-            seen = [evaluate_or_load(model, scale.task(family), **evaluation).mean for family in SINGLE_FAMILIES]
+            seen = [
+                evaluate_or_load(model, classification_task(scale, family), **evaluation).mean
+                for family in SINGLE_FAMILIES
+            ]
             variants.append(
                 {
                     "layout": layout,
@@ -200,10 +160,10 @@ def layout_variants(scale: ClassificationScale, selector_result: EvalResult, *, 
     return variants
 
 
-def run(preset: str | None = None, progress: bool = True) -> SelectionResults:
+def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
     """Train-or-load every model and evaluate them on the seen families and on ``radius``."""
     started = time.perf_counter()
-    scale = classification_scale(preset)
+    scale = preset.classification
     candidates = candidate_models(scale, progress=progress)
     icl_mixture = trained(scale, "icl", "mixture", progress=progress)
     icl_radius = trained(scale, "icl", UNSEEN_FAMILY, progress=progress)
@@ -217,30 +177,30 @@ def run(preset: str | None = None, progress: bool = True) -> SelectionResults:
     choices: list[dict] = []
     families = (*SINGLE_FAMILIES, UNSEEN_FAMILY)
     for family in tqdm(families, desc="test families", disable=not progress):
-        task = scale.task(family)
-        rows.append(_row(ICL_MIXTURE, family, evaluate_or_load(icl_mixture, task, **evaluation), scale.preset))
+        task = classification_task(scale, family)
+        rows.append(_row(ICL_MIXTURE, family, evaluate_or_load(icl_mixture, task, **evaluation), preset.name))
         rows.append(
-            _row(SELECTOR, family, cached_evaluation("selector", identity, selector, task, **evaluation), scale.preset)
+            _row(SELECTOR, family, cached_evaluation("selector", identity, selector, task, **evaluation), preset.name)
         )
         for name, model in candidates.items():
-            rows.append(_row(display_name(name), family, evaluate_or_load(model, task, **evaluation), scale.preset))
+            rows.append(_row(display_name(name), family, evaluate_or_load(model, task, **evaluation), preset.name))
         if family in SINGLE_FAMILIES:
             result = cached_evaluation("oracle", identity, oracle.for_family(family), task, **evaluation)
-            rows.append(_row(ORACLE, family, result, scale.preset))
+            rows.append(_row(ORACLE, family, result, preset.name))
         choices += choice_fractions(
             selector, task, n_tasks=min(N_CHOICE_TASKS, scale.n_test_tasks), seed=scale.test_seed, family=family
         )
-    radius_task = scale.task(UNSEEN_FAMILY)
-    rows.append(_row(ICL_RADIUS, UNSEEN_FAMILY, evaluate_or_load(icl_radius, radius_task, **evaluation), scale.preset))
+    radius_task = classification_task(scale, UNSEEN_FAMILY)
+    rows.append(_row(ICL_RADIUS, UNSEEN_FAMILY, evaluate_or_load(icl_radius, radius_task, **evaluation), preset.name))
     best_candidate = max(
         CANDIDATES,
         key=lambda name: next(
             r["mean"] for r in rows if r["learner"] == display_name(name) and r["test_family"] == UNSEEN_FAMILY
         ),
     )
-    hindsight = OracleSelector(modules, {**MATCHING_CANDIDATE, UNSEEN_FAMILY: best_candidate}, UNSEEN_FAMILY)
+    hindsight = OracleSelector(modules, {**MATCHING_LEARNER, UNSEEN_FAMILY: best_candidate}, UNSEEN_FAMILY)
     result = cached_evaluation("oracle", {**identity, "radius": best_candidate}, hindsight, radius_task, **evaluation)
-    rows.append(_row(ORACLE, UNSEEN_FAMILY, result, scale.preset))
+    rows.append(_row(ORACLE, UNSEEN_FAMILY, result, preset.name))
 
     selector_radius = cached_evaluation("selector", identity, selector, radius_task, **evaluation)
     variants = layout_variants(scale, selector_radius, progress=progress)
@@ -252,14 +212,12 @@ def run(preset: str | None = None, progress: bool = True) -> SelectionResults:
         ICL_RADIUS: icl_radius.learner,
     }
     training = {
-        ICL_MIXTURE: _training_summary(icl_mixture),
-        ICL_RADIUS: _training_summary(icl_radius),
-        **{
-            f"{display_name(n)} (trained on {f})": _training_summary(candidates[n]) for f, n in MATCHING_LEARNER.items()
-        },
+        ICL_MIXTURE: training_summary(icl_mixture),
+        ICL_RADIUS: training_summary(icl_radius),
+        **{f"{display_name(n)} (trained on {f})": training_summary(candidates[n]) for f, n in MATCHING_LEARNER.items()},
     }
     return SelectionResults(
-        preset=scale.preset,
+        preset=preset.name,
         rows=rows,
         choices=choices,
         learners=learners,
@@ -270,7 +228,7 @@ def run(preset: str | None = None, progress: bool = True) -> SelectionResults:
     )
 
 
-def verdict(results: SelectionResults) -> ClaimVerdict:
+def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
     """Claim 3(a) decided by ``RULE_3A`` from the paired radius results."""
     icl = results.row(ICL_MIXTURE, UNSEEN_FAMILY)
     selector = results.row(SELECTOR, UNSEEN_FAMILY)
@@ -304,13 +262,58 @@ def verdict(results: SelectionResults) -> ClaimVerdict:
             f"{v['layout']}/seed{v['seed']}": [v["minus_selector"], v["minus_selector_ci"]] for v in results.variants
         },
     }
-    return ClaimVerdict(
-        claim="3a",
-        preset=results.preset,
-        quantity="accuracy on radius (mean over shot counts): ICL trained on mixture minus the prequential selector",
-        numbers=numbers,
-        rule=RULE_3A,
-        outcome=outcome,
-        chapter=CHAPTER,
-        wall_seconds=results.wall_seconds,
+    return [
+        ClaimVerdict(
+            claim="3a",
+            preset=results.preset,
+            quantity="accuracy on radius (mean over shot counts): "
+            "ICL trained on mixture minus the prequential selector",
+            numbers=numbers,
+            rule=RULE_3A,
+            outcome=outcome,
+            chapter=CHAPTER,
+            wall_seconds=results.wall_seconds,
+        )
+    ]
+
+
+def _pm(pair) -> str:
+    return f"{pair[0]:+.3f} ± {pair[1]:.3f}"
+
+
+def _side(pair) -> str:
+    """'ahead', 'behind' or 'level' for a (difference, CI half-width) pair."""
+    difference, half_width = pair
+    return "ahead" if difference - half_width > 0 else "behind" if difference + half_width < 0 else "level"
+
+
+def explain(verdict: ClaimVerdict) -> str:
+    """Why the outcome came out as it did, computed from the verdict's numbers."""
+    numbers = verdict.numbers
+    text = (
+        "On radius, ICL trained on the mixture minus the prequential selector: "
+        f"{_pm((numbers['difference_icl_minus_selector'], numbers['difference_ci']))}."
     )
+    variants = numbers.get("variants", {})
+    if not variants:
+        return text
+    listed = ", ".join(f"{name} {_pm(pair)}" for name, pair in variants.items())
+    text += f" The same difference for each token layout and training seed of ICL (not part of the rule): {listed}."
+    sides: dict[str, set[str]] = {}
+    for name, pair in variants.items():
+        sides.setdefault(name.split("/")[0], set()).add(_side(pair))
+    if any(len(found) > 1 for found in sides.values()):
+        return text + (
+            " Within one layout the outcome changes with the training seed, so we think that at this preset which "
+            "side of the selector ICL lands on is not a stable property of the trained model."
+        )
+    outcomes = {layout: found.pop() for layout, found in sides.items()}
+    if len(set(outcomes.values())) > 1:
+        phrase = {"ahead": "ahead of the selector", "behind": "behind the selector", "level": "level with it"}
+        described = ", ".join(f"{layout} {phrase[side]}" for layout, side in outcomes.items())
+        return text + (
+            f" The outcome follows the token layout ({described}) and not the seed: we think the layout, which "
+            "decides how a query meets the earlier pairs, sets how the transformer extrapolates to a type it never "
+            "saw, so the claim holds for some in-context architectures and not for others."
+        )
+    return text + " Every layout and seed gives the same outcome, so it does not hinge on either at this preset."

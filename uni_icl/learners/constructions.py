@@ -654,3 +654,16 @@ def max_difference(
             gap = (reference(chunk_x, chunk_y) - construction(chunk_x, chunk_y)).abs().max().item()
             worst = max(worst, gap)
     return worst if math.isfinite(worst) else math.inf
+
+
+def construct(net: nn.Module, n_max: int) -> ConstructedTransformer:
+    """The hand-set transformer that runs the meta-learner ``net`` exactly (``n_max``: CNP's longest episode)."""
+    if isinstance(net, MatchingNetwork):
+        return matching_network_transformer(net)
+    if isinstance(net, PrototypicalNetwork):
+        return protonet_transformer(net)
+    if isinstance(net, ConditionalNeuralProcess):
+        return cnp_transformer(net, n_max=n_max)
+    raise ValueError(
+        f"net: expected MatchingNetwork, PrototypicalNetwork or ConditionalNeuralProcess, got {type(net).__name__}"
+    )

@@ -36,6 +36,7 @@ class MatchingNetwork(nn.Module):
     scores tau * cos(g(x_i), g(x_j)). At i = 0 only the uniform slot exists. Returns log p.
     """
 
+    name = "matchnet"  # its name in the learner registry
     is_regression = False
 
     def __init__(self, d: int, n_classes: int, hidden: int = 32, n_layers: int = 2) -> None:
@@ -68,6 +69,7 @@ class PrototypicalNetwork(nn.Module):
     default prototype (so at i = 0 every class has the same logit).
     """
 
+    name = "protonet"  # its name in the learner registry
     is_regression = False
 
     def __init__(self, d: int, n_classes: int, hidden: int = 32, n_layers: int = 2) -> None:
@@ -98,6 +100,7 @@ class ConditionalNeuralProcess(nn.Module):
     so it can tell an empty context from an uninformative one.
     """
 
+    name = "cnp"  # its name in the learner registry
     is_regression = False
 
     def __init__(self, d: int, n_classes: int, hidden: int = 32, n_layers: int = 2) -> None:

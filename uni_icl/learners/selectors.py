@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from uni_icl.learners.modules import exclusive_cumsum
+from uni_icl.tasks import AmortizedTask, PairwiseTask, PrototypeTask
 from uni_icl.validation import check_choice
 
-MATCHING_CANDIDATE = {"pairwise": "matchnet", "prototype": "protonet", "amortized": "cnp"}
+# family -> the candidate built for it (the families name their matching meta-learner)
+MATCHING_CANDIDATE = {family.name: family.matching_learner for family in (PairwiseTask, PrototypeTask, AmortizedTask)}
 
 
 def _check_candidates(candidates: Mapping[str, nn.Module]) -> None:

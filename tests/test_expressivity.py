@@ -5,30 +5,30 @@ import math
 import pytest
 import torch
 
-from uni_icl.experiments import imitation
-from uni_icl.experiments.imitation import (
+from uni_icl.experiments import expressivity
+from uni_icl.experiments.common import classification_run, classification_task
+from uni_icl.experiments.expressivity import (
     IMITATION_LABEL,
     WARM_LABEL,
     DistillHistory,
     ImitationResults,
     agreement,
     distill,
-    imitation_scale,
     imitation_student,
     kl_to_teacher,
     randomized,
     total_variation,
-    verdict,
+    verdicts,
 )
 from uni_icl.learners import LearnerSpec
-from uni_icl.presets import classification_scale
+from uni_icl.presets import PRESETS, get_preset
 from uni_icl.runs import TrainedLearner, build_seeded
 from uni_icl.training import TrainConfig
 
 
 def small_pair(seed=0):
-    scale = classification_scale("smoke")
-    task = scale.task("prototype")
+    scale = PRESETS["smoke"].classification
+    task = classification_task(scale, "prototype")
     teacher = randomized(build_seeded(LearnerSpec("protonet", scale.meta_learner), task, 0), seed).eval()
     student = build_seeded(LearnerSpec("icl", scale.icl), task, 1)
     return scale, task, teacher, student
@@ -66,16 +66,18 @@ def test_distillation_stops_early_without_improvement():
 
 def test_student_is_cached_under_the_teacher_key(monkeypatch):
     scale, task, _, _ = small_pair()
-    settings = imitation_scale("smoke")
-    spec = scale.run("protonet", task)
+    settings = PRESETS["smoke"].imitation
+    spec = classification_run(scale, "protonet", task)
     teacher = TrainedLearner(spec, build_seeded(spec.learner, task, 0).eval())
     first = imitation_student(scale, settings, "protonet", teacher, progress=False)
     second = imitation_student(scale, settings, "protonet", teacher, progress=False)
     assert not first.loaded_from_cache and second.loaded_from_cache
     for a, b in zip(first.learner.parameters(), second.learner.parameters(), strict=True):
         assert torch.equal(a, b)
-    other_spec = scale.run("protonet", task, seed=5)
-    assert imitation.student_config(scale, settings, other_spec) != imitation.student_config(scale, settings, spec)
+    other_spec = classification_run(scale, "protonet", task, seed=5)
+    assert expressivity.student_config(scale, settings, other_spec) != expressivity.student_config(
+        scale, settings, spec
+    )
 
 
 def fake_results(construction_gap, imitation_agreement, other_agreement):
@@ -100,27 +102,27 @@ def fake_results(construction_gap, imitation_agreement, other_agreement):
     ],
 )
 def test_verdict_rule(gap, imitated, other, outcome):
-    result = verdict(fake_results(gap, imitated, other))
+    result = verdicts(fake_results(gap, imitated, other))[0]
     assert result.claim == "1" and result.outcome == outcome
     assert result.chapter == "book/01_expressivity"
 
 
 def test_smoke_run_end_to_end():
-    results = imitation.run("smoke", progress=False)
+    results = expressivity.run(PRESETS["smoke"], progress=False)
     assert {row["construction"] for row in results.constructions} == {"MatchNet", "ProtoNet", "CNP", "GD step"}
     assert all(row["float32_max_rel"] < 1e-5 for row in results.constructions)
     assert all(row["float64_max_abs"] < 1e-9 for row in results.constructions)
     learners = {(row["teacher"], row["learner"]) for row in results.agreements}
     assert ("CNP", IMITATION_LABEL) in learners and ("CNP", "MatchNet") in learners
     for row in results.agreements:
-        assert len(row["per_position"]) == classification_scale("smoke").n_points
+        assert len(row["per_position"]) == PRESETS["smoke"].classification.n_points
         assert 0.0 <= row["mean"] <= 1.0 and not math.isnan(row["tv_mean"])
-    assert verdict(results).outcome in ("reproduced", "inconclusive")
+    assert verdicts(results)[0].outcome in ("reproduced", "inconclusive")
     assert isinstance(results.students["cnp"].history, DistillHistory)
 
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="teacher"):
-        imitation.teacher(classification_scale("smoke"), "icl")
+        expressivity.teacher(PRESETS["smoke"].classification, "icl")
     with pytest.raises(ValueError, match="preset"):
-        imitation_scale("huge")
+        get_preset("huge")

@@ -29,18 +29,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.evaluation import Z_95
+from uni_icl.evaluation import Z_95, test_episodes
+from uni_icl.experiments.common import MATCHED_FAMILY, classification_run, classification_task
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.constructions import (
-    cnp_transformer,
+    construct,
     gd_step_reference,
     gd_transformer,
-    matching_network_transformer,
     max_difference,
-    protonet_transformer,
 )
-from uni_icl.learners.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
-from uni_icl.presets import ClassificationScale, classification_scale, preset_name
+from uni_icl.presets import ClassificationScale, ImitationScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
 from uni_icl.storage import (
     atomic_torch_save,
@@ -55,70 +53,11 @@ from uni_icl.training import TrainConfig
 from uni_icl.validation import check_choice
 from uni_icl.verdicts import ClaimVerdict
 
-TEACHERS = {"matchnet": "pairwise", "protonet": "prototype", "cnp": "amortized"}
-BUILDERS = {"matchnet": matching_network_transformer, "protonet": protonet_transformer, "cnp": cnp_transformer}
-LEARNER_CLASSES = {"matchnet": MatchingNetwork, "protonet": PrototypicalNetwork, "cnp": ConditionalNeuralProcess}
+TEACHERS = MATCHED_FAMILY  # teacher (meta-learner) -> the family it is trained on
+CLAIMS = ("1",)
 TIE_TOLERANCE = 1e-6  # classes within this probability of the teacher's maximum count as its argmax
 EXACT_RELATIVE_TOLERANCE = 1e-4  # float32: max |difference| <= this * max(1, max |output|)
 CHAPTER = "book/01_expressivity"
-
-
-@dataclass(frozen=True)
-class ImitationScale:
-    """Sizes of the expressivity experiment at one preset (the classification sizes come from presets)."""
-
-    preset: str
-    distill: TrainConfig  # optimisation of the student (validation score: minus the mean KL)
-    warm_start: bool  # start from the ICL model trained on the teacher's family (learnability chapter)
-    n_test_tasks: int  # test episodes per teacher for the agreement curves
-    n_check_episodes: int  # episodes per construction check
-    n_random_learners: int  # randomised meta-learners per construction, next to the trained teacher
-    test_seed: int = 3_000_017  # test episodes (distinct from training, validation and other chapters)
-    check_seed: int = 4_000_037  # episodes and random weights of the construction checks
-
-
-IMITATION_SCALES = {
-    "smoke": ImitationScale(
-        preset="smoke",
-        distill=TrainConfig(max_steps=20, batch_size=16, eval_every=10, n_val_tasks=32, patience=2, min_delta=1e-3),
-        warm_start=False,
-        n_test_tasks=64,
-        n_check_episodes=16,
-        n_random_learners=1,
-    ),
-    "quick": ImitationScale(
-        preset="quick",
-        distill=TrainConfig(
-            max_steps=500, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, patience=3, min_delta=1e-3
-        ),
-        warm_start=False,
-        n_test_tasks=1024,
-        n_check_episodes=256,
-        n_random_learners=3,
-    ),
-    "paper": ImitationScale(
-        preset="paper",
-        distill=TrainConfig(
-            max_steps=50_000,
-            batch_size=256,
-            lr=1e-3,
-            eval_every=1000,
-            n_val_tasks=2048,
-            patience=10,
-            min_delta=1e-4,
-            checkpoint_every=2000,
-        ),
-        warm_start=False,
-        n_test_tasks=4096,
-        n_check_episodes=1024,
-        n_random_learners=5,
-    ),
-}
-
-
-def imitation_scale(preset: str | None = None) -> ImitationScale:
-    """The expressivity sizes of ``preset`` (default: $UNI_ICL_PRESET, else quick)."""
-    return IMITATION_SCALES[preset_name(preset)]
 
 
 def log_probs(learner: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -129,7 +68,7 @@ def log_probs(learner: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
 def teacher(scale: ClassificationScale, name: str, *, progress: bool = True) -> TrainedLearner:
     """The trained meta-learner ``name`` on its matching family (the learnability chapter's RunSpec)."""
     check_choice("teacher", name, TEACHERS)
-    return train_or_load(scale.run(name, scale.task(TEACHERS[name])), progress=progress)
+    return train_or_load(classification_run(scale, name, classification_task(scale, TEACHERS[name])), progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,19 +94,17 @@ def check_construction(
     Returns max |difference| in float64 and float32, the float32 difference relative to
     max(1, max |output|), and the size of the construction.
     """
-    kind = _kind(learner)
-    build = BUILDERS[kind]
     episode = task.sample(n_episodes, seed=seed)
     gaps = {}
     for dtype in (torch.float64, torch.float32):
         reference = copy.deepcopy(learner).cpu().eval().to(dtype)
-        construction = build(reference, n_max=n_max or task.n_points) if kind == "cnp" else build(reference)
+        construction = construct(reference, n_max=n_max or task.n_points)
         gaps[dtype] = max_difference(reference, construction, episode.xs.to(dtype), episode.ys)
     gap64, gap32 = gaps[torch.float64], gaps[torch.float32]
     with torch.no_grad():
         scale = max(1.0, reference(episode.xs, episode.ys).abs().max().item())
     return {
-        "construction": display_name(kind),
+        "construction": display_name(learner.name),
         "float64_max_abs": gap64,
         "float32_max_abs": gap32,
         "float32_max_rel": gap32 / scale,
@@ -178,16 +115,6 @@ def check_construction(
         "sublayers": len(construction.layers),
         "parameters": sum(p.numel() for p in construction.parameters()),
     }
-
-
-def _kind(learner: nn.Module) -> str:
-    for kind, cls in LEARNER_CLASSES.items():
-        if isinstance(learner, cls):
-            return kind
-    raise ValueError(
-        "learner: expected MatchingNetwork, PrototypicalNetwork or ConditionalNeuralProcess, "
-        f"got {type(learner).__name__}"
-    )
 
 
 def check_gd_construction(d: int, n_points: int, n_episodes: int, seed: int) -> list[dict]:
@@ -233,7 +160,7 @@ def construction_checks(
     """One row per (construction, meta-learner): the trained teacher, then randomised copies."""
     rows = []
     for index, (name, trained) in enumerate(teachers.items()):
-        task = scale.task(TEACHERS[name])
+        task = classification_task(scale, TEACHERS[name])
         learners = [("trained teacher", trained.learner)]
         learners += [
             (f"random weights, seed {k}", randomized(trained.learner, settings.check_seed + 100 * index + k))
@@ -377,7 +304,7 @@ class Student:
 
 def student_config(scale: ClassificationScale, settings: ImitationScale, teacher_spec: RunSpec) -> dict:
     """Everything that determines a distilled student (its cache key)."""
-    warm = scale.run("icl", teacher_spec.task) if settings.warm_start else None
+    warm = classification_run(scale, "icl", teacher_spec.task) if settings.warm_start else None
     return {
         "code_version": CODE_VERSION,
         "experiment": "imitation",
@@ -397,7 +324,9 @@ def imitation_student(
     spec = trained_teacher.spec
     config = student_config(scale, settings, spec)
     path = cache_root() / "imitation" / f"icl-imitates-{name}-{config_hash(config)}.pt"
-    warm = train_or_load(scale.run("icl", spec.task), progress=progress) if settings.warm_start else None
+    warm = (
+        train_or_load(classification_run(scale, "icl", spec.task), progress=progress) if settings.warm_start else None
+    )
     learner = build_seeded(LearnerSpec("icl", scale.icl), spec.task, settings.distill.seed)
     if warm is not None:
         learner.load_state_dict(warm.learner.state_dict())
@@ -432,15 +361,12 @@ def agreement_rows(
     others: dict[str, nn.Module],
     n_tasks: int,
     seed: int,
-    batch_size: int = 256,
 ) -> list[dict]:
     """Per-shot agreement and total variation of each of ``others`` with ``reference`` on the same episodes."""
-    gen = torch.Generator().manual_seed(seed)
     device = next(reference.parameters()).device
     scores: dict[str, list[torch.Tensor]] = {label: [] for label in others}
     distances: dict[str, list[torch.Tensor]] = {label: [] for label in others}
-    for start in range(0, n_tasks, batch_size):
-        episode = task.sample(min(batch_size, n_tasks - start), generator=gen, device=device)
+    for episode in test_episodes(task, n_tasks, seed, device):
         target = log_probs(reference.eval(), episode.xs, episode.ys)
         for label, other in others.items():
             predicted = log_probs(other.eval(), episode.xs, episode.ys)
@@ -495,7 +421,7 @@ def imitation_table(
         for other_name, other in teachers.items():
             if other_name != name:
                 others[display_name(other_name)] = other.learner
-        task = scale.task(TEACHERS[name])
+        task = classification_task(scale, TEACHERS[name])
         rows += agreement_rows(name, task, trained.learner, others, settings.n_test_tasks, settings.test_seed)
     return rows
 
@@ -532,9 +458,9 @@ class ImitationResults:
         ]
 
 
-def run(preset: str | None = None, progress: bool = True) -> ImitationResults:
+def run(preset: Preset, *, progress: bool = True) -> ImitationResults:
     """Train-or-load the teachers and students, check every construction, measure the imitation."""
-    scale, settings = classification_scale(preset), imitation_scale(preset)
+    scale, settings = preset.classification, preset.imitation
     started = time.perf_counter()
     teachers = {name: teacher(scale, name, progress=progress) for name in TEACHERS}
     teacher_seconds = time.perf_counter() - started
@@ -545,7 +471,7 @@ def run(preset: str | None = None, progress: bool = True) -> ImitationResults:
     }
     agreements = _cached_agreements(scale, settings, teachers, students)
     return ImitationResults(
-        scale.preset,
+        preset.name,
         constructions,
         agreements,
         teachers,
@@ -598,7 +524,7 @@ RULE = (
 )
 
 
-def verdict(results: ImitationResults) -> ClaimVerdict:
+def verdicts(results: ImitationResults) -> list[ClaimVerdict]:
     """Apply RULE (fixed before any result was seen) to ``results``."""
     exact = all(row["float32_max_rel"] <= EXACT_RELATIVE_TOLERANCE for row in results.constructions)
     imitation, reference = {}, {}
@@ -612,20 +538,27 @@ def verdict(results: ImitationResults) -> ClaimVerdict:
     worst = {}
     for row in results.constructions:
         worst[row["construction"]] = max(worst.get(row["construction"], 0.0), row["float32_max_rel"])
-    return ClaimVerdict(
-        claim="1",
-        preset=results.preset,
-        quantity=(
-            "max relative float32 difference of each hand-set construction from its meta-learner; argmax "
-            "agreement of the distilled ICL model with each teacher vs the best other meta-learner"
-        ),
-        numbers={
-            "construction_max_rel_float32": worst,
-            "imitation_agreement": imitation,
-            "best_other_meta_learner_agreement": reference,
-        },
-        rule=RULE,
-        outcome=outcome,
-        chapter=CHAPTER,
-        wall_seconds=results.seconds,
-    )
+    return [
+        ClaimVerdict(
+            claim="1",
+            preset=results.preset,
+            quantity=(
+                "max relative float32 difference of each hand-set construction from its meta-learner; argmax "
+                "agreement of the distilled ICL model with each teacher vs the best other meta-learner"
+            ),
+            numbers={
+                "construction_max_rel_float32": worst,
+                "imitation_agreement": imitation,
+                "best_other_meta_learner_agreement": reference,
+            },
+            rule=RULE,
+            outcome=outcome,
+            chapter=CHAPTER,
+            wall_seconds=results.seconds,
+        )
+    ]
+
+
+def explain(verdict: ClaimVerdict) -> str | None:
+    """No computed explanation beyond the chapter's own evidence."""
+    return None

@@ -1,0 +1,260 @@
+"""What several chapters share: the families and learners they compare, train-or-load at the
+classification scale, the Bayes predictor's cached evaluation, and cached evaluations of learners
+that are not one trained run (selectors). No chapter imports another chapter; they import this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from uni_icl.device import default_device
+from uni_icl.evaluation import EvalResult, evaluate, test_episodes
+from uni_icl.learners import LearnerSpec, bayes
+from uni_icl.presets import ClassificationScale
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, train_or_load
+from uni_icl.storage import cache_root, config_hash, json_entry
+from uni_icl.tasks import TASK_FAMILIES, TaskFamily, make_task
+from uni_icl.training import TrainConfig
+from uni_icl.validation import check_choice, check_int
+
+SINGLE_FAMILIES = ("pairwise", "prototype", "amortized")
+MIXED_FAMILY = "mixture"
+UNSEEN_FAMILY = "radius"
+META_LEARNERS = ("matchnet", "protonet", "cnp")
+# family -> the meta-learner built for it, and the inverse (from the families' own definitions)
+MATCHING_LEARNER = {family: TASK_FAMILIES[family].matching_learner for family in SINGLE_FAMILIES}
+MATCHED_FAMILY = {learner: family for family, learner in MATCHING_LEARNER.items()}
+
+
+def classification_task(scale: ClassificationScale, family: str, **params) -> TaskFamily:
+    """A family at the scale's d, C and N, with overrides such as ``noise_std``."""
+    base = {"d": scale.d, "n_classes": scale.n_classes, "n_points": scale.n_points}
+    return make_task(family, **{**base, **params})
+
+
+def classification_run(
+    scale: ClassificationScale, learner: str, task: TaskFamily, seed: int = 0, **overrides
+) -> RunSpec:
+    """The RunSpec of ``learner`` trained on ``task`` at the scale; ``overrides`` replace learner
+    parameters (e.g. ``layout="support_query"`` for the ICL transformer)."""
+    if learner in ("icl", "icl_authors"):
+        params = scale.icl if learner == "icl" else {}
+        return RunSpec(LearnerSpec(learner, {**params, **overrides}), task, _with_seed(scale.icl_train, seed))
+    params = {**scale.meta_learner, **overrides}
+    return RunSpec(LearnerSpec(learner, params), task, _with_seed(scale.meta_train, seed))
+
+
+def _with_seed(config: TrainConfig, seed: int) -> TrainConfig:
+    return TrainConfig(**{**config.__dict__, "seed": seed})
+
+
+def trained(
+    scale: ClassificationScale, learner: str, family: str, *, progress: bool = True, **task_params
+) -> TrainedLearner:
+    """Train-or-load ``learner`` on ``family`` at ``scale`` (task overrides such as noise_std)."""
+    return train_or_load(
+        classification_run(scale, learner, classification_task(scale, family, **task_params)), progress=progress
+    )
+
+
+def candidate_models(scale: ClassificationScale, *, progress: bool = True) -> dict[str, TrainedLearner]:
+    """The three meta-learners, each trained on its matching family (learnability chapter's runs)."""
+    return {
+        MATCHING_LEARNER[family]: trained(scale, MATCHING_LEARNER[family], family, progress=progress)
+        for family in SINGLE_FAMILIES
+    }
+
+
+def training_summary(model: TrainedLearner) -> dict:
+    """Steps run, best step, early stop, seconds and best validation accuracy of a trained model."""
+    history = model.history
+    return {
+        "steps": history.steps[-1] if history.steps else 0,
+        "best_step": history.best_step,
+        "stopped_early": history.stopped_early,
+        "seconds": history.seconds,
+        "best_val_accuracy": max(history.val_score) if history.val_score else math.nan,
+    }
+
+
+def selector_identity(candidates: dict[str, TrainedLearner]) -> dict:
+    """The cache identity of a selector built from ``candidates`` (their RunSpec configs, in order)."""
+    return {name: model.spec.config() for name, model in candidates.items() if isinstance(model.spec, RunSpec)}
+
+
+def cached_evaluation(
+    kind: str,
+    identity: dict,
+    learner: nn.Module | Callable[[], nn.Module],
+    task: TaskFamily,
+    *,
+    n_tasks: int,
+    seed: int,
+) -> EvalResult:
+    """Evaluate a learner that is not a single RunSpec (a selector, a Bayes predictor), cached.
+
+    ``identity`` must determine the learner completely (e.g. the RunSpec configs of its parts);
+    the key adds the test task, n_tasks, seed and ``CODE_VERSION``. ``learner`` may be a
+    zero-argument factory, called only when the result is not stored.
+    """
+    check_int("n_tasks", n_tasks, minimum=1)
+    config = {"code_version": CODE_VERSION, "kind": kind, "identity": identity, "test_task": task.config()}
+    config.update({"n_tasks": n_tasks, "seed": seed})
+    path = cache_root() / "results" / f"{kind}-{task.name}-{config_hash(config)}.json"
+
+    def compute() -> dict:
+        module = learner if isinstance(learner, nn.Module) else learner()
+        return evaluate(module, task, n_tasks=n_tasks, seed=seed).to_dict()
+
+    return EvalResult(**json_entry(path, compute))
+
+
+# ----------------------------------------------------------------------------- Bayes predictor
+
+
+def bayes_code_hash() -> str:
+    """Hash of the source of :mod:`uni_icl.learners.bayes` (part of every Bayes cache key)."""
+    return hashlib.sha256(inspect.getsource(bayes).encode()).hexdigest()[:16]
+
+
+def bayes_predictor(task: TaskFamily, *, seed: int = 0, n_samples: int = bayes.DEFAULT_N_SAMPLES) -> Callable:
+    """The Bayes-optimal learner of ``task`` as a function ``(xs (B, N, d), ys (B, N)) -> log-probs (B, N, C)``.
+
+    It follows the learner contract, so it can be passed wherever a learner's forward is expected
+    (for example ``uni_icl.book.plotting.plot_decision_regions``). ``seed`` and ``n_samples`` are used by
+    the Monte-Carlo sampler of the ``prototype`` family only.
+    """
+    check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
+    check_int("n_samples", n_samples, minimum=2)
+
+    def predict(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return bayes.bayes_log_probs(task, xs, ys, seed=seed, n_samples=n_samples)
+
+    return predict
+
+
+@dataclass(frozen=True)
+class BayesEvaluation:
+    """The Bayes predictor scored on the test episodes, with Monte-Carlo diagnostics (prototype).
+
+    Per shot count i (lists of length N; ``None`` for the exact families): ``ess`` the mean
+    effective sample size of the weights the prediction is made with, ``ess_min`` its minimum over
+    episodes, ``mc_stderr`` the mean Monte-Carlo standard error of the predicted probability of
+    the true class, ``uncertain`` the fraction of test queries whose predicted class is within two
+    Monte-Carlo standard errors of flipping (|P(class 0) - 1/2| < 2 s.e.): an upper bound on how
+    much the Monte-Carlo error can move the accuracy at i.
+    """
+
+    result: EvalResult
+    family: str
+    exact: bool
+    n_samples: int | None = None
+    ess: list[float] | None = None
+    ess_min: list[float] | None = None
+    mc_stderr: list[float] | None = None
+    uncertain: list[float] | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(stored: dict) -> BayesEvaluation:
+        return BayesEvaluation(**{**stored, "result": EvalResult(**stored["result"])})
+
+
+def bayes_scores(
+    task: TaskFamily,
+    n_tasks: int,
+    seed: int,
+    *,
+    bayes_seed: int = 0,
+    n_samples: int = bayes.DEFAULT_N_SAMPLES,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Per-episode, per-position correctness of the Bayes predictor on the test episodes.
+
+    The episodes are the test set of :func:`uni_icl.evaluation.test_episodes`, so learners and the
+    Bayes predictor are compared on the same tasks. Returns ((n_tasks, N) float scores, diagnostics), where the
+    diagnostics of ``prototype`` are (n_tasks, N) tensors ``ess``, ``stderr`` (of the true class's
+    probability) and ``uncertain``; they are empty for the exact families. Computed on ``device``
+    (default: CUDA when present); the episodes are drawn on the CPU first, so they do not depend on it.
+    """
+    device = device or default_device()
+    check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
+    check_int("n_samples", n_samples, minimum=2)
+    chunks, diagnostics = [], {"ess": [], "stderr": [], "uncertain": []}
+    for episode in test_episodes(task, n_tasks, seed, device):
+        if task.name == "prototype":
+            run = bayes.prototype_diagnostics(task, episode.xs, episode.ys, seed=bayes_seed, n_samples=n_samples)
+            log_probs = run.log_probs
+            truth = episode.ys[..., None]
+            diagnostics["ess"].append(run.ess_used)
+            diagnostics["stderr"].append(run.mc_stderr.gather(-1, truth)[..., 0])
+            margin = (log_probs.exp()[..., 0] - 0.5).abs()
+            diagnostics["uncertain"].append((margin < 2 * run.mc_stderr[..., 0]).double())
+        else:
+            log_probs = bayes.bayes_log_probs(task, episode.xs, episode.ys)
+        chunks.append((log_probs.argmax(-1) == episode.ys).float().cpu())
+    return torch.cat(chunks), {name: torch.cat(parts).cpu() for name, parts in diagnostics.items() if parts}
+
+
+def evaluate_bayes_or_load(
+    task: TaskFamily,
+    *,
+    n_tasks: int,
+    seed: int,
+    bayes_seed: int = 0,
+    n_samples: int = bayes.DEFAULT_N_SAMPLES,
+    root: Path | None = None,
+) -> BayesEvaluation:
+    """Score the Bayes predictor of ``task`` on ``n_tasks`` test episodes drawn with ``seed``, cached.
+
+    The cache key covers the task, the test episodes, the sampler's seed and particles (prototype
+    only), ``CODE_VERSION`` and the source of :mod:`uni_icl.learners.bayes`.
+    """
+    check_choice("task", task.name, bayes.SUPPORTED_FAMILIES)
+    check_int("n_tasks", n_tasks, minimum=1)
+    check_int("n_samples", n_samples, minimum=2)
+    exact = task.name != "prototype"
+    device = default_device()
+    config = {
+        "code_version": CODE_VERSION,
+        "bayes_code": bayes_code_hash(),
+        "task": task.config(),
+        "n_tasks": n_tasks,
+        "seed": seed,
+        # the sampler's random stream depends on the device its generator lives on
+        "sampler": None if exact else {"seed": bayes_seed, "n_samples": n_samples, "device": device.type},
+    }
+    path = (root or cache_root()) / "results" / f"bayes-{task.name}-{config_hash(config)}.json"
+
+    def compute() -> dict:
+        started = time.perf_counter()
+        scores, diagnostics = bayes_scores(
+            task, n_tasks, seed, bayes_seed=bayes_seed, n_samples=n_samples, device=device
+        )
+        extra = {}
+        if not exact:
+            extra = {
+                "n_samples": n_samples,
+                "ess": diagnostics["ess"].mean(0).tolist(),
+                "ess_min": diagnostics["ess"].amin(0).tolist(),
+                "mc_stderr": diagnostics["stderr"].mean(0).tolist(),
+                "uncertain": diagnostics["uncertain"].mean(0).tolist(),
+            }
+        evaluation = BayesEvaluation(
+            EvalResult.from_scores(scores, "accuracy"), task.name, exact, seconds=time.perf_counter() - started, **extra
+        )
+        return evaluation.to_dict()
+
+    return BayesEvaluation.from_dict(json_entry(path, compute))
