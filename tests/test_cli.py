@@ -28,10 +28,16 @@ def test_help_lists_subcommands():
         (["reproduce", "--preset", "huge"], "preset: unknown value 'huge'; allowed: smoke, quick, paper"),
         (["reproduce", "--only", "claim9"], "claim: unknown value 'claim9'; allowed:"),
         (["train", "svm", "pairwise"], "learner: unknown value 'svm'; allowed: icl, icl_authors, matchnet"),
-        (["train", "icl", "spiral"], "task: unknown value 'spiral'; allowed: amortized"),
+        (
+            ["train", "icl", "spiral"],
+            "family: unknown value 'spiral'; allowed: amortized, mixture, pairwise, prototype, radius",
+        ),
         (["train", "icl", "pairwise", "--n-points", "0"], "n_points: got 0; allowed: integers from 1 to inf"),
         (["train", "icl", "pairwise", "--noise-std", "-1"], "noise_std: got -1.0; allowed: a finite number > 0"),
-        (["train", "icl", "linear_regression"], "family: 'linear_regression' is a regression family"),
+        (
+            ["train", "icl", "linear_regression"],
+            "family: unknown value 'linear_regression'; allowed: amortized, mixture,",
+        ),
     ],
 )
 def test_bad_input_is_one_line_with_exit_status_2(args, message, isolated_cache):

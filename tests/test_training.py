@@ -70,6 +70,48 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, error,
         assert torch.equal(a, b)
 
 
+class RecordSteps:
+    """A schedule that trains on TASK and records every step it is asked for."""
+
+    def __init__(self):
+        self.steps = []
+
+    def task_at(self, step):
+        self.steps.append(step)
+        return TASK
+
+    def config(self):
+        return {}
+
+
+@pytest.mark.parametrize(("error", "saved_step"), [(None, 14), (HardKillError(), 10)])
+def test_resumed_run_does_only_the_remaining_steps(tmp_path, error, saved_step):
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt if error is None else HardKillError):
+        train(fresh_learner(), TASK, CONFIG, schedule=StopAt(13, error), checkpoint_path=checkpoint, progress=False)
+    resumed = RecordSteps()
+    train(fresh_learner(), TASK, CONFIG, schedule=resumed, checkpoint_path=checkpoint, progress=False)
+    assert resumed.steps == list(range(saved_step, CONFIG.max_steps))
+
+
+def test_checkpoint_that_does_not_fit_the_learner_is_ignored(tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(HardKillError):
+        train(
+            fresh_learner(),
+            TASK,
+            CONFIG,
+            schedule=StopAt(13, HardKillError()),
+            checkpoint_path=checkpoint,
+            progress=False,
+        )
+    other = build_seeded(LearnerSpec("protonet", {"hidden": 16}), TASK, seed=0)  # other shapes
+    steps = RecordSteps()
+    with pytest.warns(UserWarning, match="invalid"):
+        train(other, TASK, CONFIG, schedule=steps, checkpoint_path=checkpoint, progress=False)
+    assert steps.steps == list(range(CONFIG.max_steps))
+
+
 def test_early_stopping_stops_when_validation_levels_off():
     config = dataclasses.replace(CONFIG, max_steps=400, patience=2, min_delta=0.5)
     history = train(fresh_learner(), TASK, config, progress=False)

@@ -1,20 +1,38 @@
 """Command line: ``python -m uni_icl --help``.
 
-Bad input (an unknown experiment, preset, family or learner, an impossible size, a cache folder
-that is not writable) ends with one line on stderr naming what is wrong and what is allowed, and
-exit status 2, before any work starts.
+Bad input (an unknown experiment, preset, family or learner, an impossible size, a noise so large
+that the inputs or the learner's outputs overflow, an ``--output`` that cannot be written, a cache
+folder that is not writable or an empty ``UNI_ICL_CACHE``) ends with one line on stderr naming what
+is wrong and what is allowed, and exit status 2, before any work starts. A cache path the store
+cannot use, or a loss that turns inf or NaN during training, ends the same way when it is met,
+with nothing cached. Ctrl-C ends with one line (where training stopped, where its checkpoint is)
+and exit status 130; the same command then resumes. Warnings (a damaged cache entry that is
+recomputed) are one line each. The work runs under the package's thread policy
+(:func:`~uni_icl.device.single_threaded`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from uni_icl.device import default_device, memory_bytes, single_threaded
+from uni_icl.evaluation import EVAL_BATCH
+from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.learners import CLASSIFIERS
+from uni_icl.learners.icl import ICLConfig
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
-from uni_icl.storage import atomic_json_export, cache_root, check_writable
+from uni_icl.runs import RunSpec
+from uni_icl.storage import StorageError, atomic_json_export, cache_root, check_writable
+from uni_icl.tasks import TASK_FAMILIES
+from uni_icl.validation import NonFiniteError, check_choice, check_int
+
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
+CLASSIFICATION_FAMILIES = sorted(name for name, family in TASK_FAMILIES.items() if not family.is_regression)
 
 
 def run_learnability(preset: str, progress: bool) -> str:
@@ -39,8 +57,15 @@ class UsageError(Exception):
     """Bad command-line input: reported as one line, exit status 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2) instead of usage plus message."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m uni_icl", description=__doc__.splitlines()[0])
+    top = OneLineParser(prog="python -m uni_icl", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a named experiment at a preset and print its result table")
     run.add_argument("experiment", help=f"one of: {', '.join(EXPERIMENTS)}")
@@ -58,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
     repro.add_argument("--no-progress", action="store_true", help="hide progress bars")
     single = commands.add_parser("train", help="train-or-load one learner on one family and print its test accuracy")
     single.add_argument("learner", help=f"one of: {', '.join(CLASSIFIERS)}")
-    single.add_argument("family", help="a task family, e.g. pairwise, prototype, amortized, radius, mixture")
+    single.add_argument("family", help=f"one of: {', '.join(CLASSIFICATION_FAMILIES)}")
     single.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESET_NAMES)}")
     single.add_argument("--n-points", type=int, default=None, help="points per episode (default: the preset's)")
     single.add_argument("--noise-std", type=float, default=None, help="input noise sigma (default 1)")
@@ -72,18 +97,33 @@ def main(argv: list[str] | None = None) -> int:
         for name, function in EXPERIMENTS.items():
             print(f"{name}: {function.__doc__.splitlines()[0]}")
         return 0
-    try:
-        job = prepare_command(args)
-    except (UsageError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(job())
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            job = prepare_command(args)
+        except (UsageError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        try:
+            with single_threaded():
+                print(job())
+        except (StorageError, NonFiniteError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as interrupt:
+            where = str(interrupt) or "stopped outside training, finished models and results are kept"
+            print(f"interrupted: {where}; run the same command again to resume", file=sys.stderr)
+            return INTERRUPTED
     return 0
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
     """Check every argument (raising UsageError / ValueError) and return the work to do."""
-    preset = get_preset(args.preset).name if args.preset else preset_from_env().name
+    preset = (get_preset(args.preset) if args.preset is not None else preset_from_env()).name
     progress = not args.no_progress
     if args.command == "run":
         if args.experiment not in EXPERIMENTS:
@@ -94,33 +134,57 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
         from uni_icl import scorecard
 
         claims = scorecard.check_claims(args.only)
-        if args.output is not None:
-            check_writable(Path(args.output).resolve().parent)
+        output = None if args.output is None else check_output(args.output)
         check_writable(cache_root())
 
         def job() -> str:
             card = scorecard.reproduce(get_preset(preset), claims, progress=progress)
-            if args.output is not None:
-                atomic_json_export(card.to_dict(), Path(args.output))
+            if output is not None:
+                try:
+                    atomic_json_export(card.to_dict(), output)
+                except StorageError as error:
+                    raise StorageError(f"--output: {error}") from None
             return scorecard.format_table(card)
 
         return job
     return prepare_training(args, preset, progress)
 
 
+def check_output(value: str) -> Path:
+    """The ``--output`` path, after checking that a file can be written there (UsageError otherwise)."""
+    allowed = "allowed: the path of a file in a writable folder"
+    if not value.strip():
+        raise UsageError(f"--output: got an empty path; {allowed}")
+    path = Path(value).expanduser().absolute()
+    if path.is_dir():
+        raise UsageError(f"--output: {path} is a folder; {allowed}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"--output: {folder} is not a folder; {allowed}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"--output: the folder {folder} is not writable ({error.strerror}); {allowed}") from None
+    return path
+
+
 def prepare_training(args: argparse.Namespace, preset: str, progress: bool) -> Callable[[], str]:
     """The ``train`` subcommand: validate learner, family and sizes, then train-or-load and test."""
-    from uni_icl.experiments.common import classification_run, classification_task
-    from uni_icl.runs import evaluate_or_load, train_or_load
+    from uni_icl.runs import build_seeded, check_finite_outputs, evaluate_or_load, train_or_load
 
     if args.learner not in CLASSIFIERS:
         raise UsageError(f"learner: unknown value {args.learner!r}; allowed: {', '.join(CLASSIFIERS)}")
+    check_choice("family", args.family, CLASSIFICATION_FAMILIES)
     scale = get_preset(preset).classification
+    if args.n_points is not None:
+        check_n_points(args.n_points, classification_run(scale, args.learner, classification_task(scale, args.family)))
     overrides = {"n_points": args.n_points, "noise_std": args.noise_std}
     task = classification_task(scale, args.family, **{k: v for k, v in overrides.items() if v is not None})
-    if task.is_regression:
-        raise UsageError(f"family: {args.family!r} is a regression family; allowed: classification families")
     spec = classification_run(scale, args.learner, task)
+    check_finite_outputs(build_seeded(spec.learner, task, spec.train.seed), task, seed=scale.test_seed)
     check_writable(cache_root())
 
     def job() -> str:
@@ -130,3 +194,38 @@ def prepare_training(args: argparse.Namespace, preset: str, progress: bool) -> C
         return f"{spec.label} ({preset}, {source}): accuracy {result.mean:.4f} +- {result.mean_ci:.4f}"
 
     return job
+
+
+def step_bytes(spec: RunSpec, n_points: int) -> int:
+    """About how many bytes one training step of ``spec`` (a RunSpec) holds with ``n_points`` per episode.
+
+    float32 activations kept for the backward pass, per episode of the batch, layer and head: a T x T
+    attention (or pairwise-similarity) matrix and the T tokens' activations (T = N, or 2N for the
+    support/query layout); evaluation forward passes of 256 episodes hold one layer at a time.
+    """
+    params = spec.learner.params
+    if spec.learner.name in ("icl", "icl_authors"):
+        config = ICLConfig(**params) if spec.learner.name == "icl" else ICLConfig.authors()
+        tokens = 2 * n_points if config.layout == "support_query" else n_points
+        layers, heads, width = config.depth, config.n_heads, config.width * (2 + config.mlp_ratio)
+    else:
+        tokens, layers, heads, width = n_points, params.get("n_layers", 2), 1, 4 * params.get("hidden", 64)
+    per_layer = heads * tokens * tokens + tokens * width
+    return 4 * max(3 * spec.train.batch_size * layers, EVAL_BATCH) * per_layer
+
+
+def check_n_points(n_points: int, spec: RunSpec) -> None:
+    """Raise a ValueError unless ``n_points`` is >= 1 and a training step of ``spec`` with that many points
+    per episode (:func:`step_bytes`) fits in half the memory of the device it would run on."""
+    check_int("n_points", n_points, minimum=1)
+    budget = memory_bytes(default_device()) // 2
+    low, high = 1, max(n_points, 1)
+    while low < high:  # the largest n with step_bytes(n) <= budget (step_bytes grows with n)
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if step_bytes(spec, middle) <= budget else (low, middle - 1)
+    if low < n_points:
+        gib = 2 * budget / 2**30
+        raise ValueError(
+            f"n_points: got {n_points}; allowed: integers from 1 to {low} (a training step of {spec.label} at batch "
+            f"{spec.train.batch_size} must fit in half of this device's {gib:.0f} GiB)"
+        )

@@ -5,17 +5,24 @@ parameters, the training settings (seeds included), the curriculum if any, and t
 experiment code (``CODE_VERSION``); an evaluation's key adds the test family, the number of test
 episodes and the test seed. Change any of them and the entry is recomputed; leave them and a
 rebuild loads it instantly.
+
+Loaded entries are checked (a model's weights against the learner, an evaluation's keys, ranges
+and finiteness) and a bad one is recomputed; a computed evaluation with a non-finite number is
+refused, not stored. Training and evaluation run under the package's thread policy
+(:func:`~uni_icl.device.single_threaded`), so their numbers do not depend on the caller's torch
+thread count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from uni_icl.device import default_device
+from uni_icl.device import default_device, single_threaded
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.storage import (
@@ -27,7 +34,8 @@ from uni_icl.storage import (
     json_entry,
 )
 from uni_icl.tasks import TaskFamily
-from uni_icl.training import TaskSchedule, TrainConfig, TrainHistory, train
+from uni_icl.training import TaskSchedule, TrainConfig, TrainHistory, check_history, train
+from uni_icl.validation import NonFiniteError, check_choice, check_int, check_keys, check_numbers, check_state_dict
 
 CODE_VERSION = "2"  # bump when a change to the package invalidates stored results
 
@@ -87,7 +95,7 @@ def train_or_load(
     path = model_path(spec, root)
     learner = build_seeded(spec.learner, spec.task, spec.train.seed).to(device or default_device())
     with entry_lock(path):
-        stored = checked_torch_load(path)
+        stored = checked_torch_load(path, model_entry_validator(learner))
         if stored is not None:
             learner.load_state_dict(stored["weights"])
             return TrainedLearner(spec, learner, TrainHistory(**stored["history"]), loaded_from_cache=True)
@@ -104,6 +112,17 @@ def train_or_load(
             {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}, path
         )
     return TrainedLearner(spec, learner, history)
+
+
+def model_entry_validator(learner: nn.Module) -> Callable[[object], None]:
+    """A check that a loaded model entry holds ``learner``'s weights (finite) and a training history."""
+
+    def validate(stored) -> None:
+        check_keys("model entry", stored, ("weights", "history", "config"))
+        check_state_dict("weights", stored["weights"], learner.state_dict())
+        check_history(stored["history"])
+
+    return validate
 
 
 def prepare(spec: RunSpec | LearnerSpec, **kwargs) -> TrainedLearner:
@@ -129,6 +148,50 @@ def evaluate_or_load(
     }
     name = spec.learner.name if isinstance(spec, RunSpec) else spec.name
     path = (root or cache_root()) / "results" / f"{name}-{test_task.name}-{config_hash(config)}.json"
-    return EvalResult(
-        **json_entry(path, lambda: evaluate(trained.learner, test_task, n_tasks=n_tasks, seed=seed).to_dict())
-    )
+
+    def compute() -> dict:
+        with single_threaded():
+            check_finite_outputs(trained.learner, test_task, seed=seed)
+            return evaluate(trained.learner, test_task, n_tasks=n_tasks, seed=seed).to_dict()
+
+    return EvalResult(**json_entry(path, compute, check_eval_result))
+
+
+def check_eval_result(data) -> None:
+    """Raise a ValueError unless ``data`` is an :meth:`EvalResult.to_dict` with consistent, in-range numbers.
+
+    Accuracies lie in [0, 1], squared errors and CI half-widths are >= 0, every number is finite
+    (:class:`~uni_icl.validation.NonFiniteError` otherwise) and the lists have matching lengths.
+    """
+    check_keys("result", data, [f.name for f in fields(EvalResult)])
+    check_choice("result.metric", data["metric"], ("accuracy", "squared_error"))
+    check_int("result.n_tasks", data["n_tasks"], minimum=1)
+    high = 1.0 if data["metric"] == "accuracy" else float("inf")
+    for name in ("per_position", "per_episode_mean"):
+        check_numbers(f"result.{name}", data[name], minimum=0.0, maximum=high)
+    check_numbers("result.mean", [data["mean"]], minimum=0.0, maximum=high)
+    check_numbers("result.per_position_ci", data["per_position_ci"], minimum=0.0)
+    check_numbers("result.mean_ci", [data["mean_ci"]], minimum=0.0)
+    if not data["per_position"] or len(data["per_position_ci"]) != len(data["per_position"]):
+        raise ValueError("result.per_position_ci: expected one value per position")
+    if len(data["per_episode_mean"]) != data["n_tasks"]:
+        raise ValueError(f"result.per_episode_mean: expected {data['n_tasks']} values (n_tasks)")
+
+
+@torch.no_grad()
+def check_finite_outputs(learner: nn.Module, task: TaskFamily, *, seed: int) -> None:
+    """Raise :class:`~uni_icl.validation.NonFiniteError` if one episode of ``task`` drawn with ``seed`` has
+    inputs, or gives ``learner`` outputs, that are inf or NaN (e.g. a noise_std too large for float32)."""
+    device = next(iter(learner.parameters()), torch.empty(0)).device
+    episode = task.sample(1, seed=seed, device=device)
+    about = f"task '{task.name}' with noise_std {task.noise_std}"
+    if not bool(torch.isfinite(episode.xs).all()):
+        raise NonFiniteError(f"noise_std: {about} draws inputs that are inf or NaN; allowed: a smaller noise_std")
+    was_training = learner.training
+    learner.eval()
+    outputs = learner(episode.xs, episode.ys)
+    learner.train(was_training)
+    if not bool(torch.isfinite(outputs).all()):
+        raise NonFiniteError(
+            f"noise_std: on {about} the learner's outputs are inf or NaN; allowed: a smaller noise_std"
+        )

@@ -2,8 +2,10 @@
 
 :func:`reproduce` runs each claim's experiment at a preset (through train-or-load, so a second
 run with everything cached takes seconds), collects the verdicts the experiments decide, times
-each claim, and writes a machine-readable scorecard (JSON) atomically. Each experiment states its
-own decision rule in code; this module only runs them and collects what they return.
+each claim, and writes a machine-readable scorecard (JSON) atomically. A partial run (``only``)
+merges its verdicts into the stored scorecard under the scorecard's lock, so two partial runs at
+once keep both claims. Each experiment states its own decision rule in code; this module only runs
+them and collects what they return.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from tqdm.auto import tqdm
 
 from uni_icl.experiments import curriculum, expressivity, learnability, m2icl, selection, shift
 from uni_icl.presets import Preset
-from uni_icl.storage import atomic_json_save, cache_root, checked_json_load
+from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, entry_lock
 from uni_icl.validation import check_choice
-from uni_icl.verdicts import CLAIMS, ClaimVerdict
+from uni_icl.verdicts import CLAIMS, ClaimVerdict, check_scorecard_dict
 
 # The chapters that decide claims, in the order of the book. Each module has the same interface:
 # CLAIMS (the claim ids it decides), run(preset, *, progress) -> results, verdicts(results) -> list of
@@ -94,19 +96,21 @@ def reproduce(
     if missing:
         raise RuntimeError(f"experiments returned no verdict for claims {missing}")
     card = Scorecard(preset.name, [verdicts[c] for c in claims], time.perf_counter() - started)
-    stored = load_scorecard(preset.name, root)
-    if stored is not None and only:  # a partial run updates the stored card instead of replacing it
-        kept = [v for v in stored.verdicts if v.claim not in verdicts]
-        order = list(CLAIMS)
-        merged = sorted(kept + card.verdicts, key=lambda v: order.index(v.claim))
-        card = Scorecard(preset.name, merged, card.wall_seconds)
-    atomic_json_save(card.to_dict(), scorecard_path(preset.name, root))
+    path = scorecard_path(preset.name, root)
+    with entry_lock(path):  # read-modify-write: a concurrent run waits here instead of dropping our claims
+        stored = load_scorecard(preset.name, root)
+        if stored is not None and only:  # a partial run updates the stored card instead of replacing it
+            kept = [v for v in stored.verdicts if v.claim not in verdicts]
+            order = list(CLAIMS)
+            merged = sorted(kept + card.verdicts, key=lambda v: order.index(v.claim))
+            card = Scorecard(preset.name, merged, card.wall_seconds)
+        atomic_json_save(card.to_dict(), path)
     return card
 
 
 def load_scorecard(preset: str, root: Path | None = None) -> Scorecard | None:
     """The stored scorecard of ``preset``, or None."""
-    data = checked_json_load(scorecard_path(preset, root))
+    data = checked_json_load(scorecard_path(preset, root), check_scorecard_dict)
     return None if data is None else Scorecard.from_dict(data)
 
 

@@ -2,9 +2,14 @@
 
 Every entry is one file whose first line is the SHA-256 of the rest. Writes go to a temporary
 file in the same folder, then ``os.replace`` (atomic on POSIX), so a reader never sees half an
-entry. A truncated or corrupted entry fails the checksum, is reported with a warning, removed and
-treated as missing (the caller recomputes it). ``entry_lock`` serialises two processes computing
-the same entry, so the second one loads what the first one wrote.
+entry. An entry that fails the checksum, that does not parse, or that its reader's ``validate``
+rejects (a missing key, an accuracy above 1, a NaN) is reported with one :class:`CacheWarning`,
+removed and treated as missing (the caller recomputes it). Models load with
+``torch.load(weights_only=True)``: an entry that holds anything but tensors and plain values (a
+crafted pickle) is refused unread, never executed. ``entry_lock`` serialises two processes
+computing the same entry, so the second one loads what the first one wrote. A path the store
+cannot use (a folder where an entry belongs, a file where a folder belongs) raises
+:class:`StorageError`, one line naming the path.
 """
 
 from __future__ import annotations
@@ -24,11 +29,27 @@ from typing import Any
 import torch
 
 CACHE_ENV = "UNI_ICL_CACHE"
+DEFAULT_CACHE = Path.home() / ".cache" / "uni_icl"
+
+Validator = Callable[[Any], None]  # raises a ValueError saying what is wrong with a loaded value
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was unusable (corrupted, unreadable or invalid): it was removed and is recomputed."""
+
+
+class StorageError(Exception):
+    """The store cannot use a path (a folder where a file belongs, ...); the message is one line naming it."""
 
 
 def cache_root() -> Path:
-    """The store's folder: $UNI_ICL_CACHE, else ~/.cache/uni_icl."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "uni_icl")
+    """The store's folder: $UNI_ICL_CACHE, else ~/.cache/uni_icl; set but empty is an error."""
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        return DEFAULT_CACHE
+    if not value.strip():
+        raise ValueError(f"{CACHE_ENV}: set to an empty string; allowed: a folder path, or unset for {DEFAULT_CACHE}")
+    return Path(value)
 
 
 def check_writable(folder: Path) -> None:
@@ -43,6 +64,29 @@ def check_writable(folder: Path) -> None:
         ) from None
 
 
+def storage_error(path: Path, error: OSError) -> StorageError:
+    """A one-line :class:`StorageError` for ``error``, raised while using ``path``, naming what is in the way."""
+    for folder in reversed(path.parents):
+        if folder.exists() and not folder.is_dir():
+            return StorageError(f"storage: {folder} is a file where a folder belongs; remove it, or {_elsewhere()}")
+    if path.is_dir():
+        return StorageError(f"storage: {path} is a folder where a file belongs; remove it, or {_elsewhere()}")
+    return StorageError(f"storage: cannot use {path} ({error.strerror or error}); {_elsewhere()}")
+
+
+def _elsewhere() -> str:
+    return f"set {CACHE_ENV} to another cache folder"
+
+
+@contextlib.contextmanager
+def _storage_errors(path: Path) -> Iterator[None]:
+    """Turn an OSError raised while using ``path`` into a one-line :class:`StorageError`."""
+    try:
+        yield
+    except OSError as error:
+        raise storage_error(path, error) from None
+
+
 def config_hash(config: dict) -> str:
     """Stable 16-hex-digit key of a JSON-able configuration."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
@@ -50,44 +94,78 @@ def config_hash(config: dict) -> str:
 
 
 def _write_atomic(path: Path, payload: bytes, *, checksum: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``payload`` (after its checksum line) to ``path`` through a temporary file and ``os.replace``.
+
+    Whatever interrupts the write, ``path`` holds the old entry or the new one, never a part.
+    """
     header = hashlib.sha256(payload).hexdigest().encode() + b"\n" if checksum else b""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(header + payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(header + payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _discard(path: Path, problem: str) -> None:
+    """Warn (one line) that the entry at ``path`` is unusable, and remove it: it is then missing."""
+    warnings.warn(f"{problem} cache entry {path}: removed, recomputing", CacheWarning, stacklevel=4)
+    with _storage_errors(path):
+        path.unlink(missing_ok=True)
 
 
 def _read_checked(path: Path) -> bytes | None:
-    """The payload, or None (with a warning, after removing the file) if it is corrupted."""
-    if not path.exists():
-        return None
-    data = path.read_bytes()
+    """The payload, or None if missing or corrupted (then with a warning, after removing the file)."""
+    with _storage_errors(path):
+        if not path.exists():
+            return None
+        data = path.read_bytes()
     digest, _, payload = data.partition(b"\n")
     if hashlib.sha256(payload).hexdigest().encode() != digest:
-        warnings.warn(f"corrupted cache entry {path} (checksum mismatch): removed, recomputing", stacklevel=3)
-        path.unlink(missing_ok=True)
+        _discard(path, "corrupted (checksum mismatch)")
         return None
     return payload
 
 
+def _validated(path: Path, value: Any, validate: Validator | None) -> Any:
+    """``value`` if ``validate`` accepts it; otherwise warn, remove the entry and return None."""
+    if validate is not None:
+        try:
+            validate(value)
+        except ValueError as error:
+            _discard(path, f"invalid ({error})")
+            return None
+    return value
+
+
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save ``obj`` to ``path`` atomically with a checksum."""
+    """torch.save ``obj`` (tensors and plain values only) to ``path`` atomically with a checksum."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     _write_atomic(path, buffer.getvalue())
 
 
-def checked_torch_load(path: Path):
-    """The object saved by :func:`atomic_torch_save`, or None if missing or corrupted."""
+def checked_torch_load(path: Path, validate: Validator | None = None):
+    """The object saved by :func:`atomic_torch_save`, or None if missing, corrupted or rejected by ``validate``.
+
+    Loaded with ``weights_only=True``: tensors, numbers, strings and containers of them only. An
+    entry that holds anything else (a crafted pickle that would run code) is refused unread.
+    """
     payload = _read_checked(path)
-    return None if payload is None else torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    if payload is None:
+        return None
+    try:
+        value = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception:  # any way the bytes fail to load safely: the entry is unusable, never executed
+        _discard(path, "refused (it holds more than tensors and plain values, or does not load)")
+        return None
+    return _validated(path, value, validate)
 
 
 def atomic_json_save(obj, path: Path) -> None:
@@ -100,17 +178,27 @@ def atomic_json_export(obj, path: Path) -> None:
     _write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode(), checksum=False)
 
 
-def checked_json_load(path: Path):
-    """The object saved by :func:`atomic_json_save`, or None if missing or corrupted."""
+def checked_json_load(path: Path, validate: Validator | None = None):
+    """The object saved by :func:`atomic_json_save`, or None if missing, corrupted or rejected by ``validate``."""
     payload = _read_checked(path)
-    return None if payload is None else json.loads(payload)
+    if payload is None:
+        return None
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        _discard(path, "unreadable (not JSON)")
+        return None
+    return _validated(path, value, validate)
 
 
 @contextlib.contextmanager
 def entry_lock(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock for computing the entry at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
+    """Exclusive inter-process lock for computing the entry at ``path`` (held on ``path``.lock)."""
+    lock_path = path.with_name(path.name + ".lock")
+    with _storage_errors(lock_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a")  # noqa: SIM115 (closed below, outside the error translation)
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -118,15 +206,19 @@ def entry_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def json_entry(path: Path, compute: Callable[[], Any]) -> Any:
-    """The JSON object stored at ``path``; if it is missing or corrupted, ``compute()`` it and store it.
+def json_entry(path: Path, compute: Callable[[], Any], validate: Validator | None = None) -> Any:
+    """The JSON object stored at ``path``; if it is missing or unusable, ``compute()`` it and store it.
 
-    Computed under :func:`entry_lock`, so concurrent callers compute an entry once.
+    ``validate`` checks a loaded value (a rejected one is recomputed) and a computed one before it is
+    stored (its error, e.g. a :class:`~uni_icl.validation.NonFiniteError`, then propagates and nothing
+    is stored). Computed under :func:`entry_lock`, so concurrent callers compute an entry once.
     """
     with entry_lock(path):
-        stored = checked_json_load(path)
+        stored = checked_json_load(path, validate)
         if stored is not None:
             return stored
         value = compute()
+        if validate is not None:
+            validate(value)
         atomic_json_save(value, path)
     return value

@@ -4,7 +4,11 @@ Adam, gradient clipping, a validation set with its own seed (used for checkpoint
 early stopping, never the test set), periodic checkpoints that a later call resumes from, and a
 ``tqdm`` progress bar. Randomness comes only from generators seeded by the config, and the
 training generator's state is checkpointed, so an interrupted and resumed run ends exactly where
-an uninterrupted one does.
+an uninterrupted one does. A checkpoint holds only tensors and plain values (the history as
+lists of numbers, the generator state as a byte tensor), so it loads with ``weights_only=True``;
+one that does not match the learner is ignored (training starts over). A loss or validation
+score that is inf or NaN stops training with a :class:`~uni_icl.validation.NonFiniteError` and
+removes the checkpoint, so nothing of the run is cached.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -25,9 +29,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from uni_icl.device import single_threaded
 from uni_icl.storage import atomic_torch_save, checked_torch_load
 from uni_icl.tasks import Episode, TaskFamily
-from uni_icl.validation import check_int, check_positive
+from uni_icl.validation import (
+    NonFiniteError,
+    check_finite,
+    check_int,
+    check_keys,
+    check_numbers,
+    check_positive,
+    check_state_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,21 @@ class TrainHistory:
         return asdict(self)
 
 
+def check_history(data) -> None:
+    """Raise a ValueError unless ``data`` is a :meth:`TrainHistory.to_dict` with finite, consistent numbers."""
+    check_keys("history", data, [f.name for f in fields(TrainHistory)])
+    check_numbers("history.steps", data["steps"], minimum=0)
+    for name in ("train_loss", "val_score", "val_loss"):
+        check_numbers(f"history.{name}", data[name])
+        if len(data[name]) != len(data["steps"]):
+            raise ValueError(f"history.{name}: {len(data[name])} values for {len(data['steps'])} steps")
+    check_int("history.best_step", data["best_step"], minimum=0)
+    check_numbers("history.seconds", [data["seconds"]], minimum=0)
+    for name in ("stopped_early", "stopped_by_time"):
+        if not isinstance(data[name], bool):
+            raise ValueError(f"history.{name}: expected a bool, got {data[name]!r}")
+
+
 def episode_loss(learner: nn.Module, episode: Episode) -> torch.Tensor:
     """Cross-entropy over all positions (classification) or mean squared error (regression)."""
     outputs = learner(episode.xs, episode.ys)
@@ -127,6 +155,7 @@ def validation_episodes(task: TaskFamily, config: TrainConfig, device: torch.dev
     return [task.sample(size, generator=gen, device=device) for size in sizes]
 
 
+@single_threaded()
 def train(
     learner: nn.Module,
     task: TaskFamily,
@@ -143,7 +172,11 @@ def train(
     with the best validation score. With ``checkpoint_path``, the state is saved every
     ``config.checkpoint_every`` steps and when SIGINT arrives (then KeyboardInterrupt is raised
     at the end of the current step), a call that finds a checkpoint resumes from it, and the
-    checkpoint is removed when training completes.
+    checkpoint is removed when training completes. A non-finite loss or validation score raises
+    :class:`~uni_icl.validation.NonFiniteError` (checked when losses are summed, before any
+    checkpoint is written) and removes the checkpoint. Runs on one torch thread
+    (:func:`~uni_icl.device.single_threaded`), so the result does not depend on the caller's
+    thread count.
     """
     device = next(learner.parameters()).device
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
@@ -158,8 +191,8 @@ def train(
         "loss_sum": 0.0,
         "loss_count": 0,
     }
-    if checkpoint_path is not None and checkpoint_path.exists():
-        saved = checked_torch_load(checkpoint_path)
+    if checkpoint_path is not None:
+        saved = checked_torch_load(checkpoint_path, _checkpoint_validator(learner, state))
         if saved is not None:
             learner.load_state_dict(saved["weights"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -185,7 +218,7 @@ def train(
     learner.train()
     started = time.perf_counter()
     pending_losses: list[torch.Tensor] = []  # summed at evaluations: no device sync every step
-    with deferred_interrupt() as interrupted:
+    with deferred_interrupt() as interrupted, _stop_if_not_finite(checkpoint_path, description):
         try:
             while state["step"] < config.max_steps and not history.stopped_early:
                 if config.time_limit_s and history.seconds + time.perf_counter() - started >= config.time_limit_s:
@@ -215,7 +248,8 @@ def train(
                     started = time.perf_counter()
                     save_checkpoint()
                 if interrupted():
-                    raise KeyboardInterrupt(f"training interrupted at step {state['step']}; checkpoint saved")
+                    kept = "no checkpoint kept" if checkpoint_path is None else f"checkpoint saved in {checkpoint_path}"
+                    raise KeyboardInterrupt(f"{description}: stopped at step {state['step']}, {kept}")
         finally:
             bar.close()
     history.seconds += time.perf_counter() - started
@@ -223,6 +257,36 @@ def train(
     if checkpoint_path is not None:
         checkpoint_path.unlink(missing_ok=True)
     return history
+
+
+def _checkpoint_validator(learner: nn.Module, state: dict) -> Callable[[object], None]:
+    """A check that a loaded checkpoint holds what :func:`train` saves, for this learner."""
+
+    def validate(saved) -> None:
+        check_keys("checkpoint", saved, ("weights", "optimizer", "generator", "history", "state"))
+        check_state_dict("checkpoint.weights", saved["weights"], learner.state_dict())
+        check_keys("checkpoint.state", saved["state"], state)
+        check_state_dict("checkpoint.state.best_weights", saved["state"]["best_weights"], learner.state_dict())
+        check_int("checkpoint.state.step", saved["state"]["step"], minimum=0)
+        check_history(saved["history"])
+        generator = saved["generator"]
+        if not isinstance(generator, torch.Tensor) or generator.dtype != torch.uint8:
+            raise ValueError("checkpoint.generator: expected a uint8 tensor (a torch.Generator state)")
+        if not isinstance(saved["optimizer"], dict):
+            raise ValueError("checkpoint.optimizer: expected an optimizer state dict")
+
+    return validate
+
+
+@contextlib.contextmanager
+def _stop_if_not_finite(checkpoint_path: Path | None, description: str) -> Iterator[None]:
+    """Name the run in a :class:`~uni_icl.validation.NonFiniteError` and remove its checkpoint: nothing stays cached."""
+    try:
+        yield
+    except NonFiniteError as error:
+        if checkpoint_path is not None:
+            checkpoint_path.unlink(missing_ok=True)
+        raise NonFiniteError(f"{description}: {error}") from None
 
 
 @contextlib.contextmanager
@@ -248,10 +312,13 @@ def _add_pending_losses(state: dict, pending_losses: list[torch.Tensor]) -> None
     """Fold the losses of the steps since the last fold into the running sum (one device sync).
 
     Added one by one in step order, so the sum does not depend on where the folds fall (an
-    interrupted and resumed run records exactly the losses of an uninterrupted one).
+    interrupted and resumed run records exactly the losses of an uninterrupted one). Raises
+    :class:`~uni_icl.validation.NonFiniteError` if one of them is inf or NaN.
     """
     if pending_losses:
-        for value in torch.stack(pending_losses).tolist():
+        values = torch.stack(pending_losses).tolist()
+        check_finite(f"training loss up to step {state['step']}", values)
+        for value in values:
             state["loss_sum"] += value
         state["loss_count"] += len(pending_losses)
         pending_losses.clear()
@@ -262,6 +329,7 @@ def _record_validation(
 ) -> None:
     """Evaluate, keep the best weights, and count evaluations without a min_delta improvement."""
     score, loss = validate(learner, val_set)
+    check_finite(f"validation score and loss at step {state['step']}", (score, loss))
     history.steps.append(state["step"])
     history.train_loss.append(state["loss_sum"] / max(state["loss_count"], 1))
     history.val_score.append(score)

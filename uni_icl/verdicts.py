@@ -1,16 +1,15 @@
 """Claim verdicts: each chapter's experiment stores one per claim; the scorecard collects them.
 
 A verdict holds the quantity measured, the numbers behind it, the rule that decides it (written
-in the experiment's code before the numbers were seen) and the outcome.
+in the experiment's code before the numbers were seen) and the outcome. A stored verdict that
+is not one (a renamed key, an unknown outcome, a non-finite time) is treated as missing.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 
-from uni_icl.storage import atomic_json_save, cache_root, checked_json_load
-from uni_icl.validation import check_choice
+from uni_icl.validation import check_choice, check_keys, check_number
 
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive")
 CLAIMS = {
@@ -43,16 +42,25 @@ class ClaimVerdict:
         check_choice("outcome", self.outcome, OUTCOMES)
 
 
-def verdict_path(claim: str, preset: str, root: Path | None = None) -> Path:
-    return (root or cache_root()) / "verdicts" / preset / f"claim-{claim}.json"
+def check_verdict(data) -> None:
+    """Raise a ValueError unless ``data`` is a stored :class:`ClaimVerdict` (as ``asdict`` writes it)."""
+    check_keys("verdict", data, [f.name for f in fields(ClaimVerdict)])
+    check_choice("verdict.claim", data["claim"], CLAIMS)
+    check_choice("verdict.outcome", data["outcome"], OUTCOMES)
+    for name in ("preset", "quantity", "rule", "chapter"):
+        if not isinstance(data[name], str):
+            raise ValueError(f"verdict.{name}: expected a string, got {type(data[name]).__name__}")
+    for name in ("numbers", "notes"):
+        if not isinstance(data[name], dict):
+            raise ValueError(f"verdict.{name}: expected a dict, got {type(data[name]).__name__}")
+    check_number("verdict.wall_seconds", data["wall_seconds"], minimum=0)
 
 
-def save_verdict(verdict: ClaimVerdict, root: Path | None = None) -> None:
-    """Store ``verdict`` (atomically), replacing an earlier one for the same claim and preset."""
-    atomic_json_save(asdict(verdict), verdict_path(verdict.claim, verdict.preset, root))
-
-
-def load_verdict(claim: str, preset: str, root: Path | None = None) -> ClaimVerdict | None:
-    """The stored verdict of ``claim`` at ``preset``, or None."""
-    stored = checked_json_load(verdict_path(claim, preset, root))
-    return None if stored is None else ClaimVerdict(**stored)
+def check_scorecard_dict(data) -> None:
+    """Raise a ValueError unless ``data`` is a stored scorecard: preset, wall time, a list of valid verdicts."""
+    check_keys("scorecard", data, ("preset", "wall_seconds", "verdicts"))
+    check_number("scorecard.wall_seconds", data["wall_seconds"], minimum=0)
+    if not isinstance(data["verdicts"], list):
+        raise ValueError("scorecard.verdicts: expected a list of verdicts")
+    for verdict in data["verdicts"]:
+        check_verdict(verdict)

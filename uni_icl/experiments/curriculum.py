@@ -5,8 +5,11 @@ in-context linear regression for a fixed number of steps (no early stopping, so 
 same budget): no curriculum; the paper's curriculum (+1 active dimension every ``paper_every``
 steps from ``start_dims``); Garg et al.'s default (+1 dimension and +2 points every ``garg_every``
 steps). Validation always uses the full task. Each run's cache entry holds its history, its final
-(best-validated) weights and the raw weights at ``early_step`` (taken on the fly, so the early
-checkpoint lies on the same training trajectory and costs no extra training).
+(best-validated) weights and the raw weights at ``early_step`` (taken on the fly into a ``.early``
+side file, so the early checkpoint lies on the same training trajectory and costs no extra
+training). An entry is stored only when both sets of weights are complete and finite; a side file
+that is missing or damaged when training ends (deleted during an interrupted run) makes the run
+train again from the start rather than store an entry without early weights.
 
 Errors are squared errors divided by d (Garg et al.'s normalisation: predicting 0 scores 1; least
 squares averaged over the N positions scores (d + 1) / (2N)).
@@ -16,24 +19,35 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import statistics
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.device import default_device
+from uni_icl.device import default_device, single_threaded
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec
 from uni_icl.presets import CurriculumScale, Preset
-from uni_icl.runs import CODE_VERSION, RunSpec, build_seeded, evaluate_or_load, prepare
-from uni_icl.storage import atomic_torch_save, cache_root, checked_torch_load, config_hash, entry_lock
+from uni_icl.runs import CODE_VERSION, RunSpec, build_seeded, check_eval_result, evaluate_or_load, prepare
+from uni_icl.storage import (
+    CacheWarning,
+    atomic_torch_save,
+    cache_root,
+    checked_torch_load,
+    config_hash,
+    entry_lock,
+)
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
-from uni_icl.training import train
-from uni_icl.validation import check_choice
+from uni_icl.training import check_history, train
+from uni_icl.validation import check_choice, check_keys, check_state_dict
 from uni_icl.verdicts import ClaimVerdict
 
 ARMS = ("none", "paper", "garg")
@@ -111,34 +125,66 @@ def train_run(scale: CurriculumScale, arm: str, seed: int, *, progress: bool = T
     device = default_device()
     late = build_seeded(spec.learner, spec.task, seed).to(device)
     early = build_seeded(spec.learner, spec.task, seed).to(device)
+    validate = _entry_validator(late.state_dict())
     with entry_lock(path):
-        stored = checked_torch_load(path)
+        stored = checked_torch_load(path, validate)
+        loaded = stored is not None
         if stored is None:
-            side_file = path.with_suffix(".early")
-            snapshot = _SnapshotSchedule(spec.task, spec.schedule, late, scale.early_step, side_file)
-            history = train(
-                late,
-                spec.task,
-                spec.train,
-                schedule=snapshot,
-                checkpoint_path=path.with_suffix(".ckpt"),
-                progress=progress,
-                description=f"{ARM_NAMES[arm]}, seed {seed}",
-            )
-            stored = {
+            stored = _train_with_snapshot(scale, spec, arm, late, path, progress)
+            validate(stored)
+            atomic_torch_save(stored, path)
+            path.with_suffix(".early").unlink(missing_ok=True)
+    late.load_state_dict(stored["weights"])
+    early.load_state_dict(stored["early_weights"])
+    return CurriculumRun(arm, spec.train.seed, late, early, stored["history"], loaded)
+
+
+def _train_with_snapshot(
+    scale: CurriculumScale, spec: RunSpec, arm: str, late: torch.nn.Module, path: Path, progress: bool
+) -> dict:
+    """Train ``late`` (resuming a checkpoint) with the early snapshot in ``path``'s ``.early`` side file;
+    the entry to store. A side file missing or damaged at the end means training again from the start."""
+    side_file = path.with_suffix(".early")
+    initial = copy.deepcopy(late.state_dict())
+    check_snapshot = functools.partial(check_state_dict, "early snapshot", reference=initial)
+    for attempt in range(2):
+        history = train(
+            late,
+            spec.task,
+            spec.train,
+            schedule=_SnapshotSchedule(spec.task, spec.schedule, late, scale.early_step, side_file),
+            checkpoint_path=path.with_suffix(".ckpt"),
+            progress=progress,
+            description=f"{ARM_NAMES[arm]}, seed {spec.train.seed}",
+        )
+        early_weights = checked_torch_load(side_file, check_snapshot)
+        if early_weights is not None:
+            return {
                 "weights": late.state_dict(),
-                "early_weights": checked_torch_load(side_file),
+                "early_weights": early_weights,
                 "history": history.to_dict(),
                 "config": spec.config(),
             }
-            atomic_torch_save(stored, path)
-            side_file.unlink(missing_ok=True)
-            loaded = False
-        else:
-            loaded = True
-    late.load_state_dict(stored["weights"])
-    early.load_state_dict(stored["early_weights"])
-    return CurriculumRun(arm, seed, late, early, stored["history"], loaded)
+        if attempt == 0:
+            warnings.warn(
+                f"early snapshot {side_file} is missing or damaged: training this run again from the start",
+                CacheWarning,
+                stacklevel=3,
+            )
+            late.load_state_dict(initial)  # train() removed its checkpoint: the next call starts at step 0
+    raise RuntimeError(f"early_step: the snapshot at step {scale.early_step} was not taken; allowed: below max_steps")
+
+
+def _entry_validator(reference: dict) -> Callable[[object], None]:
+    """A check that a curriculum entry holds complete, finite final and early weights and a history."""
+
+    def validate(stored) -> None:
+        check_keys("curriculum entry", stored, ("weights", "early_weights", "history", "config"))
+        check_state_dict("weights", stored["weights"], reference)
+        check_state_dict("early_weights", stored["early_weights"], reference)
+        check_history(stored["history"])
+
+    return validate
 
 
 def steps_to_threshold(history: dict, d: int, threshold: float) -> int | None:
@@ -170,9 +216,11 @@ def evaluate_cached(model: torch.nn.Module, config: dict, task: TaskFamily, scal
     )
     path = cache_root() / "results" / f"curriculum-eval-{key}.pt"
     with entry_lock(path):
-        stored = checked_torch_load(path)
+        stored = checked_torch_load(path, check_eval_result)
         if stored is None:
-            stored = evaluate(model, task, n_tasks=scale.n_test_tasks, seed=scale.test_seed).to_dict()
+            with single_threaded():
+                stored = evaluate(model, task, n_tasks=scale.n_test_tasks, seed=scale.test_seed).to_dict()
+            check_eval_result(stored)
             atomic_torch_save(stored, path)
     return EvalResult(**stored)
 
