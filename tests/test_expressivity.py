@@ -10,10 +10,9 @@ from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.experiments.expressivity import (
     IMITATION_LABEL,
     WARM_LABEL,
-    DistillHistory,
+    Distillation,
     ImitationResults,
     agreement,
-    distill,
     imitation_student,
     kl_to_teacher,
     randomized,
@@ -23,7 +22,7 @@ from uni_icl.experiments.expressivity import (
 from uni_icl.learners import LearnerSpec
 from uni_icl.presets import PRESETS, get_preset
 from uni_icl.runs import TrainedLearner, build_seeded
-from uni_icl.training import TrainConfig
+from uni_icl.training import TrainConfig, TrainHistory, train
 
 
 def small_pair(seed=0):
@@ -48,19 +47,19 @@ def test_distillation_lowers_the_kl_and_keeps_the_best_weights():
     episode = task.sample(64, seed=123)
     with torch.no_grad():
         before = kl_to_teacher(student, teacher, episode.xs, episode.ys).item()
-    history = distill(student, teacher, task, config, progress=False)
+    history = train(student, task, config, objective=Distillation(teacher, task, config), progress=False)
     with torch.no_grad():
         after = kl_to_teacher(student, teacher, episode.xs, episode.ys).item()
     assert after < before
     assert history.steps == [20, 40, 60]
-    assert history.best_step == history.steps[history.val_kl.index(min(history.val_kl))]
-    assert not student.training
+    assert history.best_step == history.steps[history.val_loss.index(min(history.val_loss))]
+    assert history.val_score == [-kl for kl in history.val_loss]
 
 
 def test_distillation_stops_early_without_improvement():
     _, task, teacher, student = small_pair()
     config = TrainConfig(max_steps=200, batch_size=8, lr=1e-9, eval_every=10, n_val_tasks=16, patience=2, min_delta=1)
-    history = distill(student, teacher, task, config, progress=False)
+    history = train(student, task, config, objective=Distillation(teacher, task, config), progress=False)
     assert history.stopped_early and history.steps[-1] == 30
 
 
@@ -118,7 +117,7 @@ def test_smoke_run_end_to_end():
         assert len(row["per_position"]) == PRESETS["smoke"].classification.n_points
         assert 0.0 <= row["mean"] <= 1.0 and not math.isnan(row["tv_mean"])
     assert verdicts(results)[0].outcome in ("reproduced", "inconclusive")
-    assert isinstance(results.students["cnp"].history, DistillHistory)
+    assert isinstance(results.students["cnp"].history, TrainHistory)
 
 
 def test_bad_input_is_refused():

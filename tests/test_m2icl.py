@@ -9,15 +9,16 @@ from torch import nn
 from uni_icl.experiments import m2icl as experiment
 from uni_icl.learners.maml import (
     MAMLConfig,
+    MetaObjective,
     fine_tune,
     inner_adapt,
     meta_gradient,
-    meta_train,
     prompt_loss,
 )
 from uni_icl.learners.regressors import CausalRegressionTransformer, RegressorConfig
 from uni_icl.presets import PRESETS
 from uni_icl.tasks import Episode, make_task
+from uni_icl.training import train
 
 
 class LinearPredictor(nn.Module):
@@ -173,7 +174,11 @@ def test_meta_training_runs_and_keeps_the_best_weights(tmp_path):
         n_val_prompts=8,
         meta_lr=1e-3,
     )
-    history = meta_train(model, 2, 5, config, checkpoint_path=tmp_path / "m.ckpt", progress=False)
+    task = make_task("regression_domains", d=2, n_points=5)
+    objective = MetaObjective(2, 5, config)
+    history = train(
+        model, task, config.train_config(), objective=objective, checkpoint_path=tmp_path / "m.ckpt", progress=False
+    )
     assert history.steps == [2, 4] and len(history.val_score) == 2
     assert not (tmp_path / "m.ckpt").exists()
 

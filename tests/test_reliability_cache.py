@@ -25,6 +25,7 @@ from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.presets import PRESETS
 from uni_icl.runs import evaluate_or_load, model_path, train_or_load
 from uni_icl.storage import atomic_json_save, checked_json_load
+from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import train
 from uni_icl.verdicts import ClaimVerdict
 
@@ -115,7 +116,7 @@ class HardKillError(Exception):
 def curriculum_run_killed_after_the_snapshot(monkeypatch):
     """Train the smoke 'paper' arm, seed 0, until a hard kill at step 8 (checkpoint at 6, snapshot at 4)."""
     scale = PRESETS["smoke"].curriculum
-    original = experiment._SnapshotSchedule.task_at
+    original = DimensionCurriculum.task_at
 
     def task_at(self, step):
         if step == 8:
@@ -123,7 +124,7 @@ def curriculum_run_killed_after_the_snapshot(monkeypatch):
         return original(self, step)
 
     with monkeypatch.context() as patch:
-        patch.setattr(experiment._SnapshotSchedule, "task_at", task_at)
+        patch.setattr(DimensionCurriculum, "task_at", task_at)
         with pytest.raises(HardKillError):
             experiment.train_run(scale, "paper", 0, progress=False)
     [side_file] = (experiment.cache_root() / "models").glob("*.early")

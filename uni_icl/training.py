@@ -1,14 +1,19 @@
-"""One training loop for every learner and task family.
+"""One training loop for every learner, task family and objective.
 
-Adam, gradient clipping, a validation set with its own seed (used for checkpoint selection and
-early stopping, never the test set), periodic checkpoints that a later call resumes from, and a
-``tqdm`` progress bar. Randomness comes only from generators seeded by the config, and the
-training generator's state is checkpointed, so an interrupted and resumed run ends exactly where
-an uninterrupted one does. A checkpoint holds only tensors and plain values (the history as
-lists of numbers, the generator state as a byte tensor), so it loads with ``weights_only=True``;
-one that does not match the learner is ignored (training starts over). A loss or validation
-score that is inf or NaN stops training with a :class:`~uni_icl.validation.NonFiniteError` and
-removes the checkpoint, so nothing of the run is cached.
+:func:`train` runs Adam with gradient clipping over the steps of an :class:`Objective` (the hooks:
+the loss of one step, and the validation score): by default :class:`EpisodeObjective`, the
+learner's cross-entropy or squared error on episodes of a task (or of a curriculum's task at each
+step); the distillation of the expressivity chapter and MAML's outer loop (M2-ICL) are objectives
+too, and a snapshot at a given step is a callback. Around it: validation on fixed data with its
+own seed (used for checkpoint selection and early stopping, never the test set), periodic
+checkpoints that a later call resumes from, and a ``tqdm`` progress bar. Randomness comes only
+from generators seeded by the config, and the training generator's state is checkpointed, so an
+interrupted and resumed run ends exactly where an uninterrupted one does. A checkpoint holds only
+tensors and plain values (the history as lists of numbers, the generator state as a byte
+tensor), so it loads with ``weights_only=True``; one that does not match the learner is ignored
+(training starts over). A loss or validation score that is inf or NaN stops training with a
+:class:`~uni_icl.validation.NonFiniteError` and removes the checkpoint, so nothing of the run is
+cached.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
@@ -72,6 +77,22 @@ class TrainConfig:
         check_positive("grad_clip", self.grad_clip)
         if self.time_limit_s != 0:
             check_positive("time_limit_s", self.time_limit_s)
+
+
+class Objective(Protocol):
+    """The hooks of :func:`train`: what one step minimises and how the learner is validated."""
+
+    def step_loss(self, learner: nn.Module, step: int, gen: torch.Generator) -> torch.Tensor:
+        """The loss of training step ``step`` as a detached scalar, its gradient left in the learner's
+        ``.grad`` (drawing any training data from ``gen``)."""
+        ...
+
+    def validate(self, learner: nn.Module) -> tuple[float, float]:
+        """(score, loss) on fixed validation data; a higher score is better (it picks the kept weights)."""
+        ...
+
+
+Callback = Callable[[int, nn.Module], None]  # called after each optimiser step with the steps done so far
 
 
 class TaskSchedule(Protocol):
@@ -155,6 +176,28 @@ def validation_episodes(task: TaskFamily, config: TrainConfig, device: torch.dev
     return [task.sample(size, generator=gen, device=device) for size in sizes]
 
 
+class EpisodeObjective:
+    """The learner's own loss (:func:`episode_loss`) on ``config.batch_size`` fresh episodes per step,
+    drawn from ``task`` or from ``schedule.task_at(step)``; validated on the fixed validation
+    episodes of ``task`` (:func:`validation_episodes`)."""
+
+    def __init__(self, task: TaskFamily, config: TrainConfig, schedule: TaskSchedule | None = None) -> None:
+        self.task, self.config, self.schedule = task, config, schedule
+        self._val_set: list[Episode] | None = None
+
+    def step_loss(self, learner: nn.Module, step: int, gen: torch.Generator) -> torch.Tensor:
+        task = self.task if self.schedule is None else self.schedule.task_at(step)
+        episode = task.sample(self.config.batch_size, generator=gen, device=next(learner.parameters()).device)
+        loss = episode_loss(learner, episode)
+        loss.backward()
+        return loss.detach()
+
+    def validate(self, learner: nn.Module) -> tuple[float, float]:
+        if self._val_set is None:
+            self._val_set = validation_episodes(self.task, self.config, next(learner.parameters()).device)
+        return validate(learner, self._val_set)
+
+
 @single_threaded()
 def train(
     learner: nn.Module,
@@ -162,13 +205,16 @@ def train(
     config: TrainConfig,
     *,
     schedule: TaskSchedule | None = None,
+    objective: Objective | None = None,
+    callbacks: Sequence[Callback] = (),
     checkpoint_path: Path | None = None,
     progress: bool = True,
     description: str = "training",
 ) -> TrainHistory:
-    """Train ``learner`` in place on episodes of ``task`` (or ``schedule.task_at(step)``).
-
-    Validation always uses ``task`` (the full task). At the end the learner holds the weights
+    """Train ``learner`` in place on ``task``: by default on its episodes (or ``schedule.task_at(step)``),
+    validated on ``task`` (the full task); ``objective`` replaces both hooks (then ``task`` only
+    names what is trained on, and ``schedule`` must be None). ``callbacks`` run after every
+    optimiser step. At the end the learner holds the weights
     with the best validation score. With ``checkpoint_path``, the state is saved every
     ``config.checkpoint_every`` steps and when SIGINT arrives (then KeyboardInterrupt is raised
     at the end of the current step), a call that finds a checkpoint resumes from it, and the
@@ -178,7 +224,9 @@ def train(
     (:func:`~uni_icl.device.single_threaded`), so the result does not depend on the caller's
     thread count.
     """
-    device = next(learner.parameters()).device
+    if objective is not None and schedule is not None:
+        raise ValueError("schedule: an objective draws its own training data; pass one or the other")
+    objective = objective or EpisodeObjective(task, config, schedule)
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     history = TrainHistory()
@@ -213,7 +261,6 @@ def train(
                 checkpoint_path,
             )
 
-    val_set = validation_episodes(task, config, device)
     bar = tqdm(total=config.max_steps, initial=state["step"], desc=description, disable=not progress, leave=False)
     learner.train()
     started = time.perf_counter()
@@ -225,22 +272,20 @@ def train(
                     history.stopped_by_time = True
                     if not history.steps or history.steps[-1] != state["step"]:
                         _add_pending_losses(state, pending_losses)
-                        _record_validation(learner, val_set, config, state, history)
+                        _record_validation(learner, objective, config, state, history)
                     break
-                step = state["step"]
-                step_task = task if schedule is None else schedule.task_at(step)
-                episode = step_task.sample(config.batch_size, generator=gen, device=device)
-                loss = episode_loss(learner, episode)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = objective.step_loss(learner, state["step"], gen)
                 nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
                 optimizer.step()
-                state["step"] = step + 1
-                pending_losses.append(loss.detach())
+                state["step"] += 1
+                pending_losses.append(loss)
+                for callback in callbacks:
+                    callback(state["step"], learner)
                 bar.update(1)
                 if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
                     _add_pending_losses(state, pending_losses)
-                    _record_validation(learner, val_set, config, state, history)
+                    _record_validation(learner, objective, config, state, history)
                     bar.set_postfix(val=f"{history.val_score[-1]:.4f}", best=f"{state['best_score']:.4f}")
                 if state["step"] % config.checkpoint_every == 0 or interrupted():
                     _add_pending_losses(state, pending_losses)
@@ -325,10 +370,10 @@ def _add_pending_losses(state: dict, pending_losses: list[torch.Tensor]) -> None
 
 
 def _record_validation(
-    learner: nn.Module, val_set: list[Episode], config: TrainConfig, state: dict, history: TrainHistory
+    learner: nn.Module, objective: Objective, config: TrainConfig, state: dict, history: TrainHistory
 ) -> None:
-    """Evaluate, keep the best weights, and count evaluations without a min_delta improvement."""
-    score, loss = validate(learner, val_set)
+    """Validate, keep the best weights, and count evaluations without a min_delta improvement."""
+    score, loss = objective.validate(learner)
     check_finite(f"validation score and loss at step {state['step']}", (score, loss))
     history.steps.append(state["step"])
     history.train_loss.append(state["loss_sum"] / max(state["loss_count"], 1))

@@ -46,7 +46,7 @@ from uni_icl.storage import (
 )
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
-from uni_icl.training import check_history, train
+from uni_icl.training import Callback, check_history, train
 from uni_icl.validation import check_choice, check_keys, check_state_dict
 from uni_icl.verdicts import ClaimVerdict
 
@@ -90,19 +90,14 @@ def run_spec(scale: CurriculumScale, arm: str, seed: int) -> RunSpec:
     )
 
 
-class _SnapshotSchedule:
-    """Wraps a schedule (or the plain task) and copies the learner's weights when ``step`` is reached."""
+def snapshot_at(step: int, side_file: Path) -> Callback:
+    """A training callback that stores the learner's weights in ``side_file`` once ``step`` steps are done."""
 
-    def __init__(self, task: TaskFamily, schedule: DimensionCurriculum | None, learner, step: int, side_file) -> None:
-        self.task, self.schedule, self.learner, self.step, self.side_file = task, schedule, learner, step, side_file
+    def snapshot(steps_done: int, learner: torch.nn.Module) -> None:
+        if steps_done == step:
+            atomic_torch_save(copy.deepcopy(learner.state_dict()), side_file)
 
-    def task_at(self, step: int) -> TaskFamily:
-        if step == self.step:
-            atomic_torch_save(copy.deepcopy(self.learner.state_dict()), self.side_file)
-        return self.task if self.schedule is None else self.schedule.task_at(step)
-
-    def config(self) -> dict:
-        return {} if self.schedule is None else self.schedule.config()
+    return snapshot
 
 
 @dataclass
@@ -152,7 +147,8 @@ def _train_with_snapshot(
             late,
             spec.task,
             spec.train,
-            schedule=_SnapshotSchedule(spec.task, spec.schedule, late, scale.early_step, side_file),
+            schedule=spec.schedule,
+            callbacks=(snapshot_at(scale.early_step, side_file),),
             checkpoint_path=path.with_suffix(".ckpt"),
             progress=progress,
             description=f"{ARM_NAMES[arm]}, seed {spec.train.seed}",

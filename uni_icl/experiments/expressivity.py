@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -49,7 +49,7 @@ from uni_icl.storage import (
     json_entry,
 )
 from uni_icl.tasks import TaskFamily, make_task
-from uni_icl.training import TrainConfig
+from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
 from uni_icl.validation import check_choice
 from uni_icl.verdicts import ClaimVerdict
 
@@ -178,19 +178,6 @@ def construction_checks(
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class DistillHistory:
-    """At each evaluation: step, mean training KL since the previous one, validation KL and agreement."""
-
-    steps: list[int] = field(default_factory=list)
-    train_kl: list[float] = field(default_factory=list)
-    val_kl: list[float] = field(default_factory=list)
-    val_agreement: list[float] = field(default_factory=list)
-    best_step: int = 0
-    stopped_early: bool = False
-    seconds: float = 0.0
-
-
 def kl_to_teacher(student: nn.Module, teacher_net: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     """Mean over episodes and positions of KL(teacher || student) in nats (a scalar with gradients)."""
     with torch.no_grad():
@@ -211,84 +198,38 @@ def total_variation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 0.5 * (a.exp() - b.exp()).abs().sum(-1)
 
 
-def distill(
-    student: nn.Module,
-    teacher_net: nn.Module,
-    task: TaskFamily,
-    config: TrainConfig,
-    *,
-    progress: bool = True,
-    description: str = "distilling",
-) -> DistillHistory:
-    """Train ``student`` in place to match ``teacher_net``'s predictive distribution on fresh episodes.
+class Distillation:
+    """Distillation as an objective of :func:`uni_icl.training.train`: the student's KL to the
+    teacher's predictive distribution (:func:`kl_to_teacher`) on ``config.batch_size`` fresh
+    episodes of ``task`` per step, validated by the mean KL on ``config.n_val_tasks`` episodes drawn
+    with ``config.val_seed`` (score: minus the KL, so early stopping's ``min_delta`` is in nats)."""
 
-    Adam (config.lr), gradient clipping, validation KL on ``config.n_val_tasks`` episodes drawn
-    with ``config.val_seed`` every ``config.eval_every`` steps, early stopping after
-    ``config.patience`` evaluations without an improvement of ``config.min_delta`` nats; the
-    student ends with its best validation weights.
-    """
-    device = next(student.parameters()).device
-    teacher_net = teacher_net.to(device).eval()
-    optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    val_gen = torch.Generator().manual_seed(config.val_seed)
-    val_set = [
-        task.sample(min(config.batch_size, config.n_val_tasks - start), generator=val_gen, device=device)
-        for start in range(0, config.n_val_tasks, config.batch_size)
-    ]
-    history = DistillHistory()
-    best_kl, plateau_kl, since_improvement = math.inf, math.inf, 0
-    best_weights = copy.deepcopy(student.state_dict())
-    running, count = 0.0, 0
-    started = time.perf_counter()
-    bar = tqdm(total=config.max_steps, desc=description, disable=not progress, leave=False)
-    student.train()
-    for step in range(1, config.max_steps + 1):
-        episode = task.sample(config.batch_size, generator=gen, device=device)
-        loss = kl_to_teacher(student, teacher_net, episode.xs, episode.ys)
-        optimizer.zero_grad(set_to_none=True)
+    def __init__(self, teacher_net: nn.Module, task: TaskFamily, config: TrainConfig) -> None:
+        self.teacher_net, self.task, self.config = teacher_net, task, config
+        self._val_set: list | None = None
+
+    def step_loss(self, student: nn.Module, step: int, gen: torch.Generator) -> torch.Tensor:
+        device = next(student.parameters()).device
+        episode = self.task.sample(self.config.batch_size, generator=gen, device=device)
+        loss = kl_to_teacher(student, self.teacher_net.to(device).eval(), episode.xs, episode.ys)
         loss.backward()
-        nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
-        optimizer.step()
-        running, count = running + loss.item(), count + 1
-        bar.update(1)
-        if step % config.eval_every and step != config.max_steps:
-            continue
-        val_kl, val_agreement = _validate(student, teacher_net, val_set)
-        history.steps.append(step)
-        history.train_kl.append(running / count)
-        history.val_kl.append(val_kl)
-        history.val_agreement.append(val_agreement)
-        running, count = 0.0, 0
-        bar.set_postfix(val_kl=f"{val_kl:.4f}", agreement=f"{val_agreement:.3f}")
-        if val_kl < best_kl:
-            best_kl, history.best_step = val_kl, step
-            best_weights = copy.deepcopy(student.state_dict())
-        if val_kl < plateau_kl - config.min_delta:
-            plateau_kl, since_improvement = val_kl, 0
-        else:
-            since_improvement += 1
-        if config.patience and since_improvement >= config.patience:
-            history.stopped_early = True
-            break
-    bar.close()
-    history.seconds = time.perf_counter() - started
-    student.load_state_dict(best_weights)
-    student.eval()
-    return history
+        return loss.detach()
 
-
-@torch.no_grad()
-def _validate(student: nn.Module, teacher_net: nn.Module, episodes: list) -> tuple[float, float]:
-    student.eval()
-    kls, agreements = [], []
-    for episode in episodes:
-        target = log_probs(teacher_net, episode.xs, episode.ys)
-        predicted = log_probs(student, episode.xs, episode.ys)
-        kls.append((target.exp() * (target - predicted)).sum(-1).flatten())
-        agreements.append(agreement(target, predicted).flatten())
-    student.train()
-    return torch.cat(kls).mean().item(), torch.cat(agreements).mean().item()
+    @torch.no_grad()
+    def validate(self, student: nn.Module) -> tuple[float, float]:
+        device = next(student.parameters()).device
+        if self._val_set is None:
+            self._val_set = validation_episodes(self.task, self.config, device)
+        was_training = student.training
+        student.eval()
+        teacher = self.teacher_net.to(device).eval()
+        kls = [
+            kl_to_teacher(student, teacher, episode.xs, episode.ys).item() * episode.batch_size
+            for episode in self._val_set
+        ]
+        student.train(was_training)
+        kl = sum(kls) / sum(episode.batch_size for episode in self._val_set)
+        return -kl, kl
 
 
 @dataclass
@@ -297,7 +238,7 @@ class Student:
 
     teacher: str
     learner: nn.Module
-    history: DistillHistory
+    history: TrainHistory
     warm_start: TrainedLearner | None
     loaded_from_cache: bool
 
@@ -314,6 +255,7 @@ def student_config(scale: ClassificationScale, settings: ImitationScale, teacher
         "warm_start": None if warm is None else warm.key,
         "task": teacher_spec.task.config(),
         "distill": settings.distill.__dict__,
+        "history": "TrainHistory",  # the stored history's format (distillation had its own type before)
     }
 
 
@@ -335,16 +277,16 @@ def imitation_student(
         stored = checked_torch_load(path)
         if stored is not None:
             learner.load_state_dict(stored["weights"])
-            return Student(name, learner.eval(), DistillHistory(**stored["history"]), warm, True)
-        history = distill(
+            return Student(name, learner.eval(), TrainHistory(**stored["history"]), warm, True)
+        history = train(
             learner,
-            trained_teacher.learner,
             spec.task,
             settings.distill,
+            objective=Distillation(trained_teacher.learner, spec.task, settings.distill),
             progress=progress,
             description=f"ICL imitating {display_name(name)}",
         )
-        atomic_torch_save({"weights": learner.state_dict(), "history": asdict(history), "config": config}, path)
+        atomic_torch_save({"weights": learner.state_dict(), "history": history.to_dict(), "config": config}, path)
     return Student(name, learner.eval(), history, warm, False)
 
 
@@ -450,7 +392,7 @@ class ImitationResults:
                 "steps run": student.history.steps[-1] if student.history.steps else 0,
                 "best step": student.history.best_step,
                 "stopped early": student.history.stopped_early,
-                "best validation KL (nats)": min(student.history.val_kl, default=math.nan),
+                "best validation KL (nats)": min(student.history.val_loss, default=math.nan),
                 "seconds": student.history.seconds,
                 "loaded from cache": student.loaded_from_cache,
             }

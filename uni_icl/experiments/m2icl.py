@@ -32,10 +32,9 @@ from uni_icl.device import default_device
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.maml import (
     LOG_FLOOR,
-    MetaHistory,
+    MetaObjective,
     fine_tune,
     meta_step_seconds,
-    meta_train,
     relative_errors,
 )
 from uni_icl.learners.regressors import LeastSquares
@@ -51,6 +50,7 @@ from uni_icl.storage import (
     entry_lock,
 )
 from uni_icl.tasks import RegressionDomain, TaskFamily, domain_task, make_task
+from uni_icl.training import TrainHistory, train
 from uni_icl.verdicts import ClaimVerdict
 
 ARMS = ("ICL (no adaptation)", "ICL adapted", "M2-ICL adapted", "M2-ICL (no adaptation)", "least squares")
@@ -79,6 +79,7 @@ def m2icl_config(scale: M2ICLScale) -> dict:
         "code_version": CODE_VERSION,
         "experiment": "m2icl",
         "validation": "mean log relative error",
+        "history": "TrainHistory",  # the stored history's format (it was MAML's own history type before)
         "learner": icl_spec(scale).learner.config(),
         "d": scale.d,
         "n_points": scale.n_points,
@@ -99,13 +100,19 @@ def meta_trained(scale: M2ICLScale, icl: TrainedLearner, *, progress: bool = Tru
         if stored is None:
             if scale.init == "pretrained":
                 model.load_state_dict(icl.learner.state_dict())
-            history = meta_train(
-                model, scale.d, scale.n_points, scale.maml, checkpoint_path=path.with_suffix(".ckpt"), progress=progress
+            history = train(
+                model,
+                domains_task(scale),
+                scale.maml.train_config(),
+                objective=MetaObjective(scale.d, scale.n_points, scale.maml),
+                checkpoint_path=path.with_suffix(".ckpt"),
+                progress=progress,
+                description="M2-ICL meta-training",
             )
             stored = {"weights": model.state_dict(), "history": history.to_dict(), "config": config}
             atomic_torch_save(stored, path)
     model.load_state_dict(stored["weights"])
-    return model, MetaHistory(**stored["history"]).to_dict()
+    return model, TrainHistory(**stored["history"]).to_dict()
 
 
 def maml_costs(scale: M2ICLScale, model: torch.nn.Module, *, repeats: int = 3) -> dict[str, float]:

@@ -25,17 +25,15 @@ import copy
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
-from uni_icl.storage import atomic_torch_save, checked_torch_load
 from uni_icl.tasks import Episode, RegressionDomain, domain_task
+from uni_icl.training import TrainConfig
 from uni_icl.validation import check_int, check_positive
 
 Params = dict[str, torch.Tensor]
@@ -78,6 +76,19 @@ class MAMLConfig:
             check_positive(name, getattr(self, name))
         if not isinstance(self.second_order, bool):
             raise ValueError(f"second_order: expected True or False, got {self.second_order!r}")
+
+    def train_config(self) -> TrainConfig:
+        """The outer loop's settings as the training loop takes them (steps, Adam, validation, checkpoints)."""
+        return TrainConfig(
+            max_steps=self.meta_steps,
+            lr=self.meta_lr,
+            grad_clip=self.grad_clip,
+            eval_every=self.eval_every,
+            patience=self.patience,
+            min_delta=self.min_delta,
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+        )
 
 
 def prompt_loss(model: nn.Module, params: Params, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -201,23 +212,6 @@ def relative_errors(model: nn.Module, test: Episode) -> torch.Tensor:
     return (errors / test.ys.pow(2).mean()).cpu()
 
 
-@dataclass
-class MetaHistory:
-    """At each validation: the meta-step, the mean outer loss since the previous validation and the
-    validation score (minus the mean over validation domains of log(relative query error) after the
-    inner loop)."""
-
-    steps: list[int] = field(default_factory=list)
-    meta_loss: list[float] = field(default_factory=list)
-    val_score: list[float] = field(default_factory=list)
-    best_step: int = 0
-    stopped_early: bool = False
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def sample_meta_task(
     d: int, n_points: int, config: MAMLConfig, gen: torch.Generator, device: torch.device
 ) -> tuple[Episode, Episode]:
@@ -267,94 +261,39 @@ def adapted_validation_error(model: nn.Module, pairs: list[tuple[Episode, Episod
     return sum(errors) / len(errors)
 
 
-def meta_train(
-    model: nn.Module,
-    d: int,
-    n_points: int,
-    config: MAMLConfig,
-    *,
-    checkpoint_path: Path | None = None,
-    progress: bool = True,
-) -> MetaHistory:
-    """Meta-train ``model`` in place with (first- or second-order) MAML over random domains.
+class MetaObjective:
+    """MAML's outer loop as an objective of :func:`uni_icl.training.train` (one loop for every learner).
 
-    Each outer step draws ``domains_per_step`` fresh domains (support and query prompts of
-    ``n_points`` points in dimension ``d``). Validation: the relative query error after the inner
-    loop on fixed validation domains; the model ends with the best-validated weights. With
-    ``checkpoint_path`` the state is saved every ``checkpoint_every`` steps and a later call resumes.
+    A step draws ``domains_per_step`` fresh domains (support and query prompts of ``n_points``
+    points in dimension ``d``) and leaves the meta-gradient (:func:`meta_gradient`) in the model's
+    ``.grad``. Validation: the mean log relative query error after the inner loop on fixed
+    validation domains (:func:`adapted_validation_error`); the score is minus it. Run it with
+    :meth:`MAMLConfig.train_config`.
     """
-    check_int("d", d, minimum=1)
-    check_int("n_points", n_points, minimum=1)
-    device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    history = MetaHistory()
-    state = {"step": 0, "best_score": -math.inf, "best_weights": copy.deepcopy(model.state_dict())}
-    state.update({"plateau_score": -math.inf, "since_improvement": 0, "loss_sum": 0.0, "loss_count": 0})
-    if checkpoint_path is not None and checkpoint_path.exists():
-        saved = checked_torch_load(checkpoint_path)
-        if saved is not None:
-            model.load_state_dict(saved["weights"])
-            optimizer.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
-            history, state = MetaHistory(**saved["history"]), saved["state"]
-    val_pairs = validation_meta_tasks(d, n_points, config, device)
-    bar = tqdm(total=config.meta_steps, initial=state["step"], desc="M2-ICL meta-training", disable=not progress)
-    started = time.perf_counter()
-    try:
-        while state["step"] < config.meta_steps and not history.stopped_early:
-            pairs = [sample_meta_task(d, n_points, config, gen, device) for _ in range(config.domains_per_step)]
-            loss, grads = meta_gradient(model, pairs, config)
-            optimizer.zero_grad(set_to_none=True)
-            for parameter, grad in zip(model.parameters(), grads, strict=True):
-                parameter.grad = grad
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            state["step"] += 1
-            state["loss_sum"] += loss
-            state["loss_count"] += 1
-            bar.update(1)
-            if state["step"] % config.eval_every == 0 or state["step"] == config.meta_steps:
-                _record_validation(model, val_pairs, config, state, history)
-                bar.set_postfix(val=f"{history.val_score[-1]:.4f}")
-            if checkpoint_path is not None and state["step"] % config.checkpoint_every == 0:
-                history.seconds += time.perf_counter() - started
-                started = time.perf_counter()
-                atomic_torch_save(
-                    {
-                        "weights": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "generator": gen.get_state(),
-                        "history": history.to_dict(),
-                        "state": state,
-                    },
-                    checkpoint_path,
-                )
-    finally:
-        bar.close()
-    history.seconds += time.perf_counter() - started
-    model.load_state_dict(state["best_weights"])
-    if checkpoint_path is not None:
-        checkpoint_path.unlink(missing_ok=True)
-    return history
 
+    def __init__(self, d: int, n_points: int, config: MAMLConfig) -> None:
+        check_int("d", d, minimum=1)
+        check_int("n_points", n_points, minimum=1)
+        self.d, self.n_points, self.config = d, n_points, config
+        self._val_pairs: list[tuple[Episode, Episode]] | None = None
 
-def _record_validation(
-    model: nn.Module, val_pairs: list[tuple[Episode, Episode]], config: MAMLConfig, state: dict, history: MetaHistory
-) -> None:
-    score = -adapted_validation_error(model, val_pairs, config)
-    history.steps.append(state["step"])
-    history.meta_loss.append(state["loss_sum"] / max(state["loss_count"], 1))
-    history.val_score.append(score)
-    state["loss_sum"], state["loss_count"] = 0.0, 0
-    if score > state["best_score"]:
-        state["best_score"], state["best_weights"] = score, copy.deepcopy(model.state_dict())
-        history.best_step = state["step"]
-    if score > state["plateau_score"] + config.min_delta:
-        state["plateau_score"], state["since_improvement"] = score, 0
-    else:
-        state["since_improvement"] += 1
-        history.stopped_early = bool(config.patience) and state["since_improvement"] >= config.patience
+    def step_loss(self, model: nn.Module, step: int, gen: torch.Generator) -> torch.Tensor:
+        device = next(model.parameters()).device
+        pairs = [
+            sample_meta_task(self.d, self.n_points, self.config, gen, device)
+            for _ in range(self.config.domains_per_step)
+        ]
+        loss, grads = meta_gradient(model, pairs, self.config)
+        for parameter, grad in zip(model.parameters(), grads, strict=True):
+            parameter.grad = grad
+        return torch.tensor(loss, dtype=torch.float64)
+
+    def validate(self, model: nn.Module) -> tuple[float, float]:
+        if self._val_pairs is None:
+            device = next(model.parameters()).device
+            self._val_pairs = validation_meta_tasks(self.d, self.n_points, self.config, device)
+        error = adapted_validation_error(model, self._val_pairs, self.config)
+        return -error, error
 
 
 def meta_step_seconds(model: nn.Module, d: int, n_points: int, config: MAMLConfig, *, repeats: int = 3) -> float:
