@@ -25,14 +25,7 @@ from torch import nn
 from uni_icl.device import default_device, single_threaded
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec, display_name
-from uni_icl.storage import (
-    atomic_torch_save,
-    cache_root,
-    checked_torch_load,
-    config_hash,
-    entry_lock,
-    json_entry,
-)
+from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
 from uni_icl.tasks import TaskFamily
 from uni_icl.training import TaskSchedule, TrainConfig, TrainHistory, check_history, train
 from uni_icl.validation import NonFiniteError, check_choice, check_int, check_keys, check_numbers, check_state_dict
@@ -94,11 +87,8 @@ def train_or_load(
     """Load the learner trained under ``spec`` if stored, else train it (resuming a checkpoint) and store it."""
     path = model_path(spec, root)
     learner = build_seeded(spec.learner, spec.task, spec.train.seed).to(device or default_device())
-    with entry_lock(path):
-        stored = checked_torch_load(path, model_entry_validator(learner))
-        if stored is not None:
-            learner.load_state_dict(stored["weights"])
-            return TrainedLearner(spec, learner, TrainHistory(**stored["history"]), loaded_from_cache=True)
+
+    def fit() -> dict:
         history = train(
             learner,
             spec.task,
@@ -108,10 +98,11 @@ def train_or_load(
             progress=progress,
             description=spec.label,
         )
-        atomic_torch_save(
-            {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}, path
-        )
-    return TrainedLearner(spec, learner, history)
+        return {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}
+
+    stored, loaded = cached_entry(path, fit, model_entry_validator(learner), tensors=True)
+    learner.load_state_dict(stored["weights"])
+    return TrainedLearner(spec, learner, TrainHistory(**stored["history"]), loaded_from_cache=loaded)
 
 
 def model_entry_validator(learner: nn.Module) -> Callable[[object], None]:

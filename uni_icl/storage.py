@@ -206,19 +206,30 @@ def entry_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def json_entry(path: Path, compute: Callable[[], Any], validate: Validator | None = None) -> Any:
-    """The JSON object stored at ``path``; if it is missing or unusable, ``compute()`` it and store it.
+def cached_entry(
+    path: Path, compute: Callable[[], Any], validate: Validator | None = None, *, tensors: bool = False
+) -> tuple[Any, bool]:
+    """The entry stored at ``path`` and True; if it is missing or unusable, ``compute()`` it, store it,
+    and return it with False. The one train-or-load / evaluate-or-load of the package.
 
-    ``validate`` checks a loaded value (a rejected one is recomputed) and a computed one before it is
-    stored (its error, e.g. a :class:`~uni_icl.validation.NonFiniteError`, then propagates and nothing
-    is stored). Computed under :func:`entry_lock`, so concurrent callers compute an entry once.
+    ``tensors``: the entry holds tensors (``torch.save``, loaded with ``weights_only=True``); else it
+    is JSON. ``validate`` checks a loaded value (a rejected one is recomputed) and a computed one
+    before it is stored (its error, e.g. a :class:`~uni_icl.validation.NonFiniteError`, then
+    propagates and nothing is stored). Computed under :func:`entry_lock`, so concurrent callers
+    compute an entry once.
     """
+    load, save = (checked_torch_load, atomic_torch_save) if tensors else (checked_json_load, atomic_json_save)
     with entry_lock(path):
-        stored = checked_json_load(path, validate)
+        stored = load(path, validate)
         if stored is not None:
-            return stored
+            return stored, True
         value = compute()
         if validate is not None:
             validate(value)
-        atomic_json_save(value, path)
-    return value
+        save(value, path)
+    return value, False
+
+
+def json_entry(path: Path, compute: Callable[[], Any], validate: Validator | None = None) -> Any:
+    """The JSON value of :func:`cached_entry` (computed or loaded)."""
+    return cached_entry(path, compute, validate)[0]

@@ -36,14 +36,7 @@ from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec
 from uni_icl.presets import CurriculumScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, build_seeded, check_eval_result, evaluate_or_load, prepare
-from uni_icl.storage import (
-    CacheWarning,
-    atomic_torch_save,
-    cache_root,
-    checked_torch_load,
-    config_hash,
-    entry_lock,
-)
+from uni_icl.storage import CacheWarning, atomic_torch_save, cache_root, cached_entry, checked_torch_load, config_hash
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import Callback, check_history, train
@@ -121,14 +114,10 @@ def train_run(scale: CurriculumScale, arm: str, seed: int, *, progress: bool = T
     late = build_seeded(spec.learner, spec.task, seed).to(device)
     early = build_seeded(spec.learner, spec.task, seed).to(device)
     validate = _entry_validator(late.state_dict())
-    with entry_lock(path):
-        stored = checked_torch_load(path, validate)
-        loaded = stored is not None
-        if stored is None:
-            stored = _train_with_snapshot(scale, spec, arm, late, path, progress)
-            validate(stored)
-            atomic_torch_save(stored, path)
-            path.with_suffix(".early").unlink(missing_ok=True)
+    stored, loaded = cached_entry(
+        path, lambda: _train_with_snapshot(scale, spec, arm, late, path, progress), validate, tensors=True
+    )
+    path.with_suffix(".early").unlink(missing_ok=True)  # the snapshot is in the entry now
     late.load_state_dict(stored["weights"])
     early.load_state_dict(stored["early_weights"])
     return CurriculumRun(arm, spec.train.seed, late, early, stored["history"], loaded)
@@ -211,14 +200,12 @@ def evaluate_cached(model: torch.nn.Module, config: dict, task: TaskFamily, scal
         }
     )
     path = cache_root() / "results" / f"curriculum-eval-{key}.pt"
-    with entry_lock(path):
-        stored = checked_torch_load(path, check_eval_result)
-        if stored is None:
-            with single_threaded():
-                stored = evaluate(model, task, n_tasks=scale.n_test_tasks, seed=scale.test_seed).to_dict()
-            check_eval_result(stored)
-            atomic_torch_save(stored, path)
-    return EvalResult(**stored)
+
+    def compute() -> dict:
+        with single_threaded():
+            return evaluate(model, task, n_tasks=scale.n_test_tasks, seed=scale.test_seed).to_dict()
+
+    return EvalResult(**cached_entry(path, compute, check_eval_result, tensors=True)[0])
 
 
 def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) -> dict:

@@ -30,7 +30,7 @@ from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.baselines import NearestClassMean, fit_pca
 from uni_icl.presets import DigitsScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
-from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, config_hash, entry_lock
+from uni_icl.storage import cache_root, config_hash, json_entry
 from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.tasks.images import IMAGE_SIDE, DigitsMixtureTask, DigitsTask, split_images
 from uni_icl.tasks.schedules import FixedTrainingTask
@@ -145,10 +145,8 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
     """
     scale = preset.digits
     path = cache_root() / "tables" / f"digits-{config_hash(table_config(scale))}.json"
-    with entry_lock(path):
-        stored = checked_json_load(path)
-        if stored is not None:
-            return stored
+
+    def compute() -> dict:
         started = time.perf_counter()
         unseen_task, seen_task = digits_task(scale, "test"), digits_task(scale, "validation")
         rows = []
@@ -183,8 +181,9 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
             "pca_validation": {str(k): v for k, v in pca_scores.items()},
             "wall_seconds": time.perf_counter() - started,
         }
-        atomic_json_save(results, path)
-    return results
+        return results
+
+    return json_entry(path, compute)
 
 
 def baselines_from(results: dict, scale: DigitsScale) -> dict[str, NearestClassMean]:

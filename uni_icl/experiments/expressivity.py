@@ -39,15 +39,8 @@ from uni_icl.learners.constructions import (
     max_difference,
 )
 from uni_icl.presets import ClassificationScale, ImitationScale, Preset
-from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
-from uni_icl.storage import (
-    atomic_torch_save,
-    cache_root,
-    checked_torch_load,
-    config_hash,
-    entry_lock,
-    json_entry,
-)
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, model_entry_validator, train_or_load
+from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
 from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
 from uni_icl.validation import check_choice
@@ -273,11 +266,8 @@ def imitation_student(
     if warm is not None:
         learner.load_state_dict(warm.learner.state_dict())
     learner = learner.to(next(trained_teacher.learner.parameters()).device)
-    with entry_lock(path):
-        stored = checked_torch_load(path)
-        if stored is not None:
-            learner.load_state_dict(stored["weights"])
-            return Student(name, learner.eval(), TrainHistory(**stored["history"]), warm, True)
+
+    def distil() -> dict:
         history = train(
             learner,
             spec.task,
@@ -286,8 +276,11 @@ def imitation_student(
             progress=progress,
             description=f"ICL imitating {display_name(name)}",
         )
-        atomic_torch_save({"weights": learner.state_dict(), "history": history.to_dict(), "config": config}, path)
-    return Student(name, learner.eval(), history, warm, False)
+        return {"weights": learner.state_dict(), "history": history.to_dict(), "config": config}
+
+    stored, loaded = cached_entry(path, distil, model_entry_validator(learner), tensors=True)
+    learner.load_state_dict(stored["weights"])
+    return Student(name, learner.eval(), TrainHistory(**stored["history"]), warm, loaded)
 
 
 # ----------------------------------------------------------------------------------------------

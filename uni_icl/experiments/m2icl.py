@@ -39,16 +39,8 @@ from uni_icl.learners.maml import (
 )
 from uni_icl.learners.regressors import LeastSquares
 from uni_icl.presets import M2ICLScale, Preset
-from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, train_or_load
-from uni_icl.storage import (
-    atomic_json_save,
-    atomic_torch_save,
-    cache_root,
-    checked_json_load,
-    checked_torch_load,
-    config_hash,
-    entry_lock,
-)
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, model_entry_validator, train_or_load
+from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
 from uni_icl.tasks import RegressionDomain, TaskFamily, domain_task, make_task
 from uni_icl.training import TrainHistory, train
 from uni_icl.verdicts import ClaimVerdict
@@ -95,22 +87,22 @@ def meta_trained(scale: M2ICLScale, icl: TrainedLearner, *, progress: bool = Tru
     path = cache_root() / "models" / f"m2icl-{config_hash(config)}.pt"
     spec = icl_spec(scale)
     model = build_seeded(spec.learner, spec.task, scale.maml.seed).to(default_device())
-    with entry_lock(path):
-        stored = checked_torch_load(path)
-        if stored is None:
-            if scale.init == "pretrained":
-                model.load_state_dict(icl.learner.state_dict())
-            history = train(
-                model,
-                domains_task(scale),
-                scale.maml.train_config(),
-                objective=MetaObjective(scale.d, scale.n_points, scale.maml),
-                checkpoint_path=path.with_suffix(".ckpt"),
-                progress=progress,
-                description="M2-ICL meta-training",
-            )
-            stored = {"weights": model.state_dict(), "history": history.to_dict(), "config": config}
-            atomic_torch_save(stored, path)
+
+    def fit() -> dict:
+        if scale.init == "pretrained":
+            model.load_state_dict(icl.learner.state_dict())
+        history = train(
+            model,
+            domains_task(scale),
+            scale.maml.train_config(),
+            objective=MetaObjective(scale.d, scale.n_points, scale.maml),
+            checkpoint_path=path.with_suffix(".ckpt"),
+            progress=progress,
+            description="M2-ICL meta-training",
+        )
+        return {"weights": model.state_dict(), "history": history.to_dict(), "config": config}
+
+    stored, _ = cached_entry(path, fit, model_entry_validator(model), tensors=True)
     model.load_state_dict(stored["weights"])
     return model, TrainHistory(**stored["history"]).to_dict()
 
@@ -141,10 +133,8 @@ def adaptation_table(
     stored once with size 0.
     """
     path = cache_root() / "results" / f"m2icl-adaptation-{config_hash(key)}.json"
-    with entry_lock(path):
-        stored = checked_json_load(path)
-        if stored is not None:
-            return stored
+
+    def compute() -> list[dict]:
         rows = []
         device = next(icl.parameters()).device
         largest = max(scale.adaptation_sizes)
@@ -172,8 +162,9 @@ def adaptation_table(
                         grad_clip=scale.maml.inner_grad_clip,
                     )
                     rows.append(_row(index, arm, size, relative_errors(adapted, test)))
-        atomic_json_save(rows, path)
-    return rows
+        return rows
+
+    return json_entry(path, compute)
 
 
 def _first(episode, size: int):

@@ -45,13 +45,15 @@ from uni_icl.learners.bayes import (
     COLLAPSE_MOVES,
     COLLAPSE_THRESHOLD,
     DEFAULT_N_SAMPLES,
-    LOG_PROB_FLOOR,
     N_MOVES,
     RESAMPLE_THRESHOLD,
     VIOLATION_PENALTY,
     _adapt_scale,
     _check_episode,
     _ess,
+    _exclusive_cummax,
+    _exclusive_cummin,
+    _floor,
     _observe,
     _predict,
     _resample_move,
@@ -65,25 +67,6 @@ from uni_icl.validation import check_choice, check_int
 RADIUS_RANGE = (2.0, 4.0)  # r ~ U(2, 4) (PAPER.md)
 RADIUS_GRID = 256  # Simpson intervals per integral of the radius posterior (even)
 CHUNK_ROWS = 4096  # (episode, position) rows integrated at once: bounds memory to ~CHUNK_ROWS x RADIUS_GRID
-
-
-def _floor(log_probs: torch.Tensor) -> torch.Tensor:
-    """Clamp at ``LOG_PROB_FLOOR`` so that -inf never reaches a loss or a softmax."""
-    return log_probs.clamp_min(LOG_PROB_FLOOR)
-
-
-def _exclusive_cummax(values: torch.Tensor) -> torch.Tensor:
-    """Running maximum over dim 1 of the entries strictly before each position. (B, N) -> (B, N)."""
-    shifted = torch.cat([torch.full_like(values[:, :1], -math.inf), values[:, :-1]], dim=1)
-    return shifted.cummax(dim=1).values
-
-
-def _exclusive_cummin(values: torch.Tensor) -> torch.Tensor:
-    """Running minimum over dim 1 of the entries strictly before each position. (B, N) -> (B, N)."""
-    return -_exclusive_cummax(-values)
-
-
-# ----------------------------------------------------------------------------- radius
 
 
 def radius_bayes_log_probs(task: TaskFamily, xs: torch.Tensor, ys: torch.Tensor, *, n_grid: int = RADIUS_GRID):
