@@ -33,7 +33,7 @@ def setup(style: bool = True) -> NotebookContext:
         torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else platform.processor() or "CPU"
     )
     print(f"uni_icl {__version__} | torch {torch.__version__} | device: {context.device} ({name})")
-    print(f"preset: {context.preset} (set UNI_ICL_PRESET to smoke, quick or paper) | cache: {context.cache}")
+    print(f"preset: {context.preset.name} (set UNI_ICL_PRESET to smoke, quick or paper) | cache: {context.cache}")
     if style:
         import seaborn as sns
 
