@@ -22,17 +22,22 @@ from pathlib import Path
 
 from uni_icl.device import default_device, memory_bytes, single_threaded
 from uni_icl.evaluation import EVAL_BATCH
-from uni_icl.experiments.common import classification_run, classification_task
+from uni_icl.experiments.common import (
+    MIXED_FAMILY,
+    SINGLE_FAMILIES,
+    UNSEEN_FAMILY,
+    classification_run,
+    classification_task,
+)
 from uni_icl.learners import CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
 from uni_icl.storage import StorageError, atomic_json_export, cache_root, check_writable
-from uni_icl.tasks import TASK_FAMILIES
 from uni_icl.validation import NonFiniteError, check_choice, check_int
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
-CLASSIFICATION_FAMILIES = sorted(name for name, family in TASK_FAMILIES.items() if not family.is_regression)
+CLASSIFICATION_FAMILIES = sorted((*SINGLE_FAMILIES, MIXED_FAMILY, UNSEEN_FAMILY))  # the families `train` takes
 
 
 def run_learnability(preset: str, progress: bool) -> str:
