@@ -23,12 +23,13 @@ from pathlib import Path
 
 from uni_icl.book.build import ROOT, toc_files
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
+from uni_icl.book.notebook import BOOK_BUILD_ENV
 
 BUSY_LOOP = "while True:\n    pass"
 
 
 def run_round(round_index: int, output: Path, limits: ExecutionLimits) -> float:
-    os.environ["UNI_ICL_PROGRESS"] = "0" if round_index == 1 else "1"
+    os.environ[BOOK_BUILD_ENV] = "1" if round_index == 1 else "0"  # rounds 2+: live, with progress widgets
     started = time.monotonic()
     for page in toc_files(ROOT):
         source = ROOT / f"{page}.ipynb"

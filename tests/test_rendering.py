@@ -173,6 +173,10 @@ return {
 """
 
 ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception):")
+# folders of the machine that built the book: none may appear in a page
+MACHINE_PATHS = tuple(
+    sorted({f"{Path(p).as_posix().rstrip('/')}/" for p in (Path.home(), ROOT, tempfile.gettempdir())})
+)
 # a table's |---| line left unrendered (typography may have turned --- into an em dash)
 RAW_PIPE_TABLE = re.compile(r"\|\s*:?(?:-{3,}|[\u2013\u2014]+):?\s*\|")
 
@@ -218,6 +222,9 @@ def page_problems(driver, url: str, base: str, *, needs_figure: bool) -> list[st
         problems.append("no figure image in the page")
     if "Traceback (most recent call last)" in facts["text"] or facts["error_outputs"]:
         problems.append("a Python traceback or error output is shown")
+    paths = [path for path in MACHINE_PATHS if path in facts["text"]]
+    if paths:
+        problems.append(f"a machine path in the page: {paths}")
     if RAW_PIPE_TABLE.search(facts["outputs"]):
         problems.append("a Markdown pipe table shown as raw text in a cell output")
     errors = ERROR_LINE.findall(facts["outputs"])
@@ -284,11 +291,13 @@ def test_slider_changes_frame_when_moved(site: str, browser, slider_page: str) -
 
 
 def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
-    """The page checks fail on a page with a missing figure, a traceback, a raw pipe table and a dead link."""
+    """The page checks fail on a page with a missing figure, a traceback, a raw pipe table, a machine path
+    and a dead link."""
     (tmp_path / "broken.html").write_text(
         '<html><head><meta charset="utf-8"><title>Broken</title></head><body><article><h1>Broken</h1>'
         '<img src="missing.png"><div class="cell_output"><pre>Traceback (most recent call last):\n'
-        'ValueError: boom</pre></div><div class="cell_output"><p>| a | b |\n|\u2014|\u2014|\n| 1 | 2 |</p></div>'
+        f'ValueError: boom</pre></div><div class="cell_output"><p>cache: {Path.home()}/.cache/uni_icl</p>'
+        "<p>| a | b |\n|\u2014|\u2014|\n| 1 | 2 |</p></div>"
         '<a href="gone.html">gone</a></article></body></html>',
         encoding="utf-8",
     )
@@ -297,6 +306,13 @@ def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
         problems = "; ".join(page_problems(browser, f"{base}broken.html", base, needs_figure=True))
     finally:
         server.shutdown()
-    expected_problems = ("images that do not load", "no figure image", "traceback", "error text", "raw text")
+    expected_problems = (
+        "images that do not load",
+        "no figure image",
+        "traceback",
+        "error text",
+        "raw text",
+        "machine path",
+    )
     for expected in (*expected_problems, "gone.html: HTTP 404"):
         assert expected in problems, f"the checks missed {expected!r}: {problems}"

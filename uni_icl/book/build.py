@@ -7,7 +7,8 @@
 2. Each notebook of the table of contents is executed in a fresh kernel with ``book/`` as its
    working directory, under :mod:`uni_icl.book.execute`'s watchdog (a stalled notebook is retried
    once, then the build fails naming the notebook and the cell), and written with its outputs
-   into the copy. Progress bars are off (``UNI_ICL_PROGRESS=0``): the static book shows none.
+   into the copy. ``UNI_ICL_BOOK_BUILD=1`` tells the notebooks they build static pages:
+   no progress bars and no machine paths in the output.
 3. ``jupyter-book build`` renders the copy with execution off, warnings as errors, into
    ``DIR/_build/html``.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import yaml
 from nbclient.exceptions import CellExecutionError
 
+from uni_icl.book.notebook import BOOK_BUILD_ENV
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +67,7 @@ def build(output: Path, limits: ExecutionLimits, root: Path = ROOT) -> float:
     started = time.monotonic()
     staged = output / "_build" / "source"
     stage_sources(root, staged)
-    os.environ["UNI_ICL_PROGRESS"] = "0"  # inherited by every kernel started below
+    os.environ[BOOK_BUILD_ENV] = "1"  # inherited by every kernel started below
     for page in toc_files(root):
         source = root / f"{page}.ipynb"
         if not source.exists():

@@ -14,6 +14,8 @@ from uni_icl.device import default_device
 from uni_icl.presets import Preset, preset_from_env
 from uni_icl.storage import cache_root
 
+BOOK_BUILD_ENV = "UNI_ICL_BOOK_BUILD"  # "1" while uni_icl.book.build executes the notebooks
+
 
 @dataclass(frozen=True)
 class NotebookContext:
@@ -22,18 +24,24 @@ class NotebookContext:
     preset: Preset  # read from UNI_ICL_PRESET here, once; chapters receive this object
     device: torch.device
     cache: Path
-    progress: bool  # progress bars: on in a live kernel, off in the book build (UNI_ICL_PROGRESS=0)
+    static: bool  # executed by the book build (UNI_ICL_BOOK_BUILD=1) for the static pages, not a live kernel
+
+    @property
+    def progress(self) -> bool:
+        """Progress bars: on in a live kernel, off in the built book (which shows none)."""
+        return not self.static
 
 
 def setup(style: bool = True) -> NotebookContext:
-    """Print the device, preset and cache folder in use; set the plotting style."""
-    progress = os.environ.get("UNI_ICL_PROGRESS", "1") != "0"
-    context = NotebookContext(preset_from_env(), default_device(), cache_root(), progress)
+    """Print the device, preset and cache folder in use (no machine path in the built book); set the style."""
+    static = os.environ.get(BOOK_BUILD_ENV) == "1"
+    context = NotebookContext(preset_from_env(), default_device(), cache_root(), static)
     name = (
         torch.cuda.get_device_name(context.device) if context.device.type == "cuda" else platform.processor() or "CPU"
     )
     print(f"uni_icl {__version__} | torch {torch.__version__} | device: {context.device} ({name})")
-    print(f"preset: {context.preset.name} (set UNI_ICL_PRESET to smoke, quick or paper) | cache: {context.cache}")
+    cache = "$UNI_ICL_CACHE (default ~/.cache/uni_icl)" if static else str(context.cache)
+    print(f"preset: {context.preset.name} (set UNI_ICL_PRESET to smoke, quick or paper) | cache: {cache}")
     if style:
         import seaborn as sns
 
