@@ -230,6 +230,11 @@ class PrototypeDiagnostics:
             thin, multi-modal feasible region the error can be several times larger.
         resampled: (B, N) bool, whether a resample-move ran at position i.
         acceptance: (B, N) mean Metropolis acceptance rate of that move (NaN where none ran).
+        log_evidence: (B, N) float64 estimate of log p(x_0..x_i, y_0..y_{i-1}) under the sampler's
+            model: the sum over steps of log(sum_s W_s exp(increment_s)) with W the normalised
+            weights before the step, plus the constants the weights drop (-log C - d/2 log(2 pi
+            sigma^2) per point). Its exponential is unbiased; the log is biased low by about half
+            its variance. The mixture Bayes predictor weighs the families with it.
     """
 
     log_probs: torch.Tensor
@@ -238,6 +243,7 @@ class PrototypeDiagnostics:
     mc_stderr: torch.Tensor
     resampled: torch.Tensor
     acceptance: torch.Tensor
+    log_evidence: torch.Tensor
 
 
 def prototype_diagnostics(
@@ -492,12 +498,17 @@ def _run_prototype_smc(
     centres = torch.randn(batch, n_samples, n_classes, d, generator=gen, device=device, dtype=torch.float32)
     log_weights = torch.zeros(batch, n_samples, device=device, dtype=torch.float64)
     scale = torch.full((batch,), 2.38 / math.sqrt(n_classes * d), device=device, dtype=torch.float64)
+    log_constant = -math.log(n_classes) - 0.5 * d * math.log(2 * math.pi * noise_std**2)
+    log_evidence = torch.zeros(batch, device=device, dtype=torch.float64)
     nearest = None
-    outputs = {name: [] for name in ("probs", "stderr", "ess", "ess_used", "resampled", "acceptance")}
+    names = ("probs", "stderr", "ess", "ess_used", "resampled", "acceptance", "log_evidence")
+    outputs = {name: [] for name in names}
     for i in range(n_points):
+        before = torch.logsumexp(log_weights, -1)
         if nearest is not None:
             log_weights = log_weights - VIOLATION_PENALTY * (nearest != ys[:, i - 1 : i])
         log_weights = log_weights + _observe(centres, points[:, i], noise_std)[0]
+        log_evidence = log_evidence + torch.logsumexp(log_weights, -1) - before + log_constant
         log_weights = log_weights - log_weights.amax(-1, keepdim=True)
         ess = _ess(log_weights)
         need = ess < RESAMPLE_THRESHOLD * n_samples
@@ -516,7 +527,8 @@ def _run_prototype_smc(
             acceptance = acceptance.index_copy(0, idx, rate)
         nearest = _observe(centres, points[:, i], noise_std)[1]
         probs, stderr = _predict(nearest, log_weights, n_classes)
-        for name, value in zip(outputs, (probs, stderr, ess, _ess(log_weights), need, acceptance), strict=True):
+        values = (probs, stderr, ess, _ess(log_weights), need, acceptance, log_evidence)
+        for name, value in zip(outputs, values, strict=True):
             outputs[name].append(value)
     stacked = {name: torch.stack(values, dim=1) for name, values in outputs.items()}
     return PrototypeDiagnostics(
@@ -526,4 +538,5 @@ def _run_prototype_smc(
         mc_stderr=stacked["stderr"],
         resampled=stacked["resampled"],
         acceptance=stacked["acceptance"],
+        log_evidence=stacked["log_evidence"],
     )

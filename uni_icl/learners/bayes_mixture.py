@@ -24,9 +24,8 @@ log-probabilities (B, N, C) where position i uses x_i and the pairs (x_j, y_j), 
     mass (the same truncation as ``bayes.amortized_log_probs``). The chain of that module's predictive
     probabilities would not be exact here: the inputs after j inform s, hence y_j.
   * prototype (Monte Carlo): the sequential Monte-Carlo sampler of ``bayes.prototype_diagnostics``
-    re-run step by step with the same generator calls (so its predictive is bit-identical to
-    ``bayes_log_probs``), accumulating the standard SMC evidence estimate
-    log Z_i = sum_{j <= i} log sum_s W_s w_s(j) from its incremental weights. It inherits that
+    (one run gives the predictive, bit-identical to ``bayes_log_probs``, and the standard SMC
+    evidence estimate log Z_i = sum_{j <= i} log sum_s W_s w_s(j) from its incremental weights). It inherits that
     sampler's model: i.i.d. uniform source classes instead of the generator's balanced shuffled
     ones, and a label contradicting the centres costs e^-30 instead of 0.
 
@@ -42,23 +41,14 @@ from dataclasses import dataclass
 import torch
 
 from uni_icl.learners.bayes import (
-    COLLAPSE_MOVES,
-    COLLAPSE_THRESHOLD,
     DEFAULT_N_SAMPLES,
-    N_MOVES,
-    RESAMPLE_THRESHOLD,
-    VIOLATION_PENALTY,
-    _adapt_scale,
     _check_episode,
-    _ess,
     _exclusive_cummax,
     _exclusive_cummin,
     _floor,
-    _observe,
-    _predict,
-    _resample_move,
     bayes_log_probs,
     log_normal_mass,
+    prototype_diagnostics,
 )
 from uni_icl.tasks import MIXTURE_COMPONENTS, PairwiseTask, TaskFamily
 from uni_icl.tasks.synthetic import RADIUS_SCALE
@@ -188,71 +178,14 @@ class PrototypeEvidence:
 def prototype_bayes_with_evidence(
     task: TaskFamily, xs: torch.Tensor, ys: torch.Tensor, *, seed: int = 0, n_samples: int = DEFAULT_N_SAMPLES
 ) -> PrototypeEvidence:
-    """The sampler of ``bayes.prototype_diagnostics``, step by step, plus its evidence estimate.
+    """The prototype sampler's predictive and its evidence estimate (``PrototypeDiagnostics.log_evidence``).
 
-    ``log_probs`` equals ``bayes_log_probs(task, xs, ys, seed=seed, n_samples=n_samples)`` (same
-    generator calls in the same order). ``log_evidence[:, i]`` estimates log p(x_0..x_i, y_0..y_{i-1})
-    under the sampler's model (i.i.d. uniform sources, see the module docstring): the sum over steps
-    of log(sum_s W_s exp(increment_s)) with W the normalised weights before the step, plus the
-    constants the sampler drops (-log C - d/2 log(2 pi sigma^2) per point). Its exponential is
-    unbiased; the log is biased low by about half its variance.
-
-    Args:
-        task: a ``PrototypeTask``; xs (B, N, d); ys (B, N); seed and n_samples as in ``bayes``.
+    ``log_probs`` equals ``bayes_log_probs(task, xs, ys, seed=seed, n_samples=n_samples)``: it is the
+    same run of :func:`~uni_icl.learners.bayes.prototype_diagnostics`.
     """
     check_choice("task.name", task.name, ("prototype",))
-    _check_episode(task, xs, ys)
-    check_int("n_samples", n_samples, minimum=2)
-    check_int("seed", seed)
-    batch, n_points, d = xs.shape
-    n_classes, noise_std = task.n_classes, float(task.noise_std)
-    device = xs.device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    points = xs.to(torch.float32)
-    centres = torch.randn(batch, n_samples, n_classes, d, generator=gen, device=device, dtype=torch.float32)
-    log_weights = torch.zeros(batch, n_samples, device=device, dtype=torch.float64)
-    scale = torch.full((batch,), 2.38 / math.sqrt(n_classes * d), device=device, dtype=torch.float64)
-    log_constant = -math.log(n_classes) - 0.5 * d * math.log(2 * math.pi * noise_std**2)
-    log_evidence = torch.zeros(batch, device=device, dtype=torch.float64)
-    nearest = None
-    probs, evidence = [], []
-    for i in range(n_points):
-        before = torch.logsumexp(log_weights, -1)
-        if nearest is not None:
-            log_weights = log_weights - VIOLATION_PENALTY * (nearest != ys[:, i - 1 : i])
-        log_weights = log_weights + _observe(centres, points[:, i], noise_std)[0]
-        log_evidence = log_evidence + torch.logsumexp(log_weights, -1) - before + log_constant
-        log_weights = log_weights - log_weights.amax(-1, keepdim=True)
-        state = _rejuvenate(centres, log_weights, scale, points[:, : i + 1], ys[:, :i], noise_std, gen)
-        centres, log_weights, scale = state
-        nearest = _observe(centres, points[:, i], noise_std)[1]
-        probs.append(_predict(nearest, log_weights, n_classes)[0])
-        evidence.append(log_evidence)
-    log_probs = _floor(torch.log(torch.stack(probs, dim=1)))
-    return PrototypeEvidence(log_probs=log_probs, log_evidence=torch.stack(evidence, dim=1))
-
-
-def _rejuvenate(centres, log_weights, scale, points, labels, noise_std: float, gen: torch.Generator):
-    """Resample-move the episodes whose ESS fell, exactly as ``bayes._run_prototype_smc`` does.
-
-    centres (B, S, C, d) float32, log_weights (B, S) float64, scale (B,), points (B, i + 1, d),
-    labels (B, i) -> (centres, log_weights, scale).
-    """
-    n_samples = log_weights.shape[1]
-    ess = _ess(log_weights)
-    need = ess < RESAMPLE_THRESHOLD * n_samples
-    collapsed = ess < COLLAPSE_THRESHOLD * n_samples
-    for group, n_rounds in ((need & ~collapsed, N_MOVES), (collapsed, COLLAPSE_MOVES)):
-        if not bool(group.any()):
-            continue
-        idx = group.nonzero().squeeze(1)
-        moved, rate = _resample_move(
-            centres[idx], log_weights[idx], scale[idx], points[idx], labels[idx], noise_std, n_rounds, gen
-        )
-        centres = centres.index_copy(0, idx, moved)
-        log_weights = log_weights.index_fill(0, idx, 0.0)
-        scale = scale.index_copy(0, idx, _adapt_scale(scale[idx], rate))
-    return centres, log_weights, scale
+    run = prototype_diagnostics(task, xs, ys, seed=seed, n_samples=n_samples)
+    return PrototypeEvidence(log_probs=run.log_probs, log_evidence=run.log_evidence)
 
 
 # ----------------------------------------------------------------------------- mixture
