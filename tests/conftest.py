@@ -1,6 +1,8 @@
-"""Shared fixtures: every test gets its own empty cache folder."""
+"""Shared fixtures: every test gets its own empty cache folder; modules may ask for one torch thread."""
 
 import pytest
+
+from uni_icl.device import single_threaded
 
 
 @pytest.fixture(autouse=True)
@@ -9,3 +11,10 @@ def isolated_cache(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
     monkeypatch.setenv("UNI_ICL_CACHE", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The module's tests run on one torch thread (the package's policy, uni_icl.device.single_threaded)."""
+    with single_threaded():
+        yield

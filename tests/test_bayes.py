@@ -14,13 +14,8 @@ from uni_icl.tasks.synthetic import amortized_labels, pairwise_labels
 SMALL_SAMPLES = 256  # prototype particles in tests that do not compare with a reference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread avoids OpenMP stalls when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Many small tensor ops: one thread avoids OpenMP stalls when the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAMILIES = {

@@ -33,13 +33,8 @@ REFERENCE_DRAWS = 200_000  # prior draws of the brute-force references
 CALIBRATION_EDGES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0 + 1e-9)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small tensor ops: one thread avoids OpenMP stalls when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Many small tensor ops: one thread avoids OpenMP stalls when the 2 cores are shared.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TASKS = {"radius": RadiusTask(n_points=12), "mixture": MixtureTask(n_points=12)}
