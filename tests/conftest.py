@@ -2,7 +2,7 @@
 
 import pytest
 
-from uni_icl.device import single_threaded
+from uni_icl.device import policy_threads
 
 
 @pytest.fixture(autouse=True)
@@ -15,6 +15,6 @@ def isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """The module's tests run on one torch thread (the package's policy, uni_icl.device.single_threaded)."""
-    with single_threaded():
+    """The module's tests run on one torch thread (the package's policy, uni_icl.device.policy_threads)."""
+    with policy_threads():
         yield

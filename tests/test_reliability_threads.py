@@ -37,14 +37,14 @@ def test_training_and_evaluation_give_the_same_bits_with_one_or_two_threads(tmp_
     assert one == two
 
 
-def test_single_threaded_restores_the_thread_count_after_an_error():
-    from uni_icl.device import single_threaded
+def test_policy_threads_restores_the_thread_count_after_an_error():
+    from uni_icl.device import policy_threads
 
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         try:
-            with single_threaded():
+            with policy_threads():
                 assert torch.get_num_threads() == 1
                 raise KeyboardInterrupt
         except KeyboardInterrupt:

@@ -8,7 +8,7 @@ cannot use, or a loss that turns inf or NaN during training, ends the same way w
 with nothing cached. Ctrl-C ends with one line (where training stopped, where its checkpoint is)
 and exit status 130; the same command then resumes. Warnings (a damaged cache entry that is
 recomputed) are one line each. The work runs under the package's thread policy
-(:func:`~uni_icl.device.single_threaded`).
+(:func:`~uni_icl.device.policy_threads`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from uni_icl.device import default_device, memory_bytes, single_threaded
+from uni_icl.device import default_device, memory_bytes, policy_thread_count, policy_threads
 from uni_icl.evaluation import EVAL_BATCH
 from uni_icl.experiments.common import (
     MIXED_FAMILY,
@@ -31,6 +31,7 @@ from uni_icl.experiments.common import (
 )
 from uni_icl.learners import CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
+from uni_icl.parallel import worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
 from uni_icl.storage import StorageError, atomic_json_export, cache_root, check_writable
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         try:
-            with single_threaded():
+            with policy_threads():
                 print(job())
         except (StorageError, NonFiniteError) as error:
             print(f"error: {error}", file=sys.stderr)
@@ -130,6 +131,7 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
     """Check every argument (raising UsageError / ValueError) and return the work to do."""
     preset = (get_preset(args.preset) if args.preset is not None else preset_from_env()).name
     progress = not args.no_progress
+    worker_count(), policy_thread_count()  # UNI_ICL_WORKERS and UNI_ICL_THREADS, checked before any work
     if args.command == "run":
         if args.experiment not in EXPERIMENTS:
             raise UsageError(f"experiment: unknown value {args.experiment!r}; allowed: {', '.join(EXPERIMENTS)}")

@@ -1,17 +1,20 @@
 """Device choice (CUDA when present, otherwise the CPU), memory size, and the thread policy.
 
-The thread policy: the numerical work of training and evaluation runs on one torch thread
-(:func:`single_threaded`). A reduction split over several threads adds its parts in another order,
-so its float result, and from there a trained model, would depend on how many threads the caller
-happened to set; on one thread every run of a configuration gives the same numbers. Parallelism,
-where wanted, belongs to separate worker processes, not to threads inside one computation.
+The thread policy: the numerical work of training and evaluation runs on ``UNI_ICL_THREADS``
+torch threads, default **one** (:func:`policy_threads`), whatever the caller set. Two reasons,
+both measured on the 2-core machine: with another process busy on one core, a 2-thread training
+step of the quick transformer ran 25-60x slower than a 1-thread one (OpenMP threads wait for the
+shared core); and a reduction split over several threads adds its parts in another order, so its
+float result, and from there a trained model, would depend on the thread count. Parallelism
+belongs to worker processes (:mod:`uni_icl.parallel`), one thread each, not to threads inside one
+computation. ``UNI_ICL_THREADS=2`` exists to check that verdicts do not depend on it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -28,11 +31,24 @@ def memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+THREADS_ENV = "UNI_ICL_THREADS"
+
+
+def policy_thread_count(environ: Mapping[str, str] = os.environ) -> int:
+    """Torch threads per process under the policy: ``UNI_ICL_THREADS`` (a positive integer), default 1."""
+    text = environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{THREADS_ENV}: got {text!r}; allowed: a positive integer (default 1)")
+    return int(text)
+
+
 @contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run the enclosed torch work on one intra-op thread, then restore the caller's thread count."""
+def policy_threads() -> Iterator[None]:
+    """Run the enclosed torch work on the policy's thread count, then restore the caller's."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(policy_thread_count())
     try:
         yield
     finally:

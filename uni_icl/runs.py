@@ -9,7 +9,7 @@ rebuild loads it instantly.
 Loaded entries are checked (a model's weights against the learner, an evaluation's keys, ranges
 and finiteness) and a bad one is recomputed; a computed evaluation with a non-finite number is
 refused, not stored. Training and evaluation run under the package's thread policy
-(:func:`~uni_icl.device.single_threaded`), so their numbers do not depend on the caller's torch
+(:func:`~uni_icl.device.policy_threads`), so their numbers do not depend on the caller's torch
 thread count.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uni_icl.device import default_device, single_threaded
+from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
@@ -141,7 +141,7 @@ def evaluate_or_load(
     path = (root or cache_root()) / "results" / f"{name}-{test_task.name}-{config_hash(config)}.json"
 
     def compute() -> dict:
-        with single_threaded():
+        with policy_threads():
             check_finite_outputs(trained.learner, test_task, seed=seed)
             return evaluate(trained.learner, test_task, n_tasks=n_tasks, seed=seed).to_dict()
 

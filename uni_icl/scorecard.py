@@ -1,7 +1,9 @@
 """The reproduction scorecard: every claim of the paper measured by one call.
 
 :func:`reproduce` runs each claim's experiment at a preset (through train-or-load, so a second
-run with everything cached takes seconds), collects the verdicts the experiments decide, times
+run with everything cached takes seconds), after training every chosen chapter's models at once on
+worker processes (:func:`uni_icl.parallel.train_all`; a claim's own wall time then covers loading
+and evaluating, the total covers all), collects the verdicts the experiments decide, times
 each claim, and writes a machine-readable scorecard (JSON) atomically. A partial run (``only``)
 merges its verdicts into the stored scorecard under the scorecard's lock, so two partial runs at
 once keep both claims. Each experiment states its own decision rule in code; this module only runs
@@ -19,6 +21,7 @@ from types import ModuleType
 from tqdm.auto import tqdm
 
 from uni_icl.experiments import curriculum, expressivity, learnability, m2icl, selection, shift
+from uni_icl.parallel import train_all
 from uni_icl.presets import Preset
 from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, entry_lock
 from uni_icl.validation import check_choice
@@ -26,7 +29,8 @@ from uni_icl.verdicts import CLAIMS, ClaimVerdict, check_scorecard_dict
 
 # The chapters that decide claims, in the order of the book. Each module has the same interface:
 # CLAIMS (the claim ids it decides), run(preset, *, progress) -> results, verdicts(results) -> list of
-# ClaimVerdict (pure: nothing is stored), explain(verdict) -> str or None.
+# ClaimVerdict (pure: nothing is stored), explain(verdict) -> str or None, and training_plan(preset)
+# -> the uni_icl.parallel.Job list of every model its run trains.
 CHAPTERS = (expressivity, learnability, selection, shift, curriculum, m2icl)
 EXPERIMENTS = {claim: chapter for chapter in CHAPTERS for claim in chapter.CLAIMS}
 
@@ -85,6 +89,9 @@ def reproduce(
         if not any(known is chapter for known, _ in groups):
             groups.append((chapter, []))
         next(asked for known, asked in groups if known is chapter).append(claim)
+    # every chapter's models at once, on all workers; the chapters then load them
+    plan = [job for chapter, _ in groups for job in chapter.training_plan(preset)]
+    train_all(plan, progress=progress, description=f"models ({preset.name})")
     for chapter, group in tqdm(groups, desc=f"claims ({preset.name})", disable=not progress):
         claim_started = time.perf_counter()
         decided = chapter.verdicts(chapter.run(preset, progress=progress))

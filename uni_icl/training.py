@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.device import single_threaded
+from uni_icl.device import policy_threads
 from uni_icl.storage import atomic_torch_save, checked_torch_load
 from uni_icl.tasks import Episode, TaskFamily
 from uni_icl.validation import (
@@ -198,7 +198,7 @@ class EpisodeObjective:
         return validate(learner, self._val_set)
 
 
-@single_threaded()
+@policy_threads()
 def train(
     learner: nn.Module,
     task: TaskFamily,
@@ -220,9 +220,9 @@ def train(
     at the end of the current step), a call that finds a checkpoint resumes from it, and the
     checkpoint is removed when training completes. A non-finite loss or validation score raises
     :class:`~uni_icl.validation.NonFiniteError` (checked when losses are summed, before any
-    checkpoint is written) and removes the checkpoint. Runs on one torch thread
-    (:func:`~uni_icl.device.single_threaded`), so the result does not depend on the caller's
-    thread count.
+    checkpoint is written) and removes the checkpoint. Runs on the policy's torch threads
+    (:func:`~uni_icl.device.policy_threads`, one by default), so the result does not depend on the
+    caller's thread count.
     """
     if objective is not None and schedule is not None:
         raise ValueError("schedule: an objective draws its own training data; pass one or the other")

@@ -19,6 +19,7 @@ from torch import nn
 from uni_icl.device import default_device
 from uni_icl.evaluation import EvalResult, evaluate, test_episodes
 from uni_icl.learners import LearnerSpec, bayes
+from uni_icl.parallel import Job, run_job
 from uni_icl.presets import ClassificationScale
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, train_or_load
 from uni_icl.storage import cache_root, config_hash, json_entry
@@ -55,6 +56,16 @@ def classification_run(
 
 def _with_seed(config: TrainConfig, seed: int) -> TrainConfig:
     return TrainConfig(**{**config.__dict__, "seed": seed})
+
+
+def classification_job(scale: ClassificationScale, learner: str, family: str, seed: int = 0, **task_params) -> Job:
+    """The :class:`~uni_icl.parallel.Job` that trains what :func:`trained` loads (same RunSpec)."""
+    return run_job(classification_run(scale, learner, classification_task(scale, family, **task_params), seed))
+
+
+def candidate_jobs(scale: ClassificationScale) -> list[Job]:
+    """The jobs of :func:`candidate_models`."""
+    return [classification_job(scale, MATCHING_LEARNER[family], family) for family in SINGLE_FAMILIES]
 
 
 def trained(

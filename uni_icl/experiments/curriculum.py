@@ -31,9 +31,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.device import default_device, single_threaded
+from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec
+from uni_icl.parallel import Job, train_all
 from uni_icl.presets import CurriculumScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, build_seeded, check_eval_result, evaluate_or_load, prepare
 from uni_icl.storage import CacheWarning, atomic_torch_save, cache_root, cached_entry, checked_torch_load, config_hash
@@ -105,11 +106,36 @@ class CurriculumRun:
     loaded_from_cache: bool
 
 
+def run_path(scale: CurriculumScale, arm: str, seed: int) -> Path:
+    """Where one arm and seed is stored (final and early weights in one entry)."""
+    key = config_hash(
+        {"run": run_spec(scale, arm, seed).config(), "early_step": scale.early_step, "experiment": "curriculum"}
+    )
+    return cache_root() / "models" / f"curriculum-{arm}-{key}.pt"
+
+
+def training_plan(preset: Preset, arms: tuple[str, ...] = ARMS) -> list[Job]:
+    """Every arm and seed (independent runs)."""
+    scale = preset.curriculum
+    return [
+        Job(
+            f"{ARM_NAMES[arm]}, seed {seed}",
+            run_path(scale, arm, seed),
+            functools.partial(_train_quietly, scale, arm, seed),
+        )
+        for arm in arms
+        for seed in scale.seeds
+    ]
+
+
+def _train_quietly(scale: CurriculumScale, arm: str, seed: int) -> None:
+    train_run(scale, arm, seed, progress=False)
+
+
 def train_run(scale: CurriculumScale, arm: str, seed: int, *, progress: bool = True) -> CurriculumRun:
     """Train-or-load one arm and seed (resumable; the early weights are part of the same entry)."""
     spec = run_spec(scale, arm, seed)
-    key = config_hash({"run": spec.config(), "early_step": scale.early_step, "experiment": "curriculum"})
-    path = cache_root() / "models" / f"curriculum-{arm}-{key}.pt"
+    path = run_path(scale, arm, seed)
     device = default_device()
     late = build_seeded(spec.learner, spec.task, seed).to(device)
     early = build_seeded(spec.learner, spec.task, seed).to(device)
@@ -202,7 +228,7 @@ def evaluate_cached(model: torch.nn.Module, config: dict, task: TaskFamily, scal
     path = cache_root() / "results" / f"curriculum-eval-{key}.pt"
 
     def compute() -> dict:
-        with single_threaded():
+        with policy_threads():
             return evaluate(model, task, n_tasks=scale.n_test_tasks, seed=scale.test_seed).to_dict()
 
     return EvalResult(**cached_entry(path, compute, check_eval_result, tensors=True)[0])
@@ -219,6 +245,7 @@ def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) 
     for arm in arms:
         check_choice("arms", arm, ARMS)
     started = time.perf_counter()
+    train_all(training_plan(preset, arms), progress=progress, description="chapter 5 runs")
     rows, curves, shots = [], [], []
     jobs = [(arm, seed) for arm in arms for seed in scale.seeds]
     for arm, seed in tqdm(jobs, desc="curriculum runs", disable=not progress):

@@ -28,6 +28,7 @@ from uni_icl import evaluation
 from uni_icl.evaluation import Difference, evaluate
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.baselines import NearestClassMean, fit_pca
+from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import DigitsScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.storage import cache_root, config_hash, json_entry
@@ -136,6 +137,11 @@ def _row(learner: str, source: str, test: str, result, model: TrainedLearner | N
     }
 
 
+def training_plan(preset: Preset) -> list[Job]:
+    """Every learner on both sources."""
+    return [run_job(run_spec(preset.digits, learner, source)) for source in SOURCES for learner in LEARNERS]
+
+
 def run(preset: Preset, *, progress: bool = True) -> dict:
     """Train-or-load every learner on both sources, evaluate, and return the (cached) result table.
 
@@ -148,6 +154,7 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
 
     def compute() -> dict:
         started = time.perf_counter()
+        train_all(training_plan(preset), progress=progress, description="chapter 7 models")
         unseen_task, seen_task = digits_task(scale, "test"), digits_task(scale, "validation")
         rows = []
         jobs = [(source, learner) for source in SOURCES for learner in LEARNERS]

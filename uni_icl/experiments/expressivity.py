@@ -21,9 +21,11 @@ configuration, including the teacher's RunSpec key and ``CODE_VERSION``.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -38,6 +40,7 @@ from uni_icl.learners.constructions import (
     gd_transformer,
     max_difference,
 )
+from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import ClassificationScale, ImitationScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, model_entry_validator, train_or_load
 from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
@@ -58,10 +61,31 @@ def log_probs(learner: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> torch.T
     return learner(xs, ys).log_softmax(-1)
 
 
-def teacher(scale: ClassificationScale, name: str, *, progress: bool = True) -> TrainedLearner:
-    """The trained meta-learner ``name`` on its matching family (the learnability chapter's RunSpec)."""
+def teacher_spec(scale: ClassificationScale, name: str) -> RunSpec:
+    """The RunSpec of meta-learner ``name`` on its matching family (the learnability chapter's)."""
     check_choice("teacher", name, TEACHERS)
-    return train_or_load(classification_run(scale, name, classification_task(scale, TEACHERS[name])), progress=progress)
+    return classification_run(scale, name, classification_task(scale, TEACHERS[name]))
+
+
+def teacher(scale: ClassificationScale, name: str, *, progress: bool = True) -> TrainedLearner:
+    """The trained meta-learner ``name`` on its matching family (train-or-load)."""
+    return train_or_load(teacher_spec(scale, name), progress=progress)
+
+
+def training_plan(preset: Preset) -> list[Job]:
+    """The teachers (stage 0), the warm starts if any, then the students (stage 1)."""
+    scale, settings = preset.classification, preset.imitation
+    jobs = [run_job(teacher_spec(scale, name)) for name in TEACHERS]
+    if settings.warm_start:
+        jobs += [run_job(classification_run(scale, "icl", teacher_spec(scale, name).task)) for name in TEACHERS]
+    for name in TEACHERS:
+        work = functools.partial(_distil_quietly, scale, settings, name)
+        jobs.append(Job(f"ICL imitating {display_name(name)}", student_path(scale, settings, name), work, stage=1))
+    return jobs
+
+
+def _distil_quietly(scale: ClassificationScale, settings: ImitationScale, name: str) -> None:
+    imitation_student(scale, settings, name, teacher(scale, name, progress=False), progress=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,13 +276,19 @@ def student_config(scale: ClassificationScale, settings: ImitationScale, teacher
     }
 
 
+def student_path(scale: ClassificationScale, settings: ImitationScale, name: str) -> Path:
+    """Where the ICL imitation of teacher ``name`` is stored."""
+    config = student_config(scale, settings, teacher_spec(scale, name))
+    return cache_root() / "imitation" / f"icl-imitates-{name}-{config_hash(config)}.pt"
+
+
 def imitation_student(
     scale: ClassificationScale, settings: ImitationScale, name: str, trained_teacher: TrainedLearner, *, progress: bool
 ) -> Student:
     """Distil-or-load the ICL imitation of teacher ``name`` (cached in the store)."""
     spec = trained_teacher.spec
     config = student_config(scale, settings, spec)
-    path = cache_root() / "imitation" / f"icl-imitates-{name}-{config_hash(config)}.pt"
+    path = student_path(scale, settings, name)
     warm = (
         train_or_load(classification_run(scale, "icl", spec.task), progress=progress) if settings.warm_start else None
     )
@@ -397,6 +427,7 @@ def run(preset: Preset, *, progress: bool = True) -> ImitationResults:
     """Train-or-load the teachers and students, check every construction, measure the imitation."""
     scale, settings = preset.classification, preset.imitation
     started = time.perf_counter()
+    train_all(training_plan(preset), progress=progress, description="chapter 1 models")
     teachers = {name: teacher(scale, name, progress=progress) for name in TEACHERS}
     teacher_seconds = time.perf_counter() - started
     constructions = _cached_checks(scale, settings, teachers)

@@ -31,11 +31,13 @@ from uni_icl.experiments.common import (
     MIXED_FAMILY,
     SINGLE_FAMILIES,
     BayesEvaluation,
+    classification_job,
     classification_task,
     evaluate_bayes_or_load,
     trained,
 )
 from uni_icl.learners import CLASSIFIERS, display_name
+from uni_icl.parallel import Job, train_all
 from uni_icl.presets import ClassificationScale, Preset
 from uni_icl.runs import evaluate_or_load
 from uni_icl.training import TrainHistory
@@ -45,6 +47,7 @@ from uni_icl.verdicts import ClaimVerdict
 LEARNERS = ("icl", *META_LEARNERS)
 CLAIMS = ("2-single", "2-mixed")
 BAYES_NAME = "Bayes"
+TRAIN_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY)
 CLASSIFICATION_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY, "radius")
 CHAPTER = "book/02_learnability"
 
@@ -243,10 +246,19 @@ class LearnabilityResults:
         raise KeyError(f"no result for {learner_id} trained on {train_family}, tested on {test_family}")
 
 
+def training_plan(preset: Preset) -> list[Job]:
+    """Every model the chapter trains: each learner on each single family and on the mixture, and the
+    authors' ICLer on ``authors_families``."""
+    scale, extras = preset.classification, preset.learnability
+    jobs = [classification_job(scale, learner, family) for family in TRAIN_FAMILIES for learner in LEARNERS]
+    return jobs + [classification_job(scale, "icl_authors", family) for family in extras.authors_families]
+
+
 def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
     """Train-or-load every model of the chapter, evaluate it, score the Bayes predictors; build the tables."""
     scale, extras = preset.classification, preset.learnability
     started = time.perf_counter()
+    train_all(training_plan(preset), progress=progress, description="chapter 2 models")
     rows = cross_table(scale, LEARNERS, SINGLE_FAMILIES, SINGLE_FAMILIES, progress=progress)
     rows += cross_table(scale, LEARNERS, (MIXED_FAMILY,), SINGLE_FAMILIES, progress=progress)
     if extras.authors_families:

@@ -19,9 +19,11 @@ intervals are Student-t 95% intervals over held-out domains (the domain is the u
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from uni_icl.learners.maml import (
     relative_errors,
 )
 from uni_icl.learners.regressors import LeastSquares
+from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import M2ICLScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, model_entry_validator, train_or_load
 from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
@@ -81,10 +84,26 @@ def m2icl_config(scale: M2ICLScale) -> dict:
     }
 
 
+def m2icl_path(scale: M2ICLScale) -> Path:
+    """Where the meta-trained M2-ICL model is stored."""
+    return cache_root() / "models" / f"m2icl-{config_hash(m2icl_config(scale))}.pt"
+
+
+def training_plan(preset: Preset) -> list[Job]:
+    """The pre-trained ICL regressor (stage 0), then M2-ICL's meta-training from it (stage 1)."""
+    scale = preset.m2icl
+    meta = Job("M2-ICL meta-training", m2icl_path(scale), functools.partial(_meta_train_quietly, scale), stage=1)
+    return [run_job(icl_spec(scale)), meta]
+
+
+def _meta_train_quietly(scale: M2ICLScale) -> None:
+    meta_trained(scale, pretrained_icl(scale, progress=False), progress=False)
+
+
 def meta_trained(scale: M2ICLScale, icl: TrainedLearner, *, progress: bool = True) -> tuple[torch.nn.Module, dict]:
     """Train-or-load M2-ICL (resumable); returns the model and its meta-training history as a dict."""
     config = m2icl_config(scale)
-    path = cache_root() / "models" / f"m2icl-{config_hash(config)}.pt"
+    path = m2icl_path(scale)
     spec = icl_spec(scale)
     model = build_seeded(spec.learner, spec.task, scale.maml.seed).to(default_device())
 
@@ -179,6 +198,7 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
     """Pre-train ICL, meta-train M2-ICL, time both MAML orders, adapt and evaluate on held-out domains."""
     scale = preset.m2icl
     started = time.perf_counter()
+    train_all(training_plan(preset), progress=progress, description="chapter 6 models")
     icl = pretrained_icl(scale, progress=progress)
     m2icl, meta_history = meta_trained(scale, icl, progress=progress)
     key = {

@@ -24,7 +24,9 @@ from uni_icl.experiments.common import (
     SINGLE_FAMILIES,
     UNSEEN_FAMILY,
     cached_evaluation,
+    candidate_jobs,
     candidate_models,
+    classification_job,
     classification_run,
     classification_task,
     selector_identity,
@@ -34,6 +36,7 @@ from uni_icl.experiments.common import (
 from uni_icl.learners import display_name
 from uni_icl.learners.icl import LAYOUTS, ICLConfig
 from uni_icl.learners.selectors import AlgorithmSelector, OracleSelector
+from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import ClassificationScale, Preset
 from uni_icl.runs import RunSpec, evaluate_or_load, train_or_load
 from uni_icl.tasks import TaskFamily
@@ -160,10 +163,19 @@ def layout_variants(scale: ClassificationScale, selector_result: EvalResult, *, 
     return variants
 
 
+def training_plan(preset: Preset) -> list[Job]:
+    """Every model the chapter trains: the candidates, ICL on the mixture (each layout and variant
+    seed) and ICL on ``radius``."""
+    scale = preset.classification
+    variants = [run_job(icl_variant(scale, layout, seed)) for layout in LAYOUTS for seed in VARIANT_SEEDS]
+    return [*candidate_jobs(scale), classification_job(scale, "icl", UNSEEN_FAMILY), *variants]
+
+
 def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
     """Train-or-load every model and evaluate them on the seen families and on ``radius``."""
     started = time.perf_counter()
     scale = preset.classification
+    train_all(training_plan(preset), progress=progress, description="chapter 3 models")
     candidates = candidate_models(scale, progress=progress)
     icl_mixture = trained(scale, "icl", "mixture", progress=progress)
     icl_radius = trained(scale, "icl", UNSEEN_FAMILY, progress=progress)

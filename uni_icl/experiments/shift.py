@@ -34,10 +34,13 @@ from uni_icl.book.plotting import class_probabilities_on_grid, draw_support_set
 from uni_icl.evaluation import EVAL_BATCH, EvalResult, is_prefix_size, paired_difference
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
+    MIXED_FAMILY,
     SINGLE_FAMILIES,
     bayes_predictor,
     cached_evaluation,
+    candidate_jobs,
     candidate_models,
+    classification_job,
     classification_run,
     classification_task,
     evaluate_bayes_or_load,
@@ -47,6 +50,7 @@ from uni_icl.experiments.common import (
 )
 from uni_icl.learners import display_name
 from uni_icl.learners.selectors import AlgorithmSelector
+from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import ClassificationScale, Preset, ShiftScale
 from uni_icl.runs import TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.tasks import TaskFamily, make_generator
@@ -192,6 +196,15 @@ def remedy_task(scale: ClassificationScale, sizes: ShiftScale) -> TaskFamily:
     )
 
 
+def training_plan(preset: Preset) -> list[Job]:
+    """Every model the chapter trains: the candidates, ICL on the mixture and on each family, and the
+    noise-range remedy."""
+    scale, sizes = preset.classification, preset.shift
+    own = [classification_job(scale, "icl", family) for family in (MIXED_FAMILY, *SINGLE_FAMILIES)]
+    remedy = run_job(classification_run(scale, "icl", remedy_task(scale, sizes)))
+    return [*candidate_jobs(scale), *own, remedy]
+
+
 def run(preset: Preset, *, progress: bool = True) -> ShiftResults:
     """Train-or-load the models, evaluate the grid of families x noise levels, compute gaps."""
     started = time.perf_counter()
@@ -201,6 +214,7 @@ def run(preset: Preset, *, progress: bool = True) -> ShiftResults:
             f"n_reference_tasks: must equal n_test_tasks ({scale.n_test_tasks}) or be a smaller multiple of "
             f"{EVAL_BATCH} (the first episodes of the test set)"
         )
+    train_all(training_plan(preset), progress=progress, description="chapter 4 models")
     candidates = candidate_models(scale, progress=progress)
     icl_mixture = trained(scale, "icl", "mixture", progress=progress)
     icl_own = {family: trained(scale, "icl", family, progress=progress) for family in SINGLE_FAMILIES}

@@ -1,0 +1,84 @@
+"""The parallel trainer: same stored models with 1 and 2 workers, stored jobs skipped, stages in
+order, a failing job stops the grid, and bad worker/thread settings rejected in one line."""
+
+from __future__ import annotations
+
+import functools
+import operator
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from uni_icl.device import policy_thread_count
+from uni_icl.experiments import learnability
+from uni_icl.parallel import Job, train_all, worker_count
+from uni_icl.presets import get_preset
+from uni_icl.storage import checked_torch_load
+
+
+def _stored_models(jobs: list[Job]) -> dict[str, dict]:
+    return {job.label: checked_torch_load(job.path) for job in jobs}
+
+
+def test_two_workers_store_the_same_models_as_one(tmp_path, monkeypatch):
+    stores = {}
+    for workers in (1, 2):
+        monkeypatch.setenv("UNI_ICL_CACHE", str(tmp_path / f"workers-{workers}"))
+        jobs = learnability.training_plan(get_preset("smoke"))[:4]
+        ran = train_all(jobs, workers=workers, progress=False)
+        assert sorted(ran) == sorted(job.label for job in jobs)
+        stores[workers] = _stored_models(jobs)
+    assert stores[1].keys() == stores[2].keys()
+    for label, one in stores[1].items():
+        two = stores[2][label]
+        for name, tensor in one["weights"].items():
+            assert torch.equal(tensor, two["weights"][name]), f"{label}: {name} differs between 1 and 2 workers"
+        for field in ("steps", "train_loss", "val_score", "val_loss", "best_step"):
+            assert one["history"][field] == two["history"][field], f"{label}: history.{field} differs"
+
+
+def test_stored_jobs_are_skipped_and_stages_run_in_order(tmp_path):
+    log = tmp_path / "order.txt"
+    jobs = [
+        Job("late", tmp_path / "late", functools.partial(_append, log, "late"), stage=1),
+        Job("early", tmp_path / "early", functools.partial(_append, log, "early"), stage=0),
+        Job("stored", tmp_path / "stored", functools.partial(_append, log, "stored")),
+    ]
+    (tmp_path / "stored").write_text("done")
+    assert train_all(jobs, workers=1, progress=False) == ["early", "late"]
+    assert log.read_text().split() == ["early", "late"]
+
+
+def _append(log, label) -> None:
+    with log.open("a") as file:
+        file.write(label + "\n")
+
+
+def test_an_error_in_a_worker_is_raised_here(tmp_path):
+    jobs = [Job(f"divide {i}", tmp_path / f"never-{i}", functools.partial(operator.truediv, 1, 0)) for i in range(2)]
+    with pytest.raises(ZeroDivisionError):
+        train_all(jobs, workers=2, progress=False)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
+def test_bad_worker_and_thread_counts_are_one_line_errors(value):
+    with pytest.raises(ValueError, match="UNI_ICL_WORKERS: .*allowed: a positive integer"):
+        worker_count({"UNI_ICL_WORKERS": value})
+    with pytest.raises(ValueError, match="UNI_ICL_THREADS: .*allowed: a positive integer"):
+        policy_thread_count({"UNI_ICL_THREADS": value})
+    assert worker_count({"UNI_ICL_WORKERS": "3"}) == 3
+    assert policy_thread_count({}) == 1
+
+
+def test_the_cli_rejects_a_bad_worker_count_before_any_work(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "UNI_ICL_WORKERS": "many", "UNI_ICL_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "uni_icl", "reproduce", "--preset", "smoke"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: UNI_ICL_WORKERS: got 'many'; allowed: a positive integer (default: one per core)"
+    ]
+    assert not (tmp_path / "cache").exists()

@@ -1,0 +1,126 @@
+"""Train a chapter's whole grid at once, on worker processes: every core busy, no thread thrash.
+
+A chapter lists what it trains as :class:`Job` s (:func:`run_job` for a plain train-or-load
+:class:`~uni_icl.runs.RunSpec`; the distillations, curricula and meta-training of other chapters
+wrap their own train-or-load function). :func:`train_all` skips the jobs whose entry is stored,
+and runs the rest on ``workers`` processes (``UNI_ICL_WORKERS``, default one per CPU core the
+process may use), each on one torch thread (:mod:`uni_icl.device`'s policy), longest jobs first.
+Jobs of a later ``stage`` start when every job of the earlier stages has finished (students after
+their teachers). Afterwards the chapter's code calls the same train-or-load functions and loads
+what the workers stored.
+
+Every job is deterministic given its configuration (its own seeded generators, one thread), so the
+stored models, and every number computed from them, are the same with 1 and with N workers. A
+killed run keeps each unfinished job's last checkpoint, and the next call resumes it. With one
+worker, or one job to do, everything runs in this process: no process is started.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from uni_icl.device import THREADS_ENV, policy_threads
+from uni_icl.runs import RunSpec, model_path, train_or_load
+
+WORKERS_ENV = "UNI_ICL_WORKERS"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One train-or-load to run: ``run()`` stores its entry at ``path`` (a stored path is skipped).
+
+    ``run`` must be picklable (a module-level function, or a ``functools.partial`` of one) and
+    should not show a progress bar of its own. ``cost`` orders the jobs, biggest first, so the
+    longest ones do not start last; ``stage`` orders dependencies (see the module docstring).
+    """
+
+    label: str
+    path: Path
+    run: Callable[[], object]
+    cost: float = 1.0
+    stage: int = 0
+
+
+def run_job(spec: RunSpec, *, root: Path | None = None, stage: int = 0) -> Job:
+    """The :class:`Job` that trains ``spec`` with :func:`~uni_icl.runs.train_or_load`."""
+    config = spec.train
+    cost = config.max_steps * config.batch_size * (4.0 if "icl" in spec.learner.name else 1.0)
+    return Job(spec.label, model_path(spec, root), functools.partial(_train_quietly, spec, root), cost, stage)
+
+
+def _train_quietly(spec: RunSpec, root: Path | None) -> None:
+    train_or_load(spec, root=root, progress=False)
+
+
+def worker_count(environ: Mapping[str, str] = os.environ) -> int:
+    """``UNI_ICL_WORKERS`` (a positive integer), default the number of CPU cores this process may use."""
+    text = environ.get(WORKERS_ENV, "").strip()
+    if not text:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{WORKERS_ENV}: got {text!r}; allowed: a positive integer (default: one per core)")
+    return int(text)
+
+
+def train_all(
+    jobs: Iterable[Job], *, workers: int | None = None, progress: bool = True, description: str = "training"
+) -> list[str]:
+    """Run every job whose entry is not stored, on ``workers`` processes; returns the labels it ran.
+
+    ``workers`` defaults to :func:`worker_count`. One progress bar counts finished jobs for the
+    whole grid. An error in a job (e.g. a NonFiniteError) stops the other workers and is raised
+    here; finished jobs stay stored, unfinished ones keep their checkpoints.
+    """
+    workers = worker_count() if workers is None else workers
+    pending = {job.path: job for job in jobs if not job.path.exists()}  # one job per entry
+    todo = sorted(pending.values(), key=lambda job: (job.stage, -job.cost))
+    if not todo:
+        return []
+    bar = tqdm(total=len(todo), desc=description, unit="model", disable=not progress)
+    try:
+        for stage in sorted({job.stage for job in todo}):
+            batch = [job for job in todo if job.stage == stage]
+            for label in _run_batch(batch, min(workers, len(batch))):
+                bar.update(1)
+                bar.set_postfix_str(label)
+    finally:
+        bar.close()
+    return [job.label for job in todo]
+
+
+def _run_batch(jobs: list[Job], workers: int) -> Iterable[str]:
+    """Run ``jobs`` (no dependencies among them), yielding each label as it finishes."""
+    if workers <= 1:
+        for job in jobs:
+            with policy_threads():
+                job.run()
+            yield job.label
+        return
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+    pool = context.Pool(workers, initializer=_start_worker, maxtasksperchild=None)
+    try:
+        yield from pool.imap_unordered(_run_in_worker, jobs, chunksize=1)
+        pool.close()
+    finally:
+        pool.terminate()  # on an error or an interrupt: stop the others (checkpoints stay)
+        pool.join()
+
+
+def _start_worker() -> None:
+    """A worker owns one core: one torch thread, whatever ``UNI_ICL_THREADS`` says for a single process."""
+    os.environ[THREADS_ENV] = "1"
+    torch.set_num_threads(1)
+
+
+def _run_in_worker(job: Job) -> str:
+    with policy_threads():
+        job.run()
+    return job.label
