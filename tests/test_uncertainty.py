@@ -1,0 +1,75 @@
+"""Intervals over seeds and episodes on synthetic cases with a known answer, and the convergence test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from uni_icl.evaluation import paired_difference
+from uni_icl.uncertainty import convergence, seeded_difference
+
+
+def _coverage(seed_sd: float, episode_sd: float, n_seeds: int = 3, n_episodes: int = 200, reps: int = 2000) -> float:
+    """How often the interval of a - b holds the true difference 0.05, with training noise (per seed)
+    and episode noise (shared by both learners' seeds: the same test episodes)."""
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(reps):
+        episodes = rng.normal(0.0, episode_sd, n_episodes)  # how hard each test episode is for a vs b
+        a = 0.80 + rng.normal(0.0, seed_sd, (n_seeds, 1)) + episodes + rng.normal(0.0, 0.05, (n_seeds, n_episodes))
+        b = 0.75 + rng.normal(0.0, seed_sd, (n_seeds, 1)) + rng.normal(0.0, 0.05, (n_seeds, n_episodes))
+        diff = seeded_difference(a, b)
+        hits += diff.lower <= 0.05 <= diff.upper
+    return hits / reps
+
+
+@pytest.mark.parametrize(("seed_sd", "episode_sd"), [(0.02, 0.01), (0.0, 0.1), (0.01, 0.05)])
+def test_the_interval_covers_the_true_difference_at_least_95_percent_of_the_time(seed_sd, episode_sd):
+    assert _coverage(seed_sd, episode_sd) >= 0.94  # 0.95 less two Monte-Carlo standard errors of 2000 draws
+
+
+def test_training_noise_widens_the_interval_beyond_the_episode_only_one():
+    rng = np.random.default_rng(1)
+    a = 0.8 + rng.normal(0, 0.03, (3, 1)) + rng.normal(0, 0.05, (3, 500))
+    b = np.full((1, 500), 0.78)
+    seeded = seeded_difference(a, b)
+    episodes_only = paired_difference(a.mean(0), b[0])
+    assert seeded.ci > 3 * episodes_only.ci
+
+
+def test_one_seed_gives_the_paired_t_interval_over_episodes():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0.8, 0.1, (1, 50)), rng.normal(0.7, 0.1, (1, 50))
+    diff = (a - b)[0]
+    expected = stats.t.ppf(0.975, 49) * diff.std(ddof=1) / math.sqrt(50)
+    result = seeded_difference(a, b)
+    assert result.mean == pytest.approx(diff.mean())
+    assert result.ci == pytest.approx(expected)
+
+
+def test_a_reference_with_one_row_is_paired_with_every_seed_and_shapes_are_checked():
+    a = np.array([[1.0, 0.0], [1.0, 1.0]])
+    assert seeded_difference(a, [[0.5, 0.5]]).mean == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="b: expected 1 or 2 seeds"):
+        seeded_difference(a, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="a, b: expected"):
+        seeded_difference(a, np.zeros((2, 3)))
+
+
+def test_a_flat_noisy_curve_converges_and_a_rising_one_does_not():
+    rng = np.random.default_rng(3)
+    steps = list(range(100, 4100, 100))
+    flat = (0.9 + rng.normal(0, 0.002, len(steps))).tolist()
+    rising = [0.8 + 0.00005 * step + noise for step, noise in zip(steps, rng.normal(0, 0.002, len(steps)), strict=True)]
+    assert convergence(steps, flat, tolerance=0.01).converged
+    check = convergence(steps, rising, tolerance=0.01)
+    assert not check.converged
+    assert check.gain == pytest.approx(0.00005 * check.span, rel=0.2)
+
+
+def test_a_curve_too_short_to_tell_does_not_converge():
+    check = convergence([100, 200, 300], [0.9, 0.9, 0.9], tolerance=0.01)
+    assert not check.converged and check.upper == math.inf
