@@ -1,5 +1,6 @@
 """The learnability experiment: cross table, Bayes wrapper and cache, paired differences, decision rules."""
 
+import json
 import math
 
 import pytest
@@ -10,7 +11,6 @@ from uni_icl.experiments import common
 from uni_icl.experiments import learnability as lrn
 from uni_icl.experiments.common import classification_task
 from uni_icl.presets import PRESETS
-from uni_icl.training import TrainHistory
 
 
 class _Module(torch.nn.Module):
@@ -35,11 +35,15 @@ def test_cross_table_one_row_per_learner_train_and_test_family():
     }
     assert len(keys) == len(expected) and set(keys) == expected
     for row in rows:
-        assert 0.0 <= row["mean"] <= 1.0 and 0.0 <= row["ci"] < 0.5
+        assert 0.0 <= row["mean"] <= 1.0 and 0.0 <= row["ci"] < math.inf  # t with 1 df at smoke: wide
         assert len(row["per_position"]) == scale.n_points == len(row["per_position_ci"])
         assert len(row["per_episode_mean"]) == scale.n_test_tasks
         assert math.isclose(sum(row["per_episode_mean"]) / scale.n_test_tasks, row["mean"], abs_tol=1e-9)
-        assert 0 < row["train_steps"] <= row["max_steps"]
+        assert [run["seed"] for run in row["runs"]] == list(scale.seeds) == row["seeds"]
+        assert len(row["per_seed_episode_mean"]) == len(scale.seeds) == len(row["seed_means"])
+        assert math.isclose(sum(row["seed_means"]) / len(scale.seeds), row["mean"], abs_tol=1e-9)
+        for run in row["runs"]:
+            assert 0 < run["steps"] <= run["max_steps"] and isinstance(run["converged"], bool)
 
 
 def test_bayes_wrapper_scores_the_learners_test_episodes():
@@ -76,12 +80,14 @@ def test_bayes_rejects_unsupported_family():
         )
 
 
-def test_paired_difference_uses_the_pairing():
+def test_row_difference_pairs_seeds_and_episodes():
     base = [0.5 + 0.01 * i for i in range(50)]
-    diff = lrn.paired_difference([b + 0.02 for b in base], base)
+    a = {"per_seed_episode_mean": [[b + 0.02 for b in base], [b + 0.02 for b in base]]}
+    b = {"per_seed_episode_mean": [base]}
+    diff = lrn.row_difference(a, b)
     assert diff.mean == pytest.approx(0.02) and diff.ci == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="a, b"):
-        lrn.paired_difference([1.0, 2.0], [1.0])
+        lrn.row_difference(a, {"per_seed_episode_mean": [[1.0]]})
 
 
 def _d(mean, ci=0.002):
@@ -115,12 +121,42 @@ def test_mixed_rule_outcomes_and_flips():
     assert lrn.decide_mixed(icl_same, one_meta_unclear) == "inconclusive"
 
 
-def test_levelled_off():
-    flat = TrainHistory(steps=[100, 200, 300, 400, 500], val_score=[0.6, 0.8, 0.801, 0.8, 0.8005])
-    rising = TrainHistory(steps=[100, 200, 300, 400, 500], val_score=[0.6, 0.7, 0.75, 0.8, 0.85])
-    assert lrn.levelled_off(flat, patience=3, min_delta=0.002)
-    assert not lrn.levelled_off(rising, patience=3, min_delta=0.002)
-    assert lrn.levelled_off(TrainHistory(stopped_early=True), patience=3, min_delta=0.002)
+def _record(learner: str, family: str, converged: list[bool]) -> dict:
+    runs = [{"seed": seed, "steps": 100, "converged": flag} for seed, flag in enumerate(converged)]
+    return {"learner": learner, "train_family": family, "runs": runs}
+
+
+def test_a_verdict_comparing_an_unconverged_run_is_inconclusive_and_names_it():
+    fine = [_record("icl", "pairwise", [True, True]), _record("cnp", "pairwise", [True, True])]
+    assert lrn.gated("reproduced", fine) == "reproduced"
+    assert lrn.gated("not reproduced", fine) == "not reproduced"
+    one_seed_short = [*fine, _record("protonet", "mixture", [True, False, True])]
+    assert lrn.gated("reproduced", one_seed_short) == "inconclusive"
+    assert lrn.gated("not reproduced", one_seed_short) == "inconclusive"
+    assert lrn.unconverged(one_seed_short) == ["ProtoNet on mixture (seeds 1)"]
+
+
+def test_verdicts_record_every_compared_model_with_its_seeds(isolated_cache):
+    """The JSON contract of the scorecard: each verdict lists learner, training family and one record
+    per seed (seed, steps run, converged), and a stored scorecard with such records loads back."""
+    from uni_icl.scorecard import Scorecard
+    from uni_icl.verdicts import check_scorecard_dict
+
+    preset = PRESETS["smoke"]
+    found = {v.claim: v for v in lrn.verdicts(lrn.run(preset, progress=False))}
+    single = {(r["learner"], r["train_family"]) for r in found["2-single"].rests_on}
+    assert single == {(ln, f) for ln in lrn.LEARNERS for f in lrn.SINGLE_FAMILIES}
+    mixed = {(r["learner"], r["train_family"]) for r in found["2-mixed"].rests_on}
+    assert mixed == {(ln, f) for ln in lrn.LEARNERS for f in lrn.TRAIN_FAMILIES}
+    for verdict in found.values():
+        for record in verdict.rests_on:
+            assert [run["seed"] for run in record["runs"]] == list(preset.classification.seeds)
+            assert all(set(run) == {"seed", "steps", "converged"} for run in record["runs"])
+    data = json.loads(json.dumps(Scorecard("smoke", list(found.values()), 1.0).to_dict()))
+    check_scorecard_dict(data)
+    data["verdicts"][0]["rests_on"][0]["runs"][0]["converged"] = "yes"
+    with pytest.raises(ValueError, match="converged: expected true or false"):
+        check_scorecard_dict(data)
 
 
 def test_run_and_verdicts_at_smoke(isolated_cache):

@@ -53,7 +53,8 @@ def test_one_seed_gives_the_paired_t_interval_over_episodes():
 def test_a_reference_with_one_row_is_paired_with_every_seed_and_shapes_are_checked():
     a = np.array([[1.0, 0.0], [1.0, 1.0]])
     assert seeded_difference(a, [[0.5, 0.5]]).mean == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="b: expected 1 or 2 seeds"):
+    assert seeded_difference([[0.5, 0.5]], a).mean == pytest.approx(-0.25)
+    with pytest.raises(ValueError, match="a, b: expected as many seeds, or one of them 1, got 2 and 3"):
         seeded_difference(a, np.zeros((3, 2)))
     with pytest.raises(ValueError, match="a, b: expected"):
         seeded_difference(a, np.zeros((2, 3)))

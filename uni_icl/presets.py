@@ -40,6 +40,7 @@ class ClassificationScale:
     icl_train: TrainConfig  # optimisation of the transformers
     meta_train: TrainConfig  # optimisation of MatchNet, ProtoNet and CNP
     n_test_tasks: int  # test episodes per evaluation
+    seeds: tuple[int, ...] = (0,)  # training seeds of every model a verdict compares (uni_icl.uncertainty)
     test_seed: int = 2_000_003  # seed of the test episodes (distinct from training and validation)
     d: int = 2
     n_classes: int = 2
@@ -49,6 +50,7 @@ class ClassificationScale:
 CLASSIFICATION_SCALES = {
     "smoke": ClassificationScale(
         preset="smoke",
+        seeds=(0, 1),
         n_points=20,
         icl={"width": 16, "depth": 1, "n_heads": 2},
         meta_learner={"hidden": 8, "n_layers": 2},
@@ -58,6 +60,7 @@ CLASSIFICATION_SCALES = {
     ),
     "quick": ClassificationScale(
         preset="quick",
+        seeds=(0, 1, 2),
         n_points=50,
         icl={"width": 32, "depth": 3, "n_heads": 1},
         meta_learner={"hidden": 32, "n_layers": 2},
@@ -73,6 +76,7 @@ CLASSIFICATION_SCALES = {
     ),
     "paper": ClassificationScale(
         preset="paper",
+        seeds=(0, 1, 2, 3, 4),
         n_points=50,
         icl={"width": 64, "depth": 6, "n_heads": 4},
         meta_learner={"hidden": 64, "n_layers": 3},

@@ -5,8 +5,8 @@ well as with the test episodes it is scored on. Every difference a verdict reads
 computed from several seeds per model, on one shared set of test episodes:
 
 - :func:`seeded_difference`: a - b from per-seed, per-episode scores. Each seed s of ``a`` is
-  paired with seed s of ``b`` (or with ``b``'s only row, for a reference without training such
-  as a Bayes predictor), on the same episodes. With d[s, e] the paired differences, S seeds and
+  paired with seed s of ``b`` (or with the only row of a reference without training, such as a
+  Bayes predictor), on the same episodes. With d[s, e] the paired differences, S seeds and
   n episodes, the estimate is the mean of d and its standard error combines the two sources of
   noise: ``se^2 = var_s(mean_e d[s, e]) / S + var_e(mean_s d[s, e]) / n``; the first term is
   training noise (how much a seed's mean moves), the second the choice of test episodes (shared
@@ -41,16 +41,17 @@ MIN_POINTS = 5  # evaluations the convergence line is fitted to, at least
 def seeded_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> Difference:
     """a - b with a 95% interval over seeds and test episodes (see the module docstring).
 
-    a: (S, n) scores, one row per training seed, one column per test episode; b: (S, n) or (1, n).
+    a, b: (S, n) scores, one row per training seed, one column per test episode; either may be
+    (1, n) instead (a reference without training seeds, e.g. a Bayes predictor).
     """
     first, second = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if first.ndim != 2 or second.ndim != 2 or first.shape[1] != second.shape[1] or first.size == 0:
         raise ValueError(
             f"a, b: expected (seeds, episodes) arrays over the same episodes, got {first.shape}, {second.shape}"
         )
-    if second.shape[0] not in (1, first.shape[0]):
-        raise ValueError(f"b: expected 1 or {first.shape[0]} seeds (as a), got {second.shape[0]}")
-    diff = first - second
+    if 1 not in (first.shape[0], second.shape[0]) and first.shape[0] != second.shape[0]:
+        raise ValueError(f"a, b: expected as many seeds, or one of them 1, got {first.shape[0]} and {second.shape[0]}")
+    diff = first - second  # a single row is paired with every seed of the other
     n_seeds, n_episodes = diff.shape
     seed_part = diff.mean(axis=1).var(ddof=1) / n_seeds if n_seeds > 1 else 0.0
     episode_part = diff.mean(axis=0).var(ddof=1) / n_episodes if n_episodes > 1 else 0.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from uni_icl.validation import check_choice, check_keys, check_number
+from uni_icl.validation import check_choice, check_int, check_keys, check_number
 
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive")
 CLAIMS = {
@@ -36,6 +36,9 @@ class ClaimVerdict:
     chapter: str  # the book page that shows the evidence, e.g. "book/02_learnability"
     wall_seconds: float = 0.0  # time the experiment took (0 when loaded from the cache)
     notes: dict = field(default_factory=dict)
+    # the trained models the rule compared: {"learner", "train_family", "runs": [{"seed", "steps",
+    # "converged"}, ...]} each (empty where a chapter does not record them yet)
+    rests_on: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_choice("claim", self.claim, CLAIMS)
@@ -54,6 +57,23 @@ def check_verdict(data) -> None:
         if not isinstance(data[name], dict):
             raise ValueError(f"verdict.{name}: expected a dict, got {type(data[name]).__name__}")
     check_number("verdict.wall_seconds", data["wall_seconds"], minimum=0)
+    check_rests_on(data["rests_on"])
+
+
+def check_rests_on(records) -> None:
+    """Raise a ValueError unless ``records`` is a verdict's list of compared models with their runs."""
+    if not isinstance(records, list):
+        raise ValueError("verdict.rests_on: expected a list of models")
+    for record in records:
+        check_keys("verdict.rests_on[]", record, ("learner", "train_family", "runs"))
+        if not isinstance(record["runs"], list) or not record["runs"]:
+            raise ValueError("verdict.rests_on[].runs: expected a non-empty list of runs")
+        for run in record["runs"]:
+            check_keys("verdict.rests_on[].runs[]", run, ("seed", "steps", "converged"))
+            check_int("verdict.rests_on[].runs[].seed", run["seed"], minimum=0)
+            check_int("verdict.rests_on[].runs[].steps", run["steps"], minimum=0)
+            if not isinstance(run["converged"], bool):
+                raise ValueError("verdict.rests_on[].runs[].converged: expected true or false")
 
 
 def check_scorecard_dict(data) -> None:

@@ -69,11 +69,13 @@ def candidate_jobs(scale: ClassificationScale) -> list[Job]:
 
 
 def trained(
-    scale: ClassificationScale, learner: str, family: str, *, progress: bool = True, **task_params
+    scale: ClassificationScale, learner: str, family: str, *, seed: int = 0, progress: bool = True, **task_params
 ) -> TrainedLearner:
-    """Train-or-load ``learner`` on ``family`` at ``scale`` (task overrides such as noise_std)."""
+    """Train-or-load ``learner`` on ``family`` at ``scale`` with training ``seed`` (task overrides
+    such as noise_std)."""
     return train_or_load(
-        classification_run(scale, learner, classification_task(scale, family, **task_params)), progress=progress
+        classification_run(scale, learner, classification_task(scale, family, **task_params), seed),
+        progress=progress,
     )
 
 
