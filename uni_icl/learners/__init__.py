@@ -5,6 +5,7 @@ a regressor), where output i uses only x_i and the pairs (x_j, y_j) with j < i.
 
 - :mod:`~uni_icl.learners.modules`: masks, attention, MLPs shared by the networks.
 - :mod:`~uni_icl.learners.icl`: the in-context transformer (and the authors' ICLer shape).
+- :mod:`~uni_icl.learners.icl_prefix`: the authors' ICLer run as they run it, once per prefix.
 - :mod:`~uni_icl.learners.meta_learners`: MatchNet, ProtoNet, CNP.
 - :mod:`~uni_icl.learners.regressors`: the causal regression transformer and its baselines.
 - :mod:`~uni_icl.learners.baselines`: nearest class mean (nothing meta-learned).
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from torch import nn
 
 from uni_icl.learners.icl import ICLConfig, ICLTransformer
+from uni_icl.learners.icl_prefix import ICLPrefixTransformer
 from uni_icl.learners.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
 from uni_icl.learners.regressors import (
     Averaging,
@@ -59,6 +61,14 @@ LEARNERS: dict[str, Learner] = {
     "matchnet": Learner("MatchNet", lambda d, c, p: MatchingNetwork(d, c, **p), META_LEARNER_PARAMS, True),
     "protonet": Learner("ProtoNet", lambda d, c, p: PrototypicalNetwork(d, c, **p), META_LEARNER_PARAMS, True),
     "cnp": Learner("CNP", lambda d, c, p: ConditionalNeuralProcess(d, c, **p), META_LEARNER_PARAMS, True),
+    # the authors' ICLer as they compute it: same parameters as icl_authors (its causal one-pass
+    # form), but one non-causal pass per prefix (uni_icl.learners.icl_prefix)
+    "icl_authors_prefix": Learner(
+        "ICL (authors' ICLer, per prefix)",
+        lambda d, c, p: ICLPrefixTransformer(d, c, ICLConfig.authors()),
+        (),
+        True,
+    ),
     "icl_regressor": Learner(
         "ICL",
         lambda d, c, p: CausalRegressionTransformer(d, RegressorConfig(**p)),

@@ -13,13 +13,18 @@ Two token layouts, both computing all N positions in **one forward pass** (``ICL
   the authors' token format (a pair per token, the query with an empty label), made one-pass.
 
 In both, because attention is causal, what a token computes is the same in every prefix that
-contains it, so the single pass equals running the model once per prefix and reading the last
-token (``forward_per_prefix``, the reference the tests and the benchmark use). There is no
-positional encoding; the causal mask is the only source of order.
+contains it, so the single pass equals running the model once per prefix, causally, and reading
+the last token (``forward_per_prefix``, the reference the tests and the benchmark use; the
+authors' own per-prefix passes have no causal mask, see below). There is no positional encoding;
+the causal mask is the only source of order.
 
 ``ICLConfig.authors()`` mirrors the authors' "ICLer": the support/query token format, width
 d + 2C (the token itself, label part padded to 2C), 8 layers, 1 head, linear attention, GELU MLP of
-4x width, no LayerNorm, no positional encoding, linear readout.
+4x width, no LayerNorm, no positional encoding, linear readout. Run by this class (registry name
+``icl_authors``) it is the **causal one-pass** variant: a support token only reads earlier
+supports. The authors compute it differently, one pass per prefix with every token of the prefix
+reading every other (no causal mask); that is :mod:`uni_icl.learners.icl_prefix`
+(``icl_authors_prefix``), same parameters.
 """
 
 from __future__ import annotations
@@ -136,7 +141,8 @@ class ICLTransformer(nn.Module):
         return self._run(sequence, allowed)[:, -xs.shape[1] :]  # the last N tokens answer
 
     def forward_per_prefix(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        """Reference path: one pass per prefix (N passes), as in the authors' scripts. -> (B, N, C)
+        """Reference path: one causal pass per prefix (N passes, as many as the authors' scripts
+        run, but causal, so equal to ``forward``). -> (B, N, C)
 
         Pass i sees only the tokens prefix i is made of: the paired tokens 0..i, or the supports
         0..i-1 followed by query i, under a causal mask, and its last token answers.
