@@ -82,3 +82,23 @@ def test_the_cli_rejects_a_bad_worker_count_before_any_work(tmp_path):
         "error: UNI_ICL_WORKERS: got 'many'; allowed: a positive integer (default: one per core)"
     ]
     assert not (tmp_path / "cache").exists()
+
+
+def test_seeds_trained_as_one_ensemble_store_what_single_runs_store(tmp_path, monkeypatch):
+    """On CUDA the seeds of a model train as one ensemble; forced here on the CPU, the stored entries
+    match single-model training up to the ensemble's float rounding (see tests/test_ensemble.py)."""
+    stores = {}
+    for ensembles in (False, True):
+        monkeypatch.setenv("UNI_ICL_CACHE", str(tmp_path / f"ensembles-{ensembles}"))
+        jobs = [job for job in learnability.training_plan(get_preset("smoke")) if job.spec.learner.name == "protonet"]
+        jobs = [job for job in jobs if job.spec.task.name == "pairwise"]
+        assert len(jobs) == 2  # the smoke preset's two seeds
+        ran = train_all(jobs, workers=1, ensembles=ensembles, progress=False)
+        assert len(ran) == (1 if ensembles else 2)
+        stores[ensembles] = _stored_models(jobs)
+    for label, single in stores[False].items():
+        batched = stores[True][label]
+        assert batched["config"] == single["config"]
+        assert batched["history"]["steps"] == single["history"]["steps"]
+        for name, tensor in single["weights"].items():
+            assert torch.allclose(tensor, batched["weights"][name], atol=1e-4), f"{label}: {name}"

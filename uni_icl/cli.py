@@ -212,16 +212,19 @@ def step_bytes(spec: RunSpec, n_points: int) -> int:
 
     float32 activations kept for the backward pass, per episode of the batch, layer and head: a T x T
     attention (or pairwise-similarity) matrix and the T tokens' activations (T = N, or 2N for the
-    support/query layout); evaluation forward passes of 256 episodes hold one layer at a time.
+    support/query layout; the per-prefix authors' ICLer runs N sequences of 1..N + 1 tokens);
+    evaluation forward passes of 256 episodes hold one layer at a time.
     """
     params = spec.learner.params
-    if spec.learner.name in ("icl", "icl_authors"):
+    if spec.learner.name in ("icl", "icl_authors", "icl_authors_prefix"):
         config = ICLConfig(**params) if spec.learner.name == "icl" else ICLConfig.authors()
         tokens = 2 * n_points if config.layout == "support_query" else n_points
         layers, heads, width = config.depth, config.n_heads, config.width * (2 + config.mlp_ratio)
     else:
         tokens, layers, heads, width = n_points, params.get("n_layers", 2), 1, 4 * params.get("hidden", 64)
     per_layer = heads * tokens * tokens + tokens * width
+    if spec.learner.name == "icl_authors_prefix":  # N sequences of 1..N + 1 tokens, one per prefix
+        per_layer = heads * (n_points + 1) ** 3 // 3 + (n_points + 1) ** 2 // 2 * width
     return 4 * max(3 * spec.train.batch_size * layers, EVAL_BATCH) * per_layer
 
 

@@ -44,9 +44,9 @@ from uni_icl.tasks import Episode
 from uni_icl.training import (
     EpisodeObjective,
     TrainHistory,
-    _add_pending_losses,
-    _record_validation,
+    add_pending_losses,
     episode_loss,
+    record_validation,
 )
 from uni_icl.validation import NonFiniteError
 
@@ -132,11 +132,11 @@ def train_ensemble(
         for s in active:
             with _named(specs[s]):
                 states[s]["step"] = step
-                _add_pending_losses(states[s], [losses[s] for losses in pending])
+                add_pending_losses(states[s], [losses[s] for losses in pending])
                 with torch.no_grad():
                     for name, parameter in models[s].named_parameters():
                         parameter.copy_(params[name][s])
-                _record_validation(models[s], objective, config, states[s], histories[s])
+                record_validation(models[s], objective, config, states[s], histories[s])
         pending.clear()
 
     bar = tqdm(total=config.max_steps, desc=f"ensemble of {len(specs)}", disable=not progress, leave=False)

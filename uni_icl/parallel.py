@@ -12,7 +12,8 @@ what the workers stored.
 Every job is deterministic given its configuration (its own seeded generators, one thread), so the
 stored models, and every number computed from them, are the same with 1 and with N workers. A
 killed run keeps each unfinished job's last checkpoint, and the next call resumes it. With one
-worker, or one job to do, everything runs in this process: no process is started.
+worker, or one job to do, everything runs in this process: no process is started. On CUDA the
+seeds of one model train as one batched ensemble (:mod:`uni_icl.ensemble`) by default.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ import functools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.device import THREADS_ENV, policy_threads
-from uni_icl.runs import RunSpec, model_path, train_or_load
+from uni_icl.device import THREADS_ENV, default_device, policy_threads
+from uni_icl.runs import RunSpec, model_entry_validator, model_path, train_or_load
+from uni_icl.storage import cached_entry
 
 WORKERS_ENV = "UNI_ICL_WORKERS"
 
@@ -47,17 +49,51 @@ class Job:
     run: Callable[[], object]
     cost: float = 1.0
     stage: int = 0
+    spec: RunSpec | None = None  # set for a plain train-or-load, so seeds can be batched (ensembles)
+    root: Path | None = None
 
 
 def run_job(spec: RunSpec, *, root: Path | None = None, stage: int = 0) -> Job:
     """The :class:`Job` that trains ``spec`` with :func:`~uni_icl.runs.train_or_load`."""
     config = spec.train
     cost = config.max_steps * config.batch_size * (4.0 if "icl" in spec.learner.name else 1.0)
-    return Job(spec.label, model_path(spec, root), functools.partial(_train_quietly, spec, root), cost, stage)
+    work = functools.partial(_train_quietly, spec, root)
+    return Job(spec.label, model_path(spec, root), work, cost, stage, spec, root)
 
 
 def _train_quietly(spec: RunSpec, root: Path | None) -> None:
     train_or_load(spec, root=root, progress=False)
+
+
+def seed_ensembles(jobs: list[Job]) -> list[Job]:
+    """Merge the plain train-or-load jobs that differ only in their seed into one ensemble job each
+    (:func:`uni_icl.ensemble.train_ensemble`); other jobs are kept as they are."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        if job.spec is None or job.spec.schedule is not None:
+            groups[(id(job),)] = [job]
+            continue
+        unseeded = replace(job.spec, train=replace(job.spec.train, seed=0))
+        groups.setdefault((unseeded.key, job.stage, job.root), []).append(job)
+    merged = []
+    for members in groups.values():
+        if len(members) == 1:
+            merged += members
+            continue
+        specs = [job.spec for job in members]
+        label = f"{members[0].spec.label}, {len(specs)} seeds as one ensemble"
+        work = functools.partial(_train_ensemble, specs, members[0].root)
+        merged.append(Job(label, members[0].path, work, sum(job.cost for job in members), members[0].stage))
+    return merged
+
+
+def _train_ensemble(specs: list[RunSpec], root: Path | None) -> None:
+    """Train ``specs`` as one ensemble and store each member where train_or_load finds it."""
+    from uni_icl.ensemble import train_ensemble
+
+    for spec, (learner, history) in zip(specs, train_ensemble(specs), strict=True):
+        entry = {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}
+        cached_entry(model_path(spec, root), lambda entry=entry: entry, model_entry_validator(learner), tensors=True)
 
 
 def worker_count(environ: Mapping[str, str] = os.environ) -> int:
@@ -71,17 +107,26 @@ def worker_count(environ: Mapping[str, str] = os.environ) -> int:
 
 
 def train_all(
-    jobs: Iterable[Job], *, workers: int | None = None, progress: bool = True, description: str = "training"
+    jobs: Iterable[Job],
+    *,
+    workers: int | None = None,
+    ensembles: bool | None = None,
+    progress: bool = True,
+    description: str = "training",
 ) -> list[str]:
     """Run every job whose entry is not stored, on ``workers`` processes; returns the labels it ran.
 
-    ``workers`` defaults to :func:`worker_count`. One progress bar counts finished jobs for the
-    whole grid. An error in a job (e.g. a NonFiniteError) stops the other workers and is raised
-    here; finished jobs stay stored, unfinished ones keep their checkpoints.
+    ``workers`` defaults to :func:`worker_count`. ``ensembles`` (default: on CUDA only) trains the
+    seeds of a model as one batched ensemble (:func:`seed_ensembles`); on the 2-core CPU a loop of
+    single models was faster (``scripts/benchmark_ensemble.py``), and an ensemble has no
+    checkpoints. One progress bar counts finished jobs for the whole grid. An error in a job (e.g.
+    a NonFiniteError) stops the other workers and is raised here; finished jobs stay stored,
+    unfinished ones keep their checkpoints.
     """
     workers = worker_count() if workers is None else workers
-    pending = {job.path: job for job in jobs if not job.path.exists()}  # one job per entry
-    todo = sorted(pending.values(), key=lambda job: (job.stage, -job.cost))
+    ensembles = default_device().type == "cuda" if ensembles is None else ensembles
+    pending = list({job.path: job for job in jobs if not job.path.exists()}.values())  # one job per entry
+    todo = sorted(seed_ensembles(pending) if ensembles else pending, key=lambda job: (job.stage, -job.cost))
     if not todo:
         return []
     bar = tqdm(total=len(todo), desc=description, unit="model", disable=not progress)

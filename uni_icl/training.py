@@ -271,8 +271,8 @@ def train(
                 if config.time_limit_s and history.seconds + time.perf_counter() - started >= config.time_limit_s:
                     history.stopped_by_time = True
                     if not history.steps or history.steps[-1] != state["step"]:
-                        _add_pending_losses(state, pending_losses)
-                        _record_validation(learner, objective, config, state, history)
+                        add_pending_losses(state, pending_losses)
+                        record_validation(learner, objective, config, state, history)
                     break
                 optimizer.zero_grad(set_to_none=True)
                 loss = objective.step_loss(learner, state["step"], gen)
@@ -284,11 +284,11 @@ def train(
                     callback(state["step"], learner)
                 bar.update(1)
                 if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
-                    _add_pending_losses(state, pending_losses)
-                    _record_validation(learner, objective, config, state, history)
+                    add_pending_losses(state, pending_losses)
+                    record_validation(learner, objective, config, state, history)
                     bar.set_postfix(val=f"{history.val_score[-1]:.4f}", best=f"{state['best_score']:.4f}")
                 if state["step"] % config.checkpoint_every == 0 or interrupted():
-                    _add_pending_losses(state, pending_losses)
+                    add_pending_losses(state, pending_losses)
                     history.seconds += time.perf_counter() - started
                     started = time.perf_counter()
                     save_checkpoint()
@@ -353,7 +353,7 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _add_pending_losses(state: dict, pending_losses: list[torch.Tensor]) -> None:
+def add_pending_losses(state: dict, pending_losses: list[torch.Tensor]) -> None:
     """Fold the losses of the steps since the last fold into the running sum (one device sync).
 
     Added one by one in step order, so the sum does not depend on where the folds fall (an
@@ -369,7 +369,7 @@ def _add_pending_losses(state: dict, pending_losses: list[torch.Tensor]) -> None
         pending_losses.clear()
 
 
-def _record_validation(
+def record_validation(
     learner: nn.Module, objective: Objective, config: TrainConfig, state: dict, history: TrainHistory
 ) -> None:
     """Validate, keep the best weights, and count evaluations without a min_delta improvement."""

@@ -47,7 +47,7 @@ def classification_run(
 ) -> RunSpec:
     """The RunSpec of ``learner`` trained on ``task`` at the scale; ``overrides`` replace learner
     parameters (e.g. ``layout="support_query"`` for the ICL transformer)."""
-    if learner in ("icl", "icl_authors"):
+    if learner in ("icl", "icl_authors", "icl_authors_prefix"):
         params = scale.icl if learner == "icl" else {}
         return RunSpec(LearnerSpec(learner, {**params, **overrides}), task, _with_seed(scale.icl_train, seed))
     params = {**scale.meta_learner, **overrides}
