@@ -152,3 +152,19 @@ def test_partial_run_updates_the_stored_card(tmp_path, monkeypatch):
     assert calls == ["smoke"]
     assert [(v.claim, v.outcome) for v in card.verdicts] == [("1", "reproduced"), ("4a", "reproduced")]
     assert scorecard.load_scorecard("smoke", tmp_path) == card
+
+
+def test_the_page_shows_what_each_verdict_rests_on():
+    runs = [{"seed": 0, "steps": 900, "converged": True}, {"seed": 1, "steps": 4000, "converged": False}]
+    models = [
+        {"learner": "icl", "train_family": "mixture", "runs": runs},
+        {"learner": "cnp", "train_family": "pairwise", "runs": runs[:1]},
+    ]
+    recorded = ClaimVerdict("2-mixed", "smoke", "q", {}, "rule", "inconclusive", "book/02_x", rests_on=models)
+    card = scorecard.Scorecard("smoke", [recorded, make_card({"4a": "reproduced"}).verdicts[0]], 1.0)
+    frame = scorecard_page.rests_on_frame(card).set_index("claim")
+    assert frame.loc["2-mixed", "models compared"] == 2
+    assert frame.loc["2-mixed", "runs converged"] == "2 of 3"
+    assert frame.loc["2-mixed", "not converged"] == "ICL on mixture, seed 1"
+    assert frame.loc["4a", "models compared"] == "not recorded"
+    assert "rests on: 2 models, 2 of 3 runs converged" in scorecard.format_table(card)

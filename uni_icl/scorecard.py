@@ -130,6 +130,10 @@ def format_table(card: Scorecard) -> str:
         lines.append(f"  verdict : {verdict.outcome.upper()}  ({verdict.wall_seconds:.1f} s, {verdict.chapter})")
         lines.append(f"  measured: {verdict.quantity}")
         lines.append(f"  rule    : {verdict.rule}")
+        if verdict.rests_on:
+            runs = [run for model in verdict.rests_on for run in model["runs"]]
+            converged = sum(run["converged"] for run in runs)
+            lines.append(f"  rests on: {len(verdict.rests_on)} models, {converged} of {len(runs)} runs converged")
         for name, value in flatten_numbers(verdict.numbers).items():
             lines.append(f"  {name}: {_format_number(value)}")
     return "\n".join(lines)

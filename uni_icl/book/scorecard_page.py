@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from uni_icl.learners import display_name
 from uni_icl.scorecard import EXPERIMENTS, Scorecard
 from uni_icl.verdicts import CLAIMS
 
@@ -49,6 +50,32 @@ def scorecard_html(frame: pd.DataFrame) -> str:
     return shown.to_html(index=False, escape=False)
 
 
+def rests_on_frame(card: Scorecard) -> pd.DataFrame:
+    """One row per claim: how many trained models its rule compared, the seeds of each, how many
+    runs passed the convergence test, and which did not (empty where a chapter does not record
+    its models yet)."""
+    records = []
+    for verdict in card.verdicts:
+        runs = [run for model in verdict.rests_on for run in model["runs"]]
+        failed = [
+            f"{display_name(model['learner'])} on {model['train_family']}, seed {run['seed']}"
+            for model in verdict.rests_on
+            for run in model["runs"]
+            if not run["converged"]
+        ]
+        seeds = sorted({len(model["runs"]) for model in verdict.rests_on})
+        records.append(
+            {
+                "claim": verdict.claim,
+                "models compared": len(verdict.rests_on) or "not recorded",
+                "seeds per model": "/".join(map(str, seeds)) or "-",
+                "runs converged": f"{sum(run['converged'] for run in runs)} of {len(runs)}" if runs else "-",
+                "not converged": "; ".join(failed) or "-",
+            }
+        )
+    return pd.DataFrame(records)
+
+
 def rules_markdown(card: Scorecard) -> str:
     """Markdown: for each claim, the quantity measured and the rule that decided it."""
     return "\n".join(f"- **{v.claim}** ({v.outcome}): measured {v.quantity}. *Rule:* {v.rule}" for v in card.verdicts)
@@ -85,7 +112,7 @@ def discussion(card: Scorecard) -> str:
             why = f"{explanation} The chapter {page} shows the evidence."
         parts.append(
             f"**Claim {verdict.claim}** ({CLAIMS[verdict.claim]}): **{verdict.outcome}** at preset "
-            f"`{verdict.preset}`.\n\n- Rule: {verdict.rule}\n- Why we think so: {why}"
+            f"`{verdict.preset}` under the rule above. {why}"
         )
     return "\n\n".join(parts)
 
