@@ -136,7 +136,9 @@ def test_position_i_ignores_its_label_and_everything_after(name, position, scale
     before = _log_probs(name, base_xs, episode.ys)
     after = _log_probs(name, xs, ys)
     assert torch.isfinite(before).all() and torch.isfinite(after).all()
-    assert torch.equal(before[:, : position + 1], after[:, : position + 1])
+    # equal up to float64 rounding (2e-16 seen: a batched reduction rounds differently when later
+    # values change); a leak of a later label or point moves a log-probability by far more
+    assert torch.allclose(before[:, : position + 1], after[:, : position + 1], rtol=0, atol=1e-12)
     if scale == 1.0:
         assert not torch.equal(before[:, position + 1 :], after[:, position + 1 :])  # the change is visible later
 

@@ -31,7 +31,8 @@ from uni_icl.training import TaskSchedule, TrainConfig, TrainHistory, check_hist
 from uni_icl.validation import NonFiniteError, check_choice, check_int, check_keys, check_numbers, check_state_dict
 
 # bump when a change to the package invalidates stored results (3: linear attention shifts each row by
-# the maximum over the positions it reads, which changes the authors' ICLer's numbers)
+# the maximum over the positions it reads, which changes the authors' ICLer's numbers; the mixture
+# draws only each episode's own family, which changes its episode stream)
 CODE_VERSION = "3"
 
 
