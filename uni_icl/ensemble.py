@@ -46,6 +46,7 @@ from uni_icl.training import (
     TrainHistory,
     add_pending_losses,
     episode_loss,
+    learning_rate,
     record_validation,
 )
 from uni_icl.validation import NonFiniteError
@@ -161,6 +162,8 @@ def train_ensemble(
             losses = batched_loss(params, buffers, xs, ys)  # (S,)
             losses.sum().backward()
             clip_per_member([p.grad for p in params.values() if p.grad is not None], config.grad_clip)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
             optimizer.step()
             step += 1
             pending.append(losses.detach())

@@ -1,6 +1,7 @@
 """One training loop for every learner, task family and objective.
 
-:func:`train` runs Adam with gradient clipping over the steps of an :class:`Objective` (the hooks:
+:func:`train` runs Adam with gradient clipping (and a learning-rate schedule, constant by default)
+over the steps of an :class:`Objective` (the hooks:
 the loss of one step, and the validation score): by default :class:`EpisodeObjective`, the
 learner's cross-entropy or squared error on episodes of a task (or of a curriculum's task at each
 step); the distillation of the expressivity chapter and MAML's outer loop (M2-ICL) are objectives
@@ -39,6 +40,7 @@ from uni_icl.storage import atomic_torch_save, checked_torch_load
 from uni_icl.tasks import Episode, TaskFamily
 from uni_icl.validation import (
     NonFiniteError,
+    check_choice,
     check_finite,
     check_int,
     check_keys,
@@ -54,7 +56,8 @@ class TrainConfig:
 
     max_steps: int = 2000  # upper bound on optimiser steps
     batch_size: int = 64  # episodes per step
-    lr: float = 1e-3  # Adam learning rate
+    lr: float = 1e-3  # Adam learning rate (the peak one under a schedule)
+    lr_schedule: str = "constant"  # "constant", or "warmup_cosine": see learning_rate()
     grad_clip: float = 1.0  # max global gradient norm
     eval_every: int = 100  # steps between validation evaluations
     n_val_tasks: int = 512  # validation episodes (fixed, drawn with val_seed)
@@ -74,9 +77,27 @@ class TrainConfig:
             check_int(name, getattr(self, name), minimum=1)
         check_int("patience", self.patience, minimum=0)
         check_positive("lr", self.lr)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_positive("grad_clip", self.grad_clip)
         if self.time_limit_s != 0:
             check_positive("time_limit_s", self.time_limit_s)
+
+
+LR_SCHEDULES = ("constant", "warmup_cosine")
+WARMUP_FRACTION = 0.05
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): ``config.lr`` throughout ("constant"),
+    or ("warmup_cosine") a linear warm-up over the first 5% of ``max_steps`` and a cosine decay to
+    zero at ``max_steps``, a schedule sized to the budget."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    warmup = max(1, round(WARMUP_FRACTION * config.max_steps))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, config.max_steps - warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 class Objective(Protocol):
@@ -277,6 +298,8 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss = objective.step_loss(learner, state["step"], gen)
                 nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, state["step"])
                 optimizer.step()
                 state["step"] += 1
                 pending_losses.append(loss)
