@@ -1,5 +1,7 @@
 """Plotting helpers shared by the chapters: accuracy curves with bands, decision regions.
 
+Learners are drawn in the book's colours (:mod:`uni_icl.book.palette`) unless told otherwise.
+
 Anything that follows the learner contract (a module or a function ``(xs, ys) -> logits``) can be
 drawn; nothing here trains or caches.
 """
@@ -11,8 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
+
+from uni_icl.book.palette import learner_colours
 
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -39,8 +42,12 @@ def plot_curves(
     palette: dict | None = None,
     linestyles: dict | None = None,
 ) -> plt.Axes:
-    """Mean score against shot count with a shaded 95% CI band per ``hue`` value."""
-    colours = palette or dict(zip(frame[hue].unique(), sns.color_palette("colorblind"), strict=False))
+    """Mean score against shot count with a shaded 95% CI band per ``hue`` value.
+
+    Colours: ``palette`` (name -> colour) where it names the value, else the book's colour of
+    that learner (:func:`uni_icl.book.palette.learner_colours`; a neutral colour for other names).
+    """
+    colours = {**learner_colours(frame[hue].unique()), **(palette or {})}
     for name, group in frame.groupby(hue, sort=False):
         group = group.sort_values("shots")
         style = (linestyles or {}).get(name, "-")
