@@ -8,6 +8,14 @@ traceback appears, and every link inside the book answers HTTP 200 (and its #anc
 the appendix page and the distribution-shift chapter, the ``to_jshtml`` slider is moved by script
 and the frame shown must change.
 
+The book must read the same offline: Chromium resolves no host but the local server, MathJax must
+come from the book itself (``_static/mathjax``, never a CDN) and finish typesetting, and no raw TeX
+delimiter (backslash-parenthesis, backslash-bracket, ``$$``, ...) may be left in the text of a page. Citations read
+author-year ("Akyürek et al. (2023)"), never an alpha label ("[AkyurekSA+23]"); a file name is
+never turned into a web link ("http://PAPER.md"); the sidebar numbers the chapters as the intro
+does. The book's palette (``uni_icl.book.palette``) is checked without a browser: learners shown
+together have distinct colours, far apart also for colour-blind readers (simulated).
+
 Nothing downloads a browser: Chromium and its driver are the Debian packages ``chromium`` and
 ``chromium-driver`` (``.ci/run`` installs them). Where they are missing the browser tests are
 skipped, unless ``UNI_ICL_REQUIRE_BROWSER=1`` (set by CI), which turns that into a failure.
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import functools
 import html
+import itertools
+import math
 import os
 import re
 import subprocess
@@ -32,8 +42,11 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urldefrag
 
+import matplotlib
 import pytest
 import yaml
+
+from uni_icl.book import palette
 
 pytestmark = pytest.mark.slow
 
@@ -150,12 +163,30 @@ def browser():
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
+    driver.set_script_timeout(MATHJAX_TIMEOUT_S + 5)
     yield driver
     driver.quit()
 
 
+MATHJAX_TIMEOUT_S = 30
+# Waits until MathJax has typeset the page (or says why it cannot); run before PAGE_FACTS_JS.
+MATHJAX_JS = """
+const done = arguments[arguments.length - 1];
+const sources = Array.from(document.scripts).map(s => s.src).filter(src => /mathjax/i.test(src));
+const startup = window.MathJax && window.MathJax.startup;
+if (!sources.length) { done({sources: sources, state: 'not used'}); return; }
+if (!startup || !startup.promise) { done({sources: sources, state: 'not loaded'}); return; }
+const timer = setTimeout(() => done({sources: sources, state: 'still typesetting'}), TIMEOUT_MS);
+startup.promise.then(
+    () => { clearTimeout(timer); done({sources: sources, state: 'typeset'}); },
+    error => { clearTimeout(timer); done({sources: sources, state: 'failed: ' + error}); });
+""".replace("TIMEOUT_MS", str(MATHJAX_TIMEOUT_S * 1000))
+
 PAGE_FACTS_JS = """
 const article = document.querySelector('article') || document.body;
+// the text a reader sees outside code and typeset formulas: where raw TeX must not remain
+const prose = article.cloneNode(true);
+prose.querySelectorAll('pre, code, script, style, mjx-container').forEach(el => el.remove());
 const images = Array.from(document.images).map(img => ({
     src: img.currentSrc || img.src || '', loaded: img.complete && img.naturalWidth > 0,
     // a figure: an image in the article that is not a frame of a to_jshtml animation (checked apart)
@@ -169,6 +200,13 @@ return {
     outputs: outputs,
     error_outputs: document.querySelectorAll('.output.error, .output.traceback').length,
     links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+    prose: prose.textContent,
+    math_errors: document.querySelectorAll('mjx-merror').length,
+    sidebar: Array.from(document.querySelectorAll('nav.bd-docs-nav a.reference.internal'))
+        .map(a => ({href: a.href, text: a.innerText.trim()})),
+    chapter_links: Array.from(article.querySelectorAll('a.reference.internal'))
+        .map(a => ({href: a.href, text: a.innerText.trim()}))
+        .filter(link => /^Chapter \\d+/.test(link.text)),
 };
 """
 
@@ -179,6 +217,12 @@ MACHINE_PATHS = tuple(
 )
 # a table's |---| line left unrendered (typography may have turned --- into an em dash)
 RAW_PIPE_TABLE = re.compile(r"\|\s*:?(?:-{3,}|[\u2013\u2014]+):?\s*\|")
+# TeX that MathJax should have typeset: inline or display delimiters, an environment
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{")
+# a citation in the alpha label style ("[AkyurekSA+23]", "[GTLV22]") instead of author-year
+ALPHA_CITATION = re.compile(r"\[[A-Z][A-Za-z]*\+?\d{2}\]")
+# a file name that linkify turned into a web address ("http://PAPER.md")
+FILE_NAME_LINK = re.compile(r"^https?://[^/]+\.(?:md|py|ipynb|txt|yml|yaml|toml|json|csv)/?$", re.IGNORECASE)
 
 
 def open_page(driver, url: str) -> dict:
@@ -188,13 +232,14 @@ def open_page(driver, url: str) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"{url}: did not finish loading in 30 s")
         time.sleep(0.1)
+    mathjax = driver.execute_async_script(MATHJAX_JS)
     # Images may still be decoding just after the load event; give them a moment.
     for _ in range(20):
         facts = driver.execute_script(PAGE_FACTS_JS)
         if all(image["loaded"] for image in facts["images"]):
             break
         time.sleep(0.1)
-    return facts
+    return {**facts, "mathjax": mathjax}
 
 
 @functools.cache
@@ -230,6 +275,23 @@ def page_problems(driver, url: str, base: str, *, needs_figure: bool) -> list[st
     errors = ERROR_LINE.findall(facts["outputs"])
     if errors:
         problems.append(f"error text in cell outputs: {sorted(set(errors))}")
+    mathjax = facts["mathjax"]
+    outside = [src for src in mathjax["sources"] if not src.startswith(base)]
+    if outside:
+        problems.append(f"MathJax loaded from outside the book (a CDN): {outside}")
+    if mathjax["state"] not in ("typeset", "not used"):
+        problems.append(f"MathJax {mathjax['state']} (sources: {mathjax['sources']})")
+    raw_tex = sorted(set(RAW_TEX.findall(facts["prose"])))
+    if raw_tex:
+        problems.append(f"raw TeX left in the page text (MathJax did not typeset it): {raw_tex}")
+    if facts["math_errors"]:
+        problems.append(f"{facts['math_errors']} formulas MathJax could not typeset (TeX errors)")
+    labels = sorted(set(ALPHA_CITATION.findall(facts["text"])))
+    if labels:
+        problems.append(f"citations in the alpha label style, not author-year: {labels}")
+    file_links = sorted({link for link in facts["links"] if FILE_NAME_LINK.match(link)})
+    if file_links:
+        problems.append(f"file names turned into web links: {file_links}")
     for link in sorted(set(facts["links"])):
         if not link.startswith(base):
             continue
@@ -291,13 +353,18 @@ def test_slider_changes_frame_when_moved(site: str, browser, slider_page: str) -
 
 
 def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
-    """The page checks fail on a page with a missing figure, a traceback, a raw pipe table, a machine path
-    and a dead link."""
+    """The page checks fail on a page with a missing figure, a traceback, a raw pipe table, a machine path,
+    a dead link, MathJax from a CDN (which cannot load offline), raw TeX, an alpha citation label and a
+    file name linkified into a web address."""
     (tmp_path / "broken.html").write_text(
-        '<html><head><meta charset="utf-8"><title>Broken</title></head><body><article><h1>Broken</h1>'
+        '<html><head><meta charset="utf-8"><title>Broken</title>'
+        '<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'
+        "</head><body><article><h1>Broken</h1>"
         '<img src="missing.png"><div class="cell_output"><pre>Traceback (most recent call last):\n'
         f'ValueError: boom</pre></div><div class="cell_output"><p>cache: {Path.home()}/.cache/uni_icl</p>'
         "<p>| a | b |\n|\u2014|\u2014|\n| 1 | 2 |</p></div>"
+        '<p>A formula <span class="math">\\(x^2\\)</span>, as shown in [AkyurekSA+23], see '
+        '<a href="http://PAPER.md">PAPER.md</a>.</p>'
         '<a href="gone.html">gone</a></article></body></html>',
         encoding="utf-8",
     )
@@ -313,6 +380,133 @@ def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
         "error text",
         "raw text",
         "machine path",
+        "MathJax loaded from outside the book",
+        "MathJax not loaded",
+        "raw TeX",
+        "alpha label",
+        "file names turned into web links",
     )
     for expected in (*expected_problems, "gone.html: HTTP 404"):
         assert expected in problems, f"the checks missed {expected!r}: {problems}"
+
+
+def test_mathjax_is_served_with_the_book(built: Path) -> None:
+    """MathJax and its licence lie in the built book; no page loads MathJax from another host."""
+    mathjax = built / "_static" / "mathjax"
+    assert (mathjax / "tex-mml-chtml.js").is_file(), "no _static/mathjax/tex-mml-chtml.js in the book"
+    assert "Apache License" in (mathjax / "LICENSE").read_text(), "MathJax's licence is not shipped with it"
+    assert (mathjax / "output" / "chtml" / "fonts" / "woff-v2").is_dir(), "MathJax's fonts are missing"
+    external = re.compile(r"""src=["'](?:https?:)?//[^"']*mathjax""", re.IGNORECASE)
+    pages = sorted(built.rglob("*.html"))
+    offenders = [str(page.relative_to(built)) for page in pages if external.search(page.read_text(errors="replace"))]
+    assert not offenders, f"pages that load MathJax from a CDN: {offenders}"
+    local = [page for page in pages if "_static/mathjax/tex-mml-chtml.js" in page.read_text(errors="replace")]
+    assert local, "no page loads the book's own MathJax"
+
+
+def test_sidebar_numbers_the_chapters_as_the_intro_does(site: str, browser) -> None:
+    """Every "Chapter N" link of the intro points at the page the sidebar numbers N; the building
+    blocks, read before Chapter 1, carry no number."""
+    facts = open_page(browser, f"{site}book/00_intro.html")
+    sidebar = {urldefrag(link["href"])[0]: link["text"] for link in facts["sidebar"]}
+    assert facts["chapter_links"], "the intro has no 'Chapter N' link"
+    for link in facts["chapter_links"]:
+        number = re.match(r"Chapter (\d+)", link["text"]).group(1)
+        target = urldefrag(link["href"])[0]
+        assert target in sidebar, f"{link['text']!r} links to {target}, which is not in the sidebar"
+        assert sidebar[target].startswith(f"{number}. "), f"{link['text']!r}: the sidebar says {sidebar[target]!r}"
+    blocks = sidebar.get(f"{site}book/00_building_blocks.html", "")
+    assert blocks and not blocks[0].isdigit(), f"the building blocks in the sidebar: {blocks!r}"
+
+
+def test_citations_read_author_year(site: str, browser) -> None:
+    text = open_page(browser, f"{site}book/00_intro.html")["text"]
+    for expected in ("(Wu et al., 2025)", "Akyürek et al. (2023)", "Bai et al. (2023)", "(Vinyals et al., 2016)"):
+        assert expected in text, f"the intro does not cite as {expected!r}"
+    assert "Akyürek et al., 2023" in text, "the bibliography does not label its entries author-year"
+
+
+# ---------------------------------------------------------------------------------------------
+# The palette (no browser): one colour per learner, distinct for every reader in each figure.
+
+# Machado, Oliveira & Fernandes (2009), severity 1: linear-RGB matrices of protanopia and deuteranopia
+CVD_MATRICES = {
+    "normal vision": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+    "protanopia": ((0.152286, 1.052583, -0.204868), (0.114503, 0.786281, 0.099216), (-0.003882, -0.048116, 1.051998)),
+    "deuteranopia": ((0.367322, 0.860646, -0.227968), (0.280085, 0.672501, 0.047413), (-0.011820, 0.042940, 0.968881)),
+}
+MIN_DELTA_E = 15  # CIE76 distance in CIELAB: clearly distinct lines
+
+
+def _lab(colour: str, matrix) -> tuple[float, float, float]:
+    """CIELAB (D65) of a colour as seen with ``matrix`` applied in linear RGB."""
+    srgb = matplotlib.colors.to_rgb(colour)
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in srgb]
+    seen = [min(max(sum(m * c for m, c in zip(row, linear, strict=True)), 0.0), 1.0) for row in matrix]
+    xyz_rows = ((0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505))
+    white = (0.95047, 1.0, 1.08883)
+    xyz = [sum(m * c for m, c in zip(row, seen, strict=True)) / w for row, w in zip(xyz_rows, white, strict=True)]
+    f = [t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in xyz]
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+
+def test_learners_shown_together_have_distinct_colours_for_colour_blind_readers() -> None:
+    for group in palette.SHOWN_TOGETHER:
+        colours = palette.learner_colours(group)
+        assert len(set(colours.values())) == len(group), f"two learners share a colour in {group}"
+        assert not {palette.ORANGE, palette.VERMILLION} <= {c.upper() for c in colours.values()}, group
+        for vision, matrix in CVD_MATRICES.items():
+            for (a, colour_a), (b, colour_b) in itertools.combinations(colours.items(), 2):
+                distance = math.dist(_lab(colour_a, matrix), _lab(colour_b, matrix))
+                assert distance >= MIN_DELTA_E, f"{a} and {b}: {distance:.0f} apart with {vision}"
+
+
+def test_every_learner_of_the_registry_has_a_colour() -> None:
+    from uni_icl.learners import LEARNERS
+
+    missing = [
+        learner.display_name for learner in LEARNERS.values() if palette.learner_colour(learner.display_name) is None
+    ]
+    assert not missing, f"learners without a book colour: {missing}"
+    for name in ("Bayes", "Selector (prequential)", "Oracle selector", "NCM (pixels)", "NCM (PCA-7)"):
+        assert palette.learner_colour(name), f"{name}: no book colour"
+
+
+def test_learner_colours_falls_back_to_unused_neutral_colours() -> None:
+    colours = palette.learner_colours(["ICL", "MatchNet", "trained teacher", "random weights", "ICL"])
+    assert list(colours) == ["ICL", "MatchNet", "trained teacher", "random weights"]
+    assert colours["ICL"] == palette.LEARNER_COLOURS["ICL"]
+    others = [colours["trained teacher"], colours["random weights"]]
+    assert len(set(colours.values())) == 4 and all(c in palette.NEUTRAL_CYCLE for c in others)
+    assert palette.learner_colours(["ICL (untrained)"])["ICL (untrained)"] == palette.LEARNER_COLOURS["ICL"]
+    many = palette.learner_colours([f"run {k}" for k in range(30)])  # more names than colours: it cycles
+    assert len(many) == 30
+
+
+def test_plot_curves_draws_learners_in_the_book_colours() -> None:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from uni_icl.book.plotting import plot_curves
+
+    frame = pd.DataFrame(
+        [{"learner": name, "shots": shot, "value": 0.5, "ci": 0.1} for name in ("CNP", "Bayes") for shot in range(3)]
+    )
+    fig, ax = plt.subplots()
+    try:
+        plot_curves(frame, ax)
+        drawn = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in ax.get_lines()}
+        plot_curves(frame, ax, palette={"CNP": "#123456"})  # a palette passed still wins
+        overridden = matplotlib.colors.to_hex(ax.get_lines()[-2].get_color())
+    finally:
+        plt.close(fig)
+    assert drawn == {"CNP": palette.LEARNER_COLOURS["CNP"].lower(), "Bayes": palette.LEARNER_COLOURS["Bayes"].lower()}
+    assert overridden == "#123456"
+
+
+def test_book_style_sets_the_figure_resolution() -> None:
+    with matplotlib.rc_context():
+        palette.use_book_style()
+        assert matplotlib.rcParams["figure.dpi"] >= 150 and matplotlib.rcParams["savefig.dpi"] >= 150
+        cycle = [c.upper() for c in matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]]
+        assert palette.VERMILLION not in cycle
