@@ -183,3 +183,17 @@ def test_cross_table_rejects_bad_names_before_training(isolated_cache):
     with pytest.raises(ValueError, match="families"):
         lrn.cross_table(scale, ("icl",), ("pairwise",), ("linear_regression",), progress=False)
     assert not (isolated_cache / "models").exists()
+
+
+def test_mixture_models_get_the_same_training_episodes_per_family():
+    from uni_icl.experiments.shift import remedy_task
+
+    preset = PRESETS["quick"]
+    scale = preset.classification
+    single = common.classification_run(scale, "icl", classification_task(scale, "pairwise")).train
+    for task in (classification_task(scale, "mixture"), remedy_task(scale, preset.shift)):
+        mixed = common.classification_run(scale, "icl", task).train
+        assert mixed.max_steps * mixed.batch_size == 3 * single.max_steps * single.batch_size
+        assert (mixed.eval_every, mixed.patience) == (3 * single.eval_every, single.patience)
+    radius = common.classification_run(scale, "cnp", classification_task(scale, "radius")).train
+    assert radius.max_steps == scale.meta_train.max_steps

@@ -24,6 +24,7 @@ from uni_icl.presets import ClassificationScale
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, train_or_load
 from uni_icl.storage import cache_root, config_hash, json_entry
 from uni_icl.tasks import TASK_FAMILIES, TaskFamily, make_task
+from uni_icl.tasks.synthetic import MIXTURE_COMPONENTS
 from uni_icl.training import TrainConfig
 from uni_icl.validation import check_choice, check_int
 
@@ -49,13 +50,32 @@ def classification_run(
     parameters (e.g. ``layout="support_query"`` for the ICL transformer)."""
     if learner in ("icl", "icl_authors", "icl_authors_prefix"):
         params = scale.icl if learner == "icl" else {}
-        return RunSpec(LearnerSpec(learner, {**params, **overrides}), task, _with_seed(scale.icl_train, seed))
+        train = per_family_budget(_with_seed(scale.icl_train, seed), families_in(task))
+        return RunSpec(LearnerSpec(learner, {**params, **overrides}), task, train)
     params = {**scale.meta_learner, **overrides}
-    return RunSpec(LearnerSpec(learner, params), task, _with_seed(scale.meta_train, seed))
+    train = per_family_budget(_with_seed(scale.meta_train, seed), families_in(task))
+    return RunSpec(LearnerSpec(learner, params), task, train)
 
 
 def _with_seed(config: TrainConfig, seed: int) -> TrainConfig:
     return TrainConfig(**{**config.__dict__, "seed": seed})
+
+
+def families_in(task: TaskFamily) -> int:
+    """How many task families a model trained on ``task`` sees (3 for the mixture, with or without
+    the noise-range wrapper; 1 otherwise)."""
+    inner = getattr(task, "inner", task.name)
+    return len(MIXTURE_COMPONENTS) if MIXED_FAMILY in (task.name, inner) else 1
+
+
+def per_family_budget(config: TrainConfig, n_families: int) -> TrainConfig:
+    """Fair budgets: a model trained on ``n_families`` families gets ``n_families`` times the steps,
+    evaluation interval and checkpoint interval, so it sees as many training episodes of each family
+    as a single-family model, and early stopping waits as many episodes per family."""
+    if n_families == 1:
+        return config
+    scaled = {name: getattr(config, name) * n_families for name in ("max_steps", "eval_every", "checkpoint_every")}
+    return TrainConfig(**{**config.__dict__, **scaled})
 
 
 def classification_job(scale: ClassificationScale, learner: str, family: str, seed: int = 0, **task_params) -> Job:

@@ -227,7 +227,9 @@ RULE_SINGLE = (
 )
 
 RULE_MIXED = (
-    f"Learners trained on '{MIXED_FAMILY}' are tested on each single family, paired by test episode. The "
+    f"Learners trained on '{MIXED_FAMILY}' (with {len(SINGLE_FAMILIES)} times the steps of single-family training, "
+    "so that they see as many training episodes of each family) are tested on each single family, paired by test "
+    "episode. The "
     "reference on a family is the best meta-learner trained on that family alone. 'reproduced' if, on every "
     f"family, the 95% CI of ICL-mixed - ICL-single lies above -{MARGIN}, and every meta-learner trained on the "
     f"mixture falls behind the reference (CI below -{MARGIN}) on at least one family that does not match its "
