@@ -1,15 +1,17 @@
 """The imitation experiment: distillation, agreement measures, caching of students, the claim-1 rule."""
 
 import math
+from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 
+from uni_icl.evaluation import Difference
 from uni_icl.experiments import expressivity
 from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.experiments.expressivity import (
     IMITATION_LABEL,
-    WARM_LABEL,
     Distillation,
     ImitationResults,
     agreement,
@@ -19,10 +21,12 @@ from uni_icl.experiments.expressivity import (
     total_variation,
     verdicts,
 )
-from uni_icl.learners import LearnerSpec
+from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.presets import PRESETS, get_preset
 from uni_icl.runs import TrainedLearner, build_seeded
 from uni_icl.training import TrainConfig, TrainHistory, train
+from uni_icl.uncertainty import seeded_difference
+from uni_icl.verdicts import check_verdict
 
 
 def small_pair(seed=0):
@@ -79,45 +83,183 @@ def test_student_is_cached_under_the_teacher_key(monkeypatch):
     )
 
 
-def fake_results(construction_gap, imitation_agreement, other_agreement):
-    constructions = [{"construction": name, "float32_max_rel": construction_gap} for name in ("MatchNet", "GD step")]
-    agreements = []
-    for name in ("MatchNet", "ProtoNet", "CNP"):
-        agreements += [
-            {"teacher": name, "learner": IMITATION_LABEL, "mean": imitation_agreement},
-            {"teacher": name, "learner": WARM_LABEL, "mean": 1.0},
-            {"teacher": name, "learner": "other", "mean": other_agreement},
-        ]
-    return ImitationResults("smoke", constructions, agreements, {}, {}, 1.0, 0.0)
+def test_student_of_each_seed_has_its_own_key_initial_weights_and_teacher():
+    scale, task, _, _ = small_pair()
+    settings = PRESETS["smoke"].imitation
+    paths = {expressivity.student_path(scale, settings, "protonet", seed) for seed in (0, 1, 2)}
+    assert len(paths) == 3 and all("seed" in path.name for path in paths)
+    students = []
+    for seed in (0, 1):
+        spec = classification_run(scale, "protonet", task, seed=seed)
+        teacher = TrainedLearner(spec, build_seeded(spec.learner, task, seed).eval())
+        students.append(imitation_student(scale, settings, "protonet", teacher, progress=False))
+        assert expressivity.student_config(scale, settings, spec)["distill"]["seed"] == seed
+    assert [student.seed for student in students] == [0, 1]
+    first, second = (next(student.learner.parameters()) for student in students)
+    assert not torch.equal(first, second)
+
+
+# ---------------------------------------------------------------------------------------------- the rule
+
+
+def diff(mean, ci):
+    return Difference(mean, ci)
 
 
 @pytest.mark.parametrize(
-    "gap, imitated, other, outcome",
+    "differences, outcome",
     [
-        (1e-7, 0.95, 0.8, "reproduced"),
-        (1e-7, 0.95, 0.95, "reproduced"),
-        (1e-7, 0.7, 0.8, "inconclusive"),
-        (1e-2, 0.95, 0.8, "not reproduced"),
+        ({"A": {"B": diff(0.05, 0.01), "C": diff(0.03, 0.015)}}, "reproduced"),
+        ({"A": {"B": diff(0.05, 0.01)}, "B": {"A": diff(0.02, 0.011)}}, "inconclusive"),  # lower bound 0.009
+        ({"A": {"B": diff(0.0, 0.005)}}, "inconclusive"),  # indistinguishable: neither better nor worse
+        ({"A": {"B": diff(0.05, 0.01)}, "B": {"A": diff(-0.05, 0.01)}}, "not reproduced"),
+        ({"A": {"B": diff(-0.02, 0.009)}}, "not reproduced"),  # upper bound -0.011
+        ({"A": {"B": diff(-0.02, 0.011)}}, "inconclusive"),  # upper bound -0.009: within the margin
     ],
 )
-def test_verdict_rule(gap, imitated, other, outcome):
-    result = verdicts(fake_results(gap, imitated, other))[0]
-    assert result.claim == "1" and result.outcome == outcome
-    assert result.chapter == "book/01_expressivity"
+def test_rule_is_symmetric_around_zero_with_one_margin(differences, outcome):
+    assert expressivity.decide(differences, margin=0.01) == outcome
+
+
+def test_rule_refuses_an_empty_comparison():
+    with pytest.raises(ValueError, match="differences"):
+        expressivity.decide({})
+
+
+def history(scores, seed_steps=50):
+    """A training history whose validation score follows ``scores``."""
+    steps = [seed_steps * (k + 1) for k in range(len(scores))]
+    return TrainHistory(steps, [0.0] * len(scores), list(scores), [-s for s in scores], best_step=steps[-1])
+
+
+FLAT_ACCURACY = [0.9 + 1e-4 * (k % 2) for k in range(8)]  # (an exactly constant curve gives a NaN bound)
+FLAT_KL = [-0.01 - 1e-5 * (k % 2) for k in range(8)]
+RISING_ACCURACY = [0.5 + 0.05 * k for k in range(8)]
+FALLING_KL = [-0.3 + 0.03 * k for k in range(8)]  # minus the KL rises by 0.03 nats per evaluation
+
+
+def fake_results(imitation, other, *, seeds=(0, 1, 2), n=64, teacher_curve=FLAT_ACCURACY, student_curve=FLAT_KL):
+    """Results whose per-seed, per-episode agreement is ``imitation`` (the ICL imitation) and ``other``
+    (each other meta-learner) plus seeded noise, and whose runs follow the given validation curves."""
+    scale = PRESETS["smoke"].classification
+    gen = np.random.default_rng(0)
+    names = list(expressivity.TEACHERS)
+    teachers, students, agreements = {}, {}, []
+    for name in names:
+        task = classification_task(scale, expressivity.TEACHERS[name])
+        teachers[name] = [
+            TrainedLearner(classification_run(scale, name, task, seed), torch.nn.Identity(), history(teacher_curve))
+            for seed in seeds
+        ]
+        students[name] = [
+            expressivity.Student(name, seed, torch.nn.Identity(), history(student_curve), None, True) for seed in seeds
+        ]
+        for label, level in [(IMITATION_LABEL, imitation)] + [
+            (display_name(other_name), other) for other_name in names if other_name != name
+        ]:
+            per_seed = np.clip(level + 0.02 * gen.standard_normal((len(seeds), n)), 0, 1)
+            agreements.append(
+                {
+                    "teacher": display_name(name),
+                    "learner": label,
+                    "per_seed_episode": per_seed.tolist(),
+                    "mean": float(per_seed.mean()),
+                    "ci": 0.0,
+                    "tv_mean": 0.0,
+                    "tv_ci": 0.0,
+                }
+            )
+    constructions = [{"construction": c, "learner": "x", "float32_max_rel": 1e-7} for c in ("MatchNet", "GD step")]
+    return ImitationResults("smoke", constructions, agreements, teachers, students, 1.0, 0.0, tuple(seeds))
+
+
+@pytest.mark.parametrize(
+    "imitated, other, outcome",
+    [(0.95, 0.85, "reproduced"), (0.9, 0.9, "inconclusive"), (0.8, 0.9, "not reproduced")],
+)
+def test_verdict_reads_seeded_differences(imitated, other, outcome):
+    verdict = verdicts(fake_results(imitated, other))[0]
+    assert verdict.claim == "1" and verdict.outcome == outcome
+    assert verdict.chapter == "book/01_expressivity" and verdict.rule == expressivity.RULE
+    mean, ci = verdict.numbers["MatchNet"]["imitation_minus_ProtoNet"]
+    assert mean == pytest.approx(imitated - other, abs=0.01) and 0 < ci < 0.05
+    assert verdict.notes["construction_check"]["passed"]
+    assert "construction" not in str(verdict.numbers)  # the check is reported, not evidence
+    check_verdict(asdict(verdict))
+
+
+def test_verdict_rests_on_every_teacher_and_student_with_its_seeds():
+    verdict = verdicts(fake_results(0.95, 0.85))[0]
+    assert len(verdict.rests_on) == 6
+    learners = {record["learner"] for record in verdict.rests_on}
+    assert {"matchnet", "protonet", "cnp", "ICL imitating CNP"} <= learners
+    for record in verdict.rests_on:
+        assert [run["seed"] for run in record["runs"]] == [0, 1, 2]
+        assert all(run["converged"] for run in record["runs"])
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_an_unconverged_run_makes_the_verdict_inconclusive_and_is_named(which):
+    curve = {"teacher_curve": RISING_ACCURACY} if which == "teacher" else {"student_curve": FALLING_KL}
+    verdict = verdicts(fake_results(0.95, 0.85, **curve))[0]
+    assert verdict.outcome == "inconclusive" and verdict.notes["ungated_outcome"] == "reproduced"
+    named = "; ".join(verdict.notes["unconverged"])
+    assert ("MatchNet on pairwise" in named) if which == "teacher" else ("ICL imitating MatchNet" in named)
+    assert "not converged" in expressivity.explain(verdict).lower()
+
+
+def test_student_convergence_tolerance_is_in_nats_of_kl():
+    student = expressivity.Student(
+        "cnp", 0, torch.nn.Identity(), history([-0.3 + 0.0005 * k for k in range(8)]), None, True
+    )
+    assert expressivity.student_record(student)["converged"]  # 0.0005 nats per evaluation: done
+    student.history = history(FALLING_KL)
+    record = expressivity.student_record(student)
+    assert not record["converged"] and record["gain_upper"] > expressivity.STUDENT_CONVERGENCE_TOLERANCE
+
+
+def test_a_construction_that_is_not_exact_stops_the_experiment():
+    rows = [
+        {"construction": "ProtoNet", "learner": "trained teacher", "float32_max_rel": 1e-7},
+        {"construction": "CNP", "learner": "random weights, seed 0", "float32_max_rel": 3e-3},
+    ]
+    with pytest.raises(expressivity.ConstructionError, match="CNP \\(random weights, seed 0\\)"):
+        expressivity.require_exact(rows)
+    expressivity.require_exact(rows[:1])
+    with pytest.raises(expressivity.ConstructionError):
+        expressivity.require_exact([{"construction": "GD step", "learner": "x", "float32_max_rel": math.nan}])
+
+
+def test_seeded_curves_match_seeded_difference_and_average_the_curves():
+    gen = np.random.default_rng(1)
+    scores = gen.random((3, 40, 5))
+    summary = expressivity.seeded_curves(scores)
+    total = seeded_difference(scores.mean(2), np.zeros((1, 40)))
+    assert summary["mean"] == pytest.approx(total.mean) and summary["ci"] == pytest.approx(total.ci)
+    assert np.allclose(summary["per_position"], scores.mean((0, 1)))
+    assert np.array(summary["per_seed_episode"]).shape == (3, 40)
 
 
 def test_smoke_run_end_to_end():
-    results = expressivity.run(PRESETS["smoke"], progress=False)
+    preset = PRESETS["smoke"]
+    results = expressivity.run(preset, progress=False)
+    seeds = preset.classification.seeds
     assert {row["construction"] for row in results.constructions} == {"MatchNet", "ProtoNet", "CNP", "GD step"}
     assert all(row["float32_max_rel"] < 1e-5 for row in results.constructions)
     assert all(row["float64_max_abs"] < 1e-9 for row in results.constructions)
     learners = {(row["teacher"], row["learner"]) for row in results.agreements}
     assert ("CNP", IMITATION_LABEL) in learners and ("CNP", "MatchNet") in learners
     for row in results.agreements:
-        assert len(row["per_position"]) == PRESETS["smoke"].classification.n_points
+        assert len(row["per_position"]) == preset.classification.n_points
+        assert np.array(row["per_seed_episode"]).shape == (len(seeds), preset.imitation.n_test_tasks)
         assert 0.0 <= row["mean"] <= 1.0 and not math.isnan(row["tv_mean"])
-    assert verdicts(results)[0].outcome in ("reproduced", "inconclusive")
-    assert isinstance(results.students["cnp"].history, TrainHistory)
+    assert [student.seed for student in results.students["cnp"]] == list(seeds)
+    assert [model.spec.train.seed for model in results.teachers["cnp"]] == list(seeds)
+    assert isinstance(results.students["cnp"][0].history, TrainHistory)
+    verdict = verdicts(results)[0]
+    check_verdict(asdict(verdict))
+    assert all(len(record["runs"]) == len(seeds) for record in verdict.rests_on)
+    assert len(results.distill_summary()) == 3 * len(seeds)
 
 
 def test_bad_input_is_refused():
