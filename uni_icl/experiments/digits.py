@@ -29,7 +29,7 @@ from uni_icl.evaluation import Difference, evaluate
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.baselines import NearestClassMean, fit_pca
 from uni_icl.parallel import Job, run_job, train_all
-from uni_icl.presets import DigitsScale, Preset
+from uni_icl.presets import DigitsScale, Preset, get_preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.storage import cache_root, config_hash, json_entry
 from uni_icl.tasks import TaskFamily, make_task
@@ -47,6 +47,10 @@ UNSEEN = "digits 5-9 (unseen)"
 SEEN = "digits 0-4 (held-out images)"
 TABLE_VERSION = "2"  # bump when the table's layout or contents change
 CLAIMS: tuple[str, ...] = ()  # beyond the paper: it decides no claim
+# A trained learner "fits its training distribution" when its mean accuracy on held-out images of
+# its training digits exceeds chance (1 / C) by more than this; one that does not had a training
+# failure, and its unseen-digit accuracy says nothing about its inductive bias.
+FIT_MARGIN = 0.1
 
 
 def digits_task(scale: DigitsScale, split: str, *, max_shift: int = 0) -> DigitsTask:
@@ -309,6 +313,36 @@ def _compare(difference: tuple[float, float]) -> str:
     return f"{'higher' if value > 0 else 'lower'} by {abs(value):.3f} +- {ci:.3f}"
 
 
+def fit_failures(results: dict, chance: float, margin: float = FIT_MARGIN) -> list[dict]:
+    """The rows (trained learner, source) whose mean accuracy on held-out images of the training digits
+    is not more than ``margin`` above ``chance``: training failures (see ``FIT_MARGIN``)."""
+    return [
+        row
+        for row in results["rows"]
+        if row["test"] == SEEN and row["source"] != "none" and not row["mean"] > chance + margin
+    ]
+
+
+def fit_note(results: dict, n_classes: int | None = None) -> str:
+    """Markdown naming the training failures of :func:`fit_failures` (chance 1 / C), or saying there are none."""
+    n_classes = n_classes or get_preset(results["preset"]).digits.n_classes
+    chance = 1 / n_classes
+    failed = fit_failures(results, chance)
+    if not failed:
+        return (
+            f"Every trained learner fits its training distribution: on held-out images of the training digits "
+            f"each is more than {FIT_MARGIN} above chance ({chance:.2f})."
+        )
+    names = "; ".join(
+        f"{row['learner']} trained on {row['source']} ({row['mean']:.3f} +- {row['ci']:.3f})" for row in failed
+    )
+    return (
+        f"Training failures: {names} on held-out images of the training digits, not more than {FIT_MARGIN} above "
+        f"chance ({chance:.2f}). These runs did not fit even the digits they were trained on, so their accuracy on "
+        "unseen digits says nothing about their inductive bias; compare them with the others as failed runs."
+    )
+
+
 def findings(results: dict) -> str:
     """The chapter's comparisons on unseen digits, in words, computed from a result table (Markdown)."""
     learners = [display_name(name) for name in LEARNERS]
@@ -343,6 +377,7 @@ def findings(results: dict) -> str:
             f"(gap {seen['mean'] - unseen['mean']:+.3f} +- {gap_ci:.3f}); mixture training versus digits-only "
             f"training on unseen digits: {_compare(paired_difference(mixed, unseen))}."
         )
+    lines.append(f"- {fit_note(results)}")
     return "\n".join(lines)
 
 
