@@ -197,3 +197,10 @@ def test_mixture_models_get_the_same_training_episodes_per_family():
         assert (mixed.eval_every, mixed.patience) == (3 * single.eval_every, single.patience)
     radius = common.classification_run(scale, "cnp", classification_task(scale, "radius")).train
     assert radius.max_steps == scale.meta_train.max_steps
+
+
+def test_models_stop_on_the_convergence_test_the_rules_require():
+    for name in ("quick", "paper"):
+        scale = PRESETS[name].classification
+        for config in (scale.icl_train, scale.meta_train):
+            assert config.stop_tolerance == lrn.CONVERGENCE_TOLERANCE and config.patience == 0

@@ -175,3 +175,29 @@ def test_time_limit_stops_training_and_is_recorded():
 def test_time_limit_must_be_a_positive_number_or_zero(value):
     with pytest.raises(ValueError, match="time_limit_s"):
         TrainConfig(time_limit_s=value)
+
+
+class _CurveObjective:
+    """A fake objective: a zero loss, and validation scores read off a given curve (one per evaluation)."""
+
+    def __init__(self, curve):
+        self.curve, self.calls = curve, 0
+
+    def step_loss(self, learner, step, gen):
+        loss = (learner.weight * 0).sum()
+        loss.backward()
+        return loss.detach()
+
+    def validate(self, learner):
+        self.calls += 1
+        return self.curve(self.calls), 0.0
+
+
+def test_training_stops_when_the_convergence_test_passes_and_not_before_a_quarter(tmp_path):
+    from torch import nn
+
+    config = TrainConfig(max_steps=400, eval_every=10, stop_tolerance=0.01)
+    flat = train(nn.Linear(1, 1), None, config, objective=_CurveObjective(lambda k: 0.9), progress=False)
+    assert flat.stopped_early and flat.steps[-1] == 100  # the first evaluation at a quarter of max_steps
+    rising = train(nn.Linear(1, 1), None, config, objective=_CurveObjective(lambda k: 0.5 + 0.01 * k), progress=False)
+    assert not rising.stopped_early and rising.steps[-1] == 400

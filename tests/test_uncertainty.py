@@ -1,4 +1,5 @@
-"""Intervals over seeds and episodes on synthetic cases with a known answer, and the convergence test."""
+"""Intervals over seeds and episodes on synthetic cases with a known answer, and the convergence test
+(uni_icl.convergence)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from uni_icl.convergence import convergence
 from uni_icl.evaluation import paired_difference
-from uni_icl.uncertainty import convergence, seeded_difference
+from uni_icl.uncertainty import seeded_difference
 
 
 def _coverage(seed_sd: float, episode_sd: float, n_seeds: int = 3, n_episodes: int = 200, reps: int = 2000) -> float:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from uni_icl.convergence import convergence
 from uni_icl.device import policy_threads
 from uni_icl.storage import atomic_torch_save, checked_torch_load
 from uni_icl.tasks import Episode, TaskFamily
@@ -63,6 +64,9 @@ class TrainConfig:
     n_val_tasks: int = 512  # validation episodes (fixed, drawn with val_seed)
     patience: int = 0  # stop after this many evaluations without improvement (0: never stop early)
     min_delta: float = 0.002  # improvement in the validation score that resets the patience
+    # stop at the first evaluation, past a quarter of max_steps, where the convergence test passes
+    # with this tolerance (uni_icl.convergence; 0: never); the chapters report the same test
+    stop_tolerance: float = 0.0
     seed: int = 0  # seed of the training episodes and of the initial weights
     val_seed: int = 1_000_003  # seed of the validation episodes
     checkpoint_every: int = 500  # steps between resumable checkpoints
@@ -76,6 +80,8 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "eval_every", "n_val_tasks", "checkpoint_every"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("patience", self.patience, minimum=0)
+        if self.stop_tolerance != 0:
+            check_positive("stop_tolerance", self.stop_tolerance)
         check_positive("lr", self.lr)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_positive("grad_clip", self.grad_clip)
@@ -395,7 +401,8 @@ def add_pending_losses(state: dict, pending_losses: list[torch.Tensor]) -> None:
 def record_validation(
     learner: nn.Module, objective: Objective, config: TrainConfig, state: dict, history: TrainHistory
 ) -> None:
-    """Validate, keep the best weights, and count evaluations without a min_delta improvement."""
+    """Validate, keep the best weights, and stop early: ``patience`` evaluations without a ``min_delta``
+    improvement, or (``stop_tolerance``) the convergence test passing past a quarter of ``max_steps``."""
     score, loss = objective.validate(learner)
     check_finite(f"validation score and loss at step {state['step']}", (score, loss))
     history.steps.append(state["step"])
@@ -413,3 +420,6 @@ def record_validation(
     else:
         state["since_improvement"] += 1
         history.stopped_early = bool(config.patience) and state["since_improvement"] >= config.patience
+    if config.stop_tolerance and 4 * state["step"] >= config.max_steps:
+        check = convergence(history.steps, history.val_score, config.stop_tolerance)
+        history.stopped_early = history.stopped_early or check.converged

@@ -1,4 +1,4 @@
-"""Uncertainty that includes training: intervals over seeds and test episodes, and a convergence test.
+"""Uncertainty that includes training: intervals over seeds and test episodes.
 
 A trained model's score moves with its training seed (initial weights and training episodes) as
 well as with the test episodes it is scored on. Every difference a verdict reads is therefore
@@ -17,25 +17,17 @@ computed from several seeds per model, on one shared set of test episodes:
   were tried first and covered the true difference only 92.7% of the time in the test's
   simulation with 3 seeds, because a seed variance that happens to come out small also raises
   the estimated degrees of freedom.)
-- :func:`convergence`: whether a model finished training, from its validation curve (the same
-  fixed validation episodes at every evaluation): the least-squares line through the last quarter
-  of the evaluations (at least ``MIN_POINTS``) gives the gain over that span; the model passes
-  when the upper 95% bound of that gain is below the tolerance. A flat curve passes, a curve still
-  rising by more than the tolerance per quarter fails, and so does a curve too short to tell.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 from uni_icl.evaluation import Difference
-
-MIN_POINTS = 5  # evaluations the convergence line is fitted to, at least
 
 
 def seeded_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> Difference:
@@ -60,31 +52,3 @@ def seeded_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]
         return Difference(float(diff.mean()), 0.0)
     dof = n_seeds - 1 if n_seeds > 1 else n_episodes - 1
     return Difference(float(diff.mean()), float(stats.t.ppf(0.975, dof) * math.sqrt(variance)))
-
-
-@dataclass(frozen=True)
-class Convergence:
-    """The convergence test's result: the fitted gain over the last quarter and its upper 95% bound."""
-
-    converged: bool
-    gain: float  # validation-score gain over the fitted span, from the least-squares line
-    upper: float  # its upper 95% bound (inf when too few evaluations)
-    span: int  # steps covered by the fitted evaluations
-    tolerance: float
-
-
-def convergence(steps: Sequence[int], scores: Sequence[float], tolerance: float) -> Convergence:
-    """Fit a line to the last quarter (at least ``MIN_POINTS``) of the validation curve; pass when the
-    upper 95% bound of its gain over that span is below ``tolerance`` (scores: higher is better)."""
-    if len(steps) != len(scores):
-        raise ValueError(f"steps, scores: expected equal lengths, got {len(steps)} and {len(scores)}")
-    count = max(MIN_POINTS, math.ceil(len(steps) / 4))
-    if len(steps) < count:
-        return Convergence(False, math.nan, math.inf, 0, tolerance)
-    x = np.asarray(steps[-count:], dtype=np.float64)
-    y = np.asarray(scores[-count:], dtype=np.float64)
-    fit = stats.linregress(x, y)
-    span = float(x[-1] - x[0])
-    gain = fit.slope * span
-    upper = gain + stats.t.ppf(0.975, count - 2) * fit.stderr * span
-    return Convergence(bool(upper < tolerance), float(gain), float(upper), int(span), tolerance)

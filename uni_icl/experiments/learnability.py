@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
+from uni_icl.convergence import convergence
 from uni_icl.evaluation import Difference, EvalResult
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
@@ -43,7 +44,7 @@ from uni_icl.learners import CLASSIFIERS, display_name
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import ClassificationScale, Preset
 from uni_icl.runs import TrainedLearner, evaluate_or_load
-from uni_icl.uncertainty import convergence, seeded_difference
+from uni_icl.uncertainty import seeded_difference
 from uni_icl.validation import check_choice, check_int
 from uni_icl.verdicts import ClaimVerdict
 
@@ -70,7 +71,7 @@ CONVERGENCE_TOLERANCE = MARGIN
 
 
 def training_record(model: TrainedLearner) -> dict:
-    """How one seed of a model was trained, with the convergence test's result (uni_icl.uncertainty)."""
+    """How one seed of a model was trained, with the convergence test's result (uni_icl.convergence)."""
     history = model.history
     check = convergence(history.steps, history.val_score, CONVERGENCE_TOLERANCE)
     return {
