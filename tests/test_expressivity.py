@@ -26,7 +26,7 @@ from uni_icl.presets import PRESETS, get_preset
 from uni_icl.runs import TrainedLearner, build_seeded
 from uni_icl.training import TrainConfig, TrainHistory, train
 from uni_icl.uncertainty import seeded_difference
-from uni_icl.verdicts import check_verdict
+from uni_icl.verdicts import ClaimVerdict, check_verdict
 
 
 def small_pair(seed=0):
@@ -206,6 +206,12 @@ def test_an_unconverged_run_makes_the_verdict_inconclusive_and_is_named(which):
     named = "; ".join(verdict.notes["unconverged"])
     assert ("MatchNet on pairwise" in named) if which == "teacher" else ("ICL imitating MatchNet" in named)
     assert "not converged" in expressivity.explain(verdict).lower()
+
+
+def test_explain_skips_a_verdict_stored_under_the_single_seed_rule():
+    verdict = verdicts(fake_results(0.95, 0.85))[0]
+    old = ClaimVerdict(**{**asdict(verdict), "numbers": {"imitation_agreement": {"CNP": 0.98}}})
+    assert expressivity.explain(old) is None and "CNP" in expressivity.explain(verdict)
 
 
 def test_student_convergence_tolerance_is_in_nats_of_kl():

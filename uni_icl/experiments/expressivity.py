@@ -735,8 +735,11 @@ def verdicts(results: ImitationResults) -> list[ClaimVerdict]:
     ]
 
 
-def explain(verdict: ClaimVerdict) -> str:
-    """Why the outcome came out as it did, computed from the verdict's numbers."""
+def explain(verdict: ClaimVerdict) -> str | None:
+    """Why the outcome came out as it did, computed from the verdict's numbers (None for a verdict stored
+    under the single-seed rule, whose numbers have another form)."""
+    if "margin" not in verdict.numbers:
+        return None
     margin = verdict.numbers["margin"]
     parts = []
     for teacher_name, numbers in verdict.numbers.items():
