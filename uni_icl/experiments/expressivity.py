@@ -39,6 +39,7 @@ from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
+from uni_icl.convergence import convergence
 from uni_icl.evaluation import Z_95, Difference, test_episodes
 from uni_icl.experiments.common import MATCHED_FAMILY, classification_run, classification_task
 from uni_icl.learners import LearnerSpec, display_name
@@ -54,7 +55,7 @@ from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, mo
 from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
 from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
-from uni_icl.uncertainty import convergence, seeded_difference
+from uni_icl.uncertainty import seeded_difference
 from uni_icl.validation import check_choice
 from uni_icl.verdicts import ClaimVerdict
 
@@ -68,7 +69,7 @@ CHAPTER = "book/01_expressivity"
 # previous rule were known): the decision margin on a difference of argmax agreements (fractions of
 # predictions, the unit of chapter 2's accuracy margin), used in both directions.
 MARGIN = 0.01
-# Convergence tests (uni_icl.uncertainty.convergence), stated before the runs: a teacher passes when
+# Convergence tests (uni_icl.convergence.convergence), stated before the runs: a teacher passes when
 # the upper 95% bound of its validation-accuracy gain over the last quarter of training is below
 # TEACHER_CONVERGENCE_TOLERANCE (chapter 2's, equal to the margin); a student, whose validation
 # score is minus its mean KL to the teacher, when the bound on the KL it could still lose over the
