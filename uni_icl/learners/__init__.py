@@ -8,7 +8,8 @@ a regressor), where output i uses only x_i and the pairs (x_j, y_j) with j < i.
 - :mod:`~uni_icl.learners.icl_prefix`: the authors' ICLer run as they run it, once per prefix.
 - :mod:`~uni_icl.learners.meta_learners`: MatchNet, ProtoNet, CNP.
 - :mod:`~uni_icl.learners.regressors`: the causal regression transformer and its baselines.
-- :mod:`~uni_icl.learners.baselines`: nearest class mean (nothing meta-learned).
+- :mod:`~uni_icl.learners.baselines`: nearest class mean, k-NN vote, per-prefix logistic regression
+  (explicit rules, nothing meta-learned).
 - :mod:`~uni_icl.learners.selectors`: explicit algorithm selection among trained learners.
 - :mod:`~uni_icl.learners.bayes`: Bayes-optimal predictors of the synthetic families.
 - :mod:`~uni_icl.learners.constructions`: hand-set transformers that run a meta-learner exactly.
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from torch import nn
 
+from uni_icl.learners.baselines import KNearestClassifier, NearestClassMean, PrefixLogisticRegression
 from uni_icl.learners.icl import ICLConfig, ICLTransformer
 from uni_icl.learners.icl_prefix import ICLPrefixTransformer
 from uni_icl.learners.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
@@ -79,6 +81,12 @@ LEARNERS: dict[str, Learner] = {
     "least_squares": Learner("Least squares", lambda d, c, p: LeastSquares(), (), False, regression=True),
     "averaging": Learner("Averaging", lambda d, c, p: Averaging(), (), False, regression=True),
     "knn": Learner("3-NN", lambda d, c, p: NearestNeighbours(**p), ("k",), False, regression=True),
+    # explicit classification rules with nothing fitted across episodes (uni_icl.learners.baselines)
+    "ncm": Learner("Nearest class mean", lambda d, c, p: NearestClassMean(c), (), False),
+    "knn_classifier": Learner("5-NN classifier", lambda d, c, p: KNearestClassifier(c, **p), ("k",), False),
+    "logistic": Learner(
+        "Logistic regression", lambda d, c, p: PrefixLogisticRegression(c, **p), ("l2", "steps"), False
+    ),
 }
 CLASSIFIERS = tuple(name for name, learner in LEARNERS.items() if not learner.regression)
 REGRESSORS = tuple(name for name, learner in LEARNERS.items() if learner.regression)
