@@ -128,39 +128,98 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         OracleSelector(meta_learners())(torch.zeros(2, 5, 2), torch.zeros(2, 5, dtype=torch.long))
 
 
-def fake_results(icl_episodes: list[float], selector_episodes: list[float]) -> experiment.SelectionResults:
-    def row(learner, values):
-        mean = sum(values) / len(values)
-        return {"learner": learner, "test_family": "radius", "mean": mean, "ci": 0.0, "per_episode_mean": values}
+def _d(mean: float, ci: float) -> experiment.Difference:
+    return experiment.Difference(mean, ci)
+
+
+def test_claim_3a_rule_on_synthetic_differences():
+    m = experiment.MARGIN
+    assert m == 0.01
+    assert experiment.decide_3a(_d(0.05, 0.02)) == "reproduced"  # (0.03, 0.07) above +m
+    assert experiment.decide_3a(_d(-0.05, 0.02)) == "not reproduced"  # below -m: selection better
+    assert experiment.decide_3a(_d(0.002, 0.005)) == "not reproduced"  # within (-m, +m): no practical difference
+    assert experiment.decide_3a(_d(0.015, 0.01)) == "inconclusive"  # (0.005, 0.025) crosses +m
+    assert experiment.decide_3a(_d(-0.012, 0.01)) == "inconclusive"  # (-0.022, -0.002) crosses -m
+    assert experiment.decide_3a(_d(0.0, 0.05)) == "inconclusive"  # crosses both
+    # significantly positive is not enough any more: above 0 but not above +m
+    assert experiment.decide_3a(_d(0.006, 0.003)) == "not reproduced"  # (0.003, 0.009): above 0, inside +m
+    assert experiment.decide_3a(_d(0.012, 0.004)) == "inconclusive"
+    assert experiment.side(_d(0.05, 0.02)) == "above +m" and experiment.side(_d(-0.05, 0.02)) == "below -m"
+    assert experiment.side(_d(0.0, 0.005)) == "within ±m" and experiment.side(_d(0.0, 0.05)) == "crosses ±m"
+    for words in (f"m = {m}", "above +m", "below -m", "within (-m, +m)", "convergence test"):
+        assert words in experiment.RULE_3A
+
+
+def _runs(converged=(True, True)) -> list[dict]:
+    return [
+        {"seed": seed, "steps": 20, "max_steps": 20, "converged": flag, "best_step": 20, "best_val": 0.7}
+        for seed, flag in enumerate(converged)
+    ]
+
+
+def fake_results(icl_seeds: list[list[float]], selector_seeds: list[list[float]], converged=(True, True)):
+    """SelectionResults with only the radius rows the verdict reads (two seeds each)."""
+
+    def row(learner, per_seed):
+        flat = [v for seed in per_seed for v in seed]
+        return {
+            "learner": learner,
+            "test_family": "radius",
+            "mean": sum(flat) / len(flat),
+            "ci": 0.0,
+            "seed_means": [sum(seed) / len(seed) for seed in per_seed],
+            "per_seed_episode_mean": per_seed,
+        }
 
     rows = [
-        row(experiment.ICL_MIXTURE, icl_episodes),
-        row(experiment.SELECTOR, selector_episodes),
-        row(experiment.ORACLE, selector_episodes),
-        row(experiment.ICL_RADIUS, icl_episodes),
+        row(experiment.ICL_MIXTURE, icl_seeds),
+        row(experiment.SELECTOR, selector_seeds),
+        row(experiment.ORACLE, selector_seeds),
+        row(experiment.ICL_RADIUS, icl_seeds),
     ]
-    return experiment.SelectionResults("smoke", rows, [], {}, {}, "ProtoNet", 0.0)
+    trainings = [{"learner": "icl", "train_family": "mixture", "layout": None, "runs": _runs(converged)}]
+    trainings += [
+        {"learner": learner, "train_family": family, "layout": None, "runs": _runs()}
+        for family, learner in experiment.MATCHING_LEARNER.items()
+    ]
+    return experiment.SelectionResults("smoke", rows, [], {}, trainings, "ProtoNet", 0.0, seeds=(0, 1))
 
 
-def test_claim_3a_rule():
-    base = [0.6, 0.7, 0.65, 0.62, 0.68, 0.66, 0.7, 0.64]
-    better = [v + 0.1 for v in base]
-    assert experiment.verdicts(fake_results(better, base))[0].outcome == "reproduced"
-    assert experiment.verdicts(fake_results(base, better))[0].outcome == "not reproduced"
-    tiny = [v + 0.001 * (-1) ** i for i, v in enumerate(base)]
-    assert experiment.verdicts(fake_results(tiny, base))[0].outcome == "not reproduced"
-    noisy = [v + 0.2 * (-1) ** i for i, v in enumerate(base)]
-    assert experiment.verdicts(fake_results(noisy, base))[0].outcome == "inconclusive"
+BASE = [0.6, 0.7, 0.65, 0.62, 0.68, 0.66, 0.7, 0.64]
 
 
-def test_paired_difference_matches_a_hand_computation():
-    mean, ci = experiment.paired_difference([1.0, 0.5, 0.0], [0.5, 0.5, 0.5])
-    assert mean == pytest.approx(0.0)
-    assert ci == pytest.approx(1.959964 * 0.5 / 3**0.5)
+def shifted(values, by):
+    return [v + by for v in values]
+
+
+def test_claim_3a_verdict_reads_the_seeded_difference():
+    two = [BASE, shifted(BASE, 0.01)]
+    better = [shifted(BASE, 0.1), shifted(BASE, 0.11)]
+    verdict = experiment.verdicts(fake_results(better, two))[0]
+    assert verdict.outcome == "reproduced"
+    assert verdict.numbers["icl_minus_selector"][0] == pytest.approx(0.1)
+    assert verdict.numbers["icl_minus_selector_per_seed"] == pytest.approx([0.1, 0.1])
+    assert experiment.verdicts(fake_results(two, better))[0].outcome == "not reproduced"
+    tiny = [[v + 0.001 * (-1) ** i for i, v in enumerate(seed)] for seed in two]
+    assert experiment.verdicts(fake_results(tiny, two))[0].outcome == "not reproduced"  # within the margin
+    # the seeds disagree: seed 0 +0.1, seed 1 -0.1; the interval over seeds (t with 1 df) is wide
+    split = [shifted(BASE, 0.1), shifted(BASE, -0.09)]
+    verdict = experiment.verdicts(fake_results(split, two))[0]
+    assert verdict.outcome == "inconclusive"
+    assert "disagree on the sign" in experiment.explain(verdict)
+
+
+def test_claim_3a_is_inconclusive_when_a_compared_model_did_not_converge():
+    better = [shifted(BASE, 0.1), shifted(BASE, 0.11)]
+    verdict = experiment.verdicts(fake_results(better, [BASE, BASE], converged=(True, False)))[0]
+    assert verdict.outcome == "inconclusive" and verdict.notes["ungated_outcome"] == "reproduced"
+    assert verdict.notes["unconverged"] == ["ICL on mixture (seeds 1)"]
+    assert "Not converged: ICL on mixture (seeds 1)" in experiment.explain(verdict)
+    compared = {(record["learner"], record["train_family"]) for record in verdict.rests_on}
+    assert compared == {("icl", "mixture"), ("matchnet", "pairwise"), ("protonet", "prototype"), ("cnp", "amortized")}
 
 
 def test_layout_variants_reuse_the_main_model_and_vary_only_layout_or_seed():
-
     scale = PRESETS["smoke"].classification
     main = classification_run(scale, "icl", classification_task(scale, "mixture"))
     assert experiment.icl_variant(scale, "paired", 0).config() == main.config()  # loaded, not retrained
@@ -171,13 +230,62 @@ def test_layout_variants_reuse_the_main_model_and_vary_only_layout_or_seed():
     assert other_seed["learner"] == main.config()["learner"] and other_seed["train"]["seed"] == 1
 
 
+def test_training_plan_trains_every_compared_model_with_every_seed():
+    preset = PRESETS["smoke"]
+    labels = [job.label for job in experiment.training_plan(preset)]
+    paths = {job.path for job in experiment.training_plan(preset)}
+    seeds = preset.classification.seeds
+    # 3 candidates, ICL on mixture with 2 layouts, ICL on radius: 6 models per seed, all distinct
+    assert len(paths) == 6 * len(seeds) == len(labels)
+
+
 def test_variants_are_reported_but_do_not_change_the_outcome():
-    base = [0.6, 0.7, 0.65, 0.62, 0.68, 0.66, 0.7, 0.64]
-    results = fake_results(base, [v + 0.1 for v in base])
+    results = fake_results([BASE, BASE], [shifted(BASE, 0.1), shifted(BASE, 0.1)])
     results.variants = [
-        {"layout": "paired", "seed": 0, "minus_selector": -0.1, "minus_selector_ci": 0.01},
-        {"layout": "support_query", "seed": 0, "minus_selector": 0.05, "minus_selector_ci": 0.01},
+        {
+            "layout": "paired",
+            "default": True,
+            "minus_selector": -0.1,
+            "minus_selector_ci": 0.01,
+            "per_seed_minus_selector": [-0.1, -0.1],
+        },
+        {
+            "layout": "support_query",
+            "default": False,
+            "minus_selector": 0.05,
+            "minus_selector_ci": 0.01,
+            "per_seed_minus_selector": [0.04, 0.06],
+        },
     ]
     verdict = experiment.verdicts(results)[0]
     assert verdict.outcome == "not reproduced"
-    assert verdict.numbers["variants"] == {"paired/seed0": [-0.1, 0.01], "support_query/seed0": [0.05, 0.01]}
+    assert verdict.numbers["variants"]["support_query"] == {
+        "minus_selector": [0.05, 0.01],
+        "per_seed": [0.04, 0.06],
+        "default": False,
+    }
+    assert "different sides of the margin" in experiment.explain(verdict)
+
+
+def test_run_at_smoke_rests_on_every_seed_of_the_compared_models(isolated_cache):
+    preset = PRESETS["smoke"]
+    results = experiment.run(preset, progress=False)
+    seeds = list(preset.classification.seeds)
+    for row in results.rows:
+        assert len(row["per_seed_episode_mean"]) == len(seeds) == len(row["seed_means"])
+    (verdict,) = experiment.verdicts(results)
+    assert verdict.outcome in ("reproduced", "not reproduced", "inconclusive")
+    compared = {(record["learner"], record["train_family"]) for record in verdict.rests_on}
+    assert compared == {("icl", "mixture"), ("matchnet", "pairwise"), ("protonet", "prototype"), ("cnp", "amortized")}
+    for record in verdict.rests_on:
+        assert [run["seed"] for run in record["runs"]] == seeds
+        assert all(set(run) == {"seed", "steps", "converged"} for run in record["runs"])
+    assert verdict.outcome == "inconclusive" or not verdict.notes["unconverged"]
+    assert len(verdict.numbers["icl_minus_selector_per_seed"]) == len(seeds)
+    assert {v["layout"] for v in results.variants} == {"paired", "support_query"}
+    table = experiment.training_table(results)
+    assert len(table) == 6 * len(seeds)  # every trained model and seed, with its convergence test
+    assert experiment.explain(verdict).startswith("On radius")
+    # the oracle predicts with one candidate: its scores are that candidate's
+    oracle = results.row(experiment.ORACLE, "pairwise")
+    assert oracle["per_seed_episode_mean"] == results.row("MatchNet", "pairwise")["per_seed_episode_mean"]

@@ -1,45 +1,60 @@
 """Claim 3(a): is ICL trained on a mixture the same as selecting the best known algorithm?
 
-``run`` trains-or-loads the learnability chapter's models (ICL on ``mixture``; MatchNet on
-``pairwise``, ProtoNet on ``prototype``, CNP on ``amortized``) plus an ICL transformer on the
-unseen ``radius`` family (the ceiling), builds the prequential :class:`AlgorithmSelector` and the
-:class:`OracleSelector` from the three meta-learners, and evaluates everything on the same test
-episodes (same seed), so differences are paired. ``verdict`` decides claim 3(a) with the rule
-``RULE_3A`` written here before any result was looked at.
+``run`` trains-or-loads, with each of the scale's training seeds, the learnability chapter's models
+(ICL on ``mixture``; MatchNet on ``pairwise``, ProtoNet on ``prototype``, CNP on ``amortized``),
+an ICL transformer on the unseen ``radius`` family (the ceiling) and ICL on the mixture with the
+other token layout; it builds, per seed s, the prequential :class:`AlgorithmSelector` from the
+seed-s meta-learners ("seed s" of the selector), and evaluates everything on the same test
+episodes, so differences are paired by seed and episode (:func:`uni_icl.uncertainty.seeded_difference`).
+``verdicts`` decides claim 3(a) with ``RULE_3A`` (:func:`decide_3a`), gated by the convergence test of
+the models it compares, as in the learnability chapter.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.evaluation import EvalResult, paired_difference
+from uni_icl.evaluation import Difference, EvalResult
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
     MIXED_FAMILY,
     SINGLE_FAMILIES,
     UNSEEN_FAMILY,
     cached_evaluation,
-    candidate_jobs,
-    candidate_models,
     classification_job,
     classification_run,
     classification_task,
     selector_identity,
     trained,
-    training_summary,
+)
+
+# the learnability chapter's seeded rows, paired differences, convergence records and gate (one
+# definition for every chapter that compares trained models)
+from uni_icl.experiments.learnability import (
+    CONVERGENCE_TOLERANCE,
+    MARGIN,
+    gated,
+    row_difference,
+    seeded_row,
+    training_record,
+    unconverged,
 )
 from uni_icl.learners import display_name
 from uni_icl.learners.icl import LAYOUTS, ICLConfig
-from uni_icl.learners.selectors import AlgorithmSelector, OracleSelector
+from uni_icl.learners.selectors import AlgorithmSelector
 from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import ClassificationScale, Preset
-from uni_icl.runs import RunSpec, evaluate_or_load, train_or_load
+from uni_icl.runs import RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.tasks import TaskFamily
+from uni_icl.uncertainty import seeded_difference
 from uni_icl.verdicts import ClaimVerdict
 
 CLAIMS = ("3a",)
@@ -50,38 +65,67 @@ SELECTOR = "Selector (prequential)"
 ORACLE = "Oracle selector"
 CHAPTER = "book/03_selection"
 N_CHOICE_TASKS = 256  # episodes used to count which candidate the selector picks
-EQUIVALENCE_MARGIN = 0.02  # |difference| below this counts as "no practical difference"
-VARIANT_SEEDS = (0, 1)  # training seeds of the token-layout check (seed 0 with the default layout is the main model)
+# Written before any result at quick was seen (issue 17): one margin for every side of the rule,
+# the learnability chapter's MARGIN; the interval is over training seeds and test episodes.
 RULE_3A = (
-    "On the unseen radius family, with paired test episodes: reproduced if ICL trained on the mixture is MORE "
-    "accurate than the prequential selector (mean over shot counts) beyond the paired 95% CI (lower bound of "
-    "ICL - selector > 0); not reproduced if the selector is more accurate beyond the CI, or if the whole CI of the "
-    f"difference lies within +-{EQUIVALENCE_MARGIN} (no practical difference); inconclusive otherwise. 'Better', "
-    "not merely 'differs', because the paper's statement is directional (ICL handles test tasks that selection "
-    "cannot): a selector that beats ICL would contradict it even though the two differ."
+    "On the unseen radius family, d = accuracy of ICL trained on the mixture minus accuracy of the prequential "
+    "selector over the three meta-learners (mean over shot counts; seed s of ICL against the selector built from "
+    "the seed-s meta-learners, on the same test episodes), with a 95% interval over the training seeds and the test "
+    f"episodes. With the margin m = {MARGIN}: 'reproduced' if the interval of d lies above +m (ICL is more accurate "
+    "than selection by more than the margin); 'not reproduced' if it lies below -m (selection is more accurate) or "
+    "entirely within (-m, +m) (no practical difference: the claim is that ICL handles test tasks that selection "
+    "cannot, so equal accuracy does not support it); 'inconclusive' otherwise (the interval crosses +m or -m). If "
+    "any seed of ICL on the mixture or of the three meta-learners the selector is built from fails the "
+    "convergence test (the upper 95% bound of its validation-accuracy gain over the last quarter of training is not "
+    f"below {CONVERGENCE_TOLERANCE}), the outcome is 'inconclusive' and names the models."
 )
+
+
+def decide_3a(difference: Difference, margin: float = MARGIN) -> str:
+    """Outcome of ``RULE_3A`` (before the convergence gate) for d = ICL (mixture) - selector on radius."""
+    if difference.lower > margin:
+        return "reproduced"
+    if difference.upper < -margin:
+        return "not reproduced"
+    if difference.lower > -margin and difference.upper < margin:
+        return "not reproduced"  # no practical difference
+    return "inconclusive"
+
+
+def side(difference: Difference, margin: float = MARGIN) -> str:
+    """Where an interval lies against the margin: 'above +m', 'below -m', 'within ±m' or 'crosses ±m'."""
+    if difference.lower > margin:
+        return "above +m"
+    if difference.upper < -margin:
+        return "below -m"
+    if difference.lower > -margin and difference.upper < margin:
+        return "within ±m"
+    return "crosses ±m"
 
 
 @dataclass
 class SelectionResults:
     """What ``run`` measured.
 
-    ``rows``: one dict per (learner, test family) with ``mean``, ``ci``, ``per_position``,
-    ``per_position_ci`` and ``per_episode_mean`` (paired across learners). ``choices``: one dict per
-    (family, shot count, candidate) with the fraction of episodes where the selector used it.
-    ``learners``: display name -> module (for decision regions). ``training``: display name ->
-    training summary (steps, best step, early stop, seconds). ``variants``: the token-layout check,
-    one dict per (layout, seed) of ICL trained on the mixture (see :func:`layout_variants`).
+    ``rows``: one dict per (learner, test family) with the seeded scores of
+    :func:`uni_icl.experiments.learnability.seeded_row` (``mean``, ``ci``, ``seed_means``,
+    ``per_seed_episode_mean``, ...), paired across learners by seed and episode. ``choices``: one
+    dict per (family, shot count, candidate) with the fraction of episodes where the selector used
+    it (averaged over the seeds' selectors). ``learners``: display name -> seed-0 module (for
+    decision regions). ``trainings``: one dict per trained model (``learner``, ``train_family``,
+    ``layout``, ``runs``: a :func:`training_record` per seed). ``variants``: the token-layout check,
+    one dict per layout of ICL trained on the mixture (see :func:`layout_variants`).
     """
 
     preset: str
     rows: list[dict]
     choices: list[dict]
     learners: dict[str, nn.Module] = field(repr=False)
-    training: dict[str, dict]
+    trainings: list[dict]
     oracle_radius_candidate: str
     wall_seconds: float
     variants: list[dict] = field(default_factory=list)
+    seeds: tuple[int, ...] = (0,)
 
     def row(self, learner: str, family: str) -> dict:
         """The row of ``learner`` (display name) on ``family``."""
@@ -90,14 +134,16 @@ class SelectionResults:
                 return row
         raise ValueError(f"learner/family: no row for {learner!r} on {family!r}")
 
+    def training(self, learner: str, train_family: str, layout: str | None = None) -> dict:
+        """The training entry of ``learner`` (registry name) on ``train_family`` (default layout)."""
+        for entry in self.trainings:
+            if (entry["learner"], entry["train_family"], entry.get("layout")) == (learner, train_family, layout):
+                return entry
+        raise ValueError(f"learner/train_family: no trained {learner!r} on {train_family!r} (layout {layout})")
 
-def _row(learner: str, family: str, result: EvalResult, preset: str) -> dict:
-    return {
-        "learner": learner,
-        "test_family": family,
-        **result.summary(),
-        "preset": preset,
-    }
+
+def _row(learner: str, family: str, results: list[EvalResult], preset: str, runs: list[dict] | None = None) -> dict:
+    return {"learner": learner, "test_family": family, **seeded_row(results), "runs": runs or [], "preset": preset}
 
 
 @torch.no_grad()
@@ -121,157 +167,273 @@ def choice_fractions(
 def icl_variant(scale: ClassificationScale, layout: str, seed: int) -> RunSpec:
     """The RunSpec of ICL trained on the mixture with token ``layout`` and training ``seed``.
 
-    The default layout at seed 0 is exactly the chapter's main model (same spec, so it is loaded).
+    The default layout is exactly the chapter's main model at that seed (same spec, so it is loaded).
     """
-    default = scale.icl.get("layout", ICLConfig().layout)
-    overrides = {} if layout == default else {"layout": layout}
+    overrides = {} if layout == default_layout(scale) else {"layout": layout}
     return classification_run(scale, "icl", classification_task(scale, MIXED_FAMILY), seed, **overrides)
 
 
-def layout_variants(scale: ClassificationScale, selector_result: EvalResult, *, progress: bool = True) -> list[dict]:
-    """ICL trained on the mixture with each token layout and each of ``VARIANT_SEEDS``, on ``radius``.
+def default_layout(scale: ClassificationScale) -> str:
+    """The token layout of the scale's ICL transformer."""
+    return scale.icl.get("layout", ICLConfig().layout)
 
-    Not part of the rule of claim 3(a) (which uses the default layout, seed 0): it shows whether the
-    outcome depends on the token layout or on the training seed. Each dict: layout, seed, radius
-    accuracy and CI, the paired difference to the selector and its CI, mean accuracy on the seen
-    families, and the training steps.
+
+def layout_variants(
+    scale: ClassificationScale, selector_radius: list[EvalResult], *, progress: bool = True
+) -> list[dict]:
+    """ICL trained on the mixture with each token layout, with the scale's seeds, tested on ``radius``.
+
+    Not part of the rule of claim 3(a) (which uses the default layout): it shows whether the
+    outcome depends on the token layout. Each dict: layout, radius accuracy (seeded mean and CI),
+    ICL - selector on radius (seed s against selector seed s; mean, CI and per seed), each seed's
+    mean accuracy on the seen families, and the training records (``runs``).
     """
     radius_task = classification_task(scale, UNSEEN_FAMILY)
     evaluation = {"n_tasks": scale.n_test_tasks, "seed": scale.test_seed}
+    selector_scores = np.array([result.per_episode_mean for result in selector_radius])
     variants = []
     for layout in LAYOUTS:
-        for seed in VARIANT_SEEDS:
-            model = train_or_load(icl_variant(scale, layout, seed), progress=progress)
-            radius = evaluate_or_load(model, radius_task, **evaluation)
-            difference, half_width = paired_difference(radius.per_episode_mean, selector_result.per_episode_mean)
-            seen = [
-                evaluate_or_load(model, classification_task(scale, family), **evaluation).mean
-                for family in SINGLE_FAMILIES
-            ]
-            variants.append(
-                {
-                    "layout": layout,
-                    "seed": seed,
-                    "radius": radius.mean,
-                    "radius_ci": radius.mean_ci,
-                    "minus_selector": difference,
-                    "minus_selector_ci": half_width,
-                    "seen_families_mean": sum(seen) / len(seen),
-                    "steps": model.history.steps[-1] if model.history.steps else 0,
-                }
-            )
+        models = [train_or_load(icl_variant(scale, layout, seed), progress=progress) for seed in scale.seeds]
+        radius = [evaluate_or_load(model, radius_task, **evaluation) for model in models]
+        scores = np.array([result.per_episode_mean for result in radius])
+        difference = seeded_difference(scores, selector_scores)
+        seen = [_seen_mean(scale, model) for model in models]
+        total = seeded_row(radius)
+        variants.append(
+            {
+                "layout": layout,
+                "default": layout == default_layout(scale),
+                "radius": total["mean"],
+                "radius_ci": total["ci"],
+                "minus_selector": difference.mean,
+                "minus_selector_ci": difference.ci,
+                "per_seed_minus_selector": (scores - selector_scores).mean(1).tolist(),
+                "seen_families_mean": seen,
+                "runs": [training_record(model) for model in models],
+            }
+        )
     return variants
 
 
+def _seen_mean(scale: ClassificationScale, model: TrainedLearner) -> float:
+    """Mean accuracy of ``model`` over the three seen families' test episodes."""
+    evaluation = {"n_tasks": scale.n_test_tasks, "seed": scale.test_seed}
+    tasks = [classification_task(scale, family) for family in SINGLE_FAMILIES]
+    return float(np.mean([evaluate_or_load(model, task, **evaluation).mean for task in tasks]))
+
+
 def training_plan(preset: Preset) -> list[Job]:
-    """Every model the chapter trains: the candidates, ICL on the mixture (each layout and variant
-    seed) and ICL on ``radius``."""
+    """Every model the chapter trains, each with every seed of the scale: the three candidates, ICL on
+    the mixture (each token layout; the default one is the main model) and ICL on ``radius``."""
     scale = preset.classification
-    variants = [run_job(icl_variant(scale, layout, seed)) for layout in LAYOUTS for seed in VARIANT_SEEDS]
-    return [*candidate_jobs(scale), classification_job(scale, "icl", UNSEEN_FAMILY), *variants]
+    jobs = []
+    for seed in scale.seeds:
+        jobs += [classification_job(scale, learner, family, seed) for family, learner in MATCHING_LEARNER.items()]
+        jobs += [run_job(icl_variant(scale, layout, seed)) for layout in LAYOUTS]
+        jobs.append(classification_job(scale, "icl", UNSEEN_FAMILY, seed))
+    return jobs
+
+
+def _trained_seeds(scale: ClassificationScale, learner: str, family: str, progress: bool) -> list[TrainedLearner]:
+    return [trained(scale, learner, family, seed=seed, progress=progress) for seed in scale.seeds]
 
 
 def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
-    """Train-or-load every model and evaluate them on the seen families and on ``radius``."""
+    """Train-or-load every model with every seed and evaluate them on the seen families and on ``radius``."""
     started = time.perf_counter()
     scale = preset.classification
     train_all(training_plan(preset), progress=progress, description="chapter 3 models")
-    candidates = candidate_models(scale, progress=progress)
-    icl_mixture = trained(scale, "icl", "mixture", progress=progress)
-    icl_radius = trained(scale, "icl", UNSEEN_FAMILY, progress=progress)
-    modules = {name: model.learner for name, model in candidates.items()}
-    selector = AlgorithmSelector(modules)
-    identity = selector_identity(candidates)
-    oracle = OracleSelector(modules)
+    candidates = {
+        learner: _trained_seeds(scale, learner, family, progress) for family, learner in MATCHING_LEARNER.items()
+    }
+    icl_mixture = _trained_seeds(scale, "icl", MIXED_FAMILY, progress)
+    icl_radius = _trained_seeds(scale, "icl", UNSEEN_FAMILY, progress)
+    per_seed = [{name: models[index] for name, models in candidates.items()} for index in range(len(scale.seeds))]
+    selectors = [AlgorithmSelector({name: model.learner for name, model in group.items()}) for group in per_seed]
+    identities = [selector_identity(group) for group in per_seed]
     evaluation = {"n_tasks": scale.n_test_tasks, "seed": scale.test_seed}
+    runs = {
+        (learner, family): [training_record(m) for m in candidates[learner]]
+        for family, learner in MATCHING_LEARNER.items()
+    }
+    runs[("icl", MIXED_FAMILY)] = [training_record(model) for model in icl_mixture]
+    runs[("icl", UNSEEN_FAMILY)] = [training_record(model) for model in icl_radius]
+
+    def evaluated(models: list[TrainedLearner], task: TaskFamily) -> list[EvalResult]:
+        return [evaluate_or_load(model, task, **evaluation) for model in models]
 
     rows: list[dict] = []
     choices: list[dict] = []
     families = (*SINGLE_FAMILIES, UNSEEN_FAMILY)
     for family in tqdm(families, desc="test families", disable=not progress):
         task = classification_task(scale, family)
-        rows.append(_row(ICL_MIXTURE, family, evaluate_or_load(icl_mixture, task, **evaluation), preset.name))
-        rows.append(
-            _row(SELECTOR, family, cached_evaluation("selector", identity, selector, task, **evaluation), preset.name)
-        )
-        for name, model in candidates.items():
-            rows.append(_row(display_name(name), family, evaluate_or_load(model, task, **evaluation), preset.name))
-        if family in SINGLE_FAMILIES:
-            result = cached_evaluation("oracle", identity, oracle.for_family(family), task, **evaluation)
-            rows.append(_row(ORACLE, family, result, preset.name))
-        choices += choice_fractions(
-            selector, task, n_tasks=min(N_CHOICE_TASKS, scale.n_test_tasks), seed=scale.test_seed, family=family
-        )
+        rows.append(_row(ICL_MIXTURE, family, evaluated(icl_mixture, task), preset.name, runs[("icl", MIXED_FAMILY)]))
+        selected = [
+            cached_evaluation("selector", identity, selector, task, **evaluation)
+            for identity, selector in zip(identities, selectors, strict=True)
+        ]
+        rows.append(_row(SELECTOR, family, selected, preset.name))
+        for matched, learner in MATCHING_LEARNER.items():
+            rows.append(
+                _row(
+                    display_name(learner),
+                    family,
+                    evaluated(candidates[learner], task),
+                    preset.name,
+                    runs[(learner, matched)],
+                )
+            )
+        per_selector = [
+            choice_fractions(
+                selector, task, n_tasks=min(N_CHOICE_TASKS, scale.n_test_tasks), seed=scale.test_seed, family=family
+            )
+            for selector in selectors
+        ]
+        for parts in zip(*per_selector, strict=True):
+            choices.append({**parts[0], "fraction": float(np.mean([part["fraction"] for part in parts]))})
     radius_task = classification_task(scale, UNSEEN_FAMILY)
-    rows.append(_row(ICL_RADIUS, UNSEEN_FAMILY, evaluate_or_load(icl_radius, radius_task, **evaluation), preset.name))
-    best_candidate = max(
-        CANDIDATES,
-        key=lambda name: next(
-            r["mean"] for r in rows if r["learner"] == display_name(name) and r["test_family"] == UNSEEN_FAMILY
-        ),
+    rows.append(
+        _row(ICL_RADIUS, UNSEEN_FAMILY, evaluated(icl_radius, radius_task), preset.name, runs[("icl", UNSEEN_FAMILY)])
     )
-    hindsight = OracleSelector(modules, {**MATCHING_LEARNER, UNSEEN_FAMILY: best_candidate}, UNSEEN_FAMILY)
-    result = cached_evaluation("oracle", {**identity, "radius": best_candidate}, hindsight, radius_task, **evaluation)
-    rows.append(_row(ORACLE, UNSEEN_FAMILY, result, preset.name))
+    # The oracle predicts with one candidate per family (its log-softmax: the same decisions), so its
+    # scores are that candidate's: the matching one on a seen family, the best one in hindsight on radius.
+    for family in SINGLE_FAMILIES:
+        rows.append({**_find(rows, display_name(MATCHING_LEARNER[family]), family), "learner": ORACLE})
+    best_candidate = max(CANDIDATES, key=lambda name: _find(rows, display_name(name), UNSEEN_FAMILY)["mean"])
+    rows.append({**_find(rows, display_name(best_candidate), UNSEEN_FAMILY), "learner": ORACLE})
 
-    selector_radius = cached_evaluation("selector", identity, selector, radius_task, **evaluation)
+    selector_radius = [
+        cached_evaluation("selector", identity, selector, radius_task, **evaluation)
+        for identity, selector in zip(identities, selectors, strict=True)
+    ]
     variants = layout_variants(scale, selector_radius, progress=progress)
-
+    seed0 = per_seed[0]
     learners = {
-        ICL_MIXTURE: icl_mixture.learner,
-        SELECTOR: selector,
-        **{display_name(name): module for name, module in modules.items()},
-        ICL_RADIUS: icl_radius.learner,
+        ICL_MIXTURE: icl_mixture[0].learner,
+        SELECTOR: selectors[0],
+        **{display_name(name): model.learner for name, model in seed0.items()},
+        ICL_RADIUS: icl_radius[0].learner,
     }
-    training = {
-        ICL_MIXTURE: training_summary(icl_mixture),
-        ICL_RADIUS: training_summary(icl_radius),
-        **{f"{display_name(n)} (trained on {f})": training_summary(candidates[n]) for f, n in MATCHING_LEARNER.items()},
-    }
+    trainings = [
+        {"learner": learner, "train_family": family, "layout": None, "runs": records}
+        for (learner, family), records in runs.items()
+    ]
+    trainings += [
+        {"learner": "icl", "train_family": MIXED_FAMILY, "layout": variant["layout"], "runs": variant["runs"]}
+        for variant in variants
+        if not variant["default"]
+    ]
     return SelectionResults(
         preset=preset.name,
         rows=rows,
         choices=choices,
         learners=learners,
-        training=training,
+        trainings=trainings,
         oracle_radius_candidate=display_name(best_candidate),
         wall_seconds=time.perf_counter() - started,
         variants=variants,
+        seeds=tuple(scale.seeds),
     )
 
 
+def _find(rows: list[dict], learner: str, family: str) -> dict:
+    return next(row for row in rows if row["learner"] == learner and row["test_family"] == family)
+
+
+def training_table(results: SelectionResults) -> pd.DataFrame:
+    """One row per trained model and seed: steps, best validation accuracy, the convergence test."""
+    records = []
+    for entry in results.trainings:
+        name = display_name(entry["learner"]) + (f" ({entry['layout']} layout)" if entry.get("layout") else "")
+        for run in entry["runs"]:
+            records.append(
+                {
+                    "model": f"{name} on {entry['train_family']}",
+                    "seed": run["seed"],
+                    "steps run": run["steps"],
+                    "max steps": run["max_steps"],
+                    "best step": run["best_step"],
+                    "best validation accuracy": run["best_val"],
+                    "stopped early": run["stopped_early"],
+                    "converged": run["converged"],
+                    "gain bound": run["gain_upper"],
+                    "training seconds": run["seconds"],
+                }
+            )
+    return pd.DataFrame(records)
+
+
+def accuracy_table(results: SelectionResults, learners: Iterable[str], families: Iterable[str]) -> pd.DataFrame:
+    """learner x family: 'mean ± CI (seed means)' of each row, over seeds and test episodes."""
+    learners, families = list(learners), list(families)
+    records = {
+        learner: {family: _with_seeds(results.row(learner, family)) for family in families} for learner in learners
+    }
+    return pd.DataFrame.from_dict(records, orient="index")[families]
+
+
+def _with_seeds(row: dict) -> str:
+    seeds = ", ".join(f"{value:.3f}" for value in row["seed_means"])
+    return f"{row['mean']:.3f} ± {row['ci']:.3f} ({seeds})"
+
+
+def per_seed_difference(a: dict, b: dict) -> list[float]:
+    """Each seed's mean of a - b (rows of one test family; a single-row side is paired with every seed)."""
+    first, second = np.asarray(a["per_seed_episode_mean"]), np.asarray(b["per_seed_episode_mean"])
+    return (first - second).mean(1).tolist()
+
+
+# ----------------------------------------------------------------------------- verdict
+
+
+def rests_on(results: SelectionResults) -> list[dict]:
+    """The models RULE_3A compares: ICL on the mixture and the three candidates of the selector."""
+    compared = [("icl", MIXED_FAMILY), *((learner, family) for family, learner in MATCHING_LEARNER.items())]
+    return [
+        {
+            "learner": learner,
+            "train_family": family,
+            "runs": [
+                {"seed": run["seed"], "steps": run["steps"], "converged": run["converged"]}
+                for run in results.training(learner, family)["runs"]
+            ],
+        }
+        for learner, family in compared
+    ]
+
+
 def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
-    """Claim 3(a) decided by ``RULE_3A`` from the paired radius results."""
+    """Claim 3(a) decided by ``RULE_3A`` from the seeded, paired radius results."""
     icl = results.row(ICL_MIXTURE, UNSEEN_FAMILY)
     selector = results.row(SELECTOR, UNSEEN_FAMILY)
-    difference, half_width = paired_difference(icl["per_episode_mean"], selector["per_episode_mean"])
-    low, high = difference - half_width, difference + half_width
-    if low > 0:
-        outcome = "reproduced"
-    elif high < 0 or (low >= -EQUIVALENCE_MARGIN and high <= EQUIVALENCE_MARGIN):
-        outcome = "not reproduced"
-    else:
-        outcome = "inconclusive"
-    ceiling = results.row(ICL_RADIUS, UNSEEN_FAMILY)
     oracle = results.row(ORACLE, UNSEEN_FAMILY)
-    versus_oracle, versus_oracle_ci = paired_difference(icl["per_episode_mean"], oracle["per_episode_mean"])
+    ceiling = results.row(ICL_RADIUS, UNSEEN_FAMILY)
+    difference = row_difference(icl, selector)
+    versus_oracle = row_difference(icl, oracle)
+    ungated = decide_3a(difference)
+    models = rests_on(results)
     numbers = {
-        "icl_mixture_radius": icl["mean"],
-        "icl_mixture_radius_ci": icl["ci"],
-        "selector_radius": selector["mean"],
-        "selector_radius_ci": selector["ci"],
-        "difference_icl_minus_selector": difference,
-        "difference_ci": half_width,
-        "oracle_radius": oracle["mean"],
-        "oracle_radius_ci": oracle["ci"],
-        "difference_icl_minus_oracle": versus_oracle,
-        "difference_icl_minus_oracle_ci": versus_oracle_ci,
+        "margin": MARGIN,
+        "seeds": list(results.seeds),
+        "icl_mixture_radius": [icl["mean"], icl["ci"]],
+        "icl_mixture_radius_per_seed": icl["seed_means"],
+        "selector_radius": [selector["mean"], selector["ci"]],
+        "selector_radius_per_seed": selector["seed_means"],
+        "icl_minus_selector": [difference.mean, difference.ci],
+        "icl_minus_selector_per_seed": per_seed_difference(icl, selector),
         "oracle_radius_candidate": results.oracle_radius_candidate,
-        "icl_radius_ceiling": ceiling["mean"],
-        "icl_radius_ceiling_ci": ceiling["ci"],
-        # not used by the rule: ICL (mixture) - selector on radius for each token layout and seed
+        "oracle_radius": [oracle["mean"], oracle["ci"]],
+        "icl_minus_oracle": [versus_oracle.mean, versus_oracle.ci],
+        "icl_minus_oracle_per_seed": per_seed_difference(icl, oracle),
+        "icl_radius_ceiling": [ceiling["mean"], ceiling["ci"]],
+        # not used by the rule: ICL (mixture) - selector on radius for each token layout
         "variants": {
-            f"{v['layout']}/seed{v['seed']}": [v["minus_selector"], v["minus_selector_ci"]] for v in results.variants
+            v["layout"]: {
+                "minus_selector": [v["minus_selector"], v["minus_selector_ci"]],
+                "per_seed": v["per_seed_minus_selector"],
+                "default": v["default"],
+            }
+            for v in results.variants
         },
     }
     return [
@@ -279,53 +441,84 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
             claim="3a",
             preset=results.preset,
             quantity="accuracy on radius (mean over shot counts): "
-            "ICL trained on mixture minus the prequential selector",
+            "ICL trained on mixture minus the prequential selector, over training seeds and test episodes",
             numbers=numbers,
             rule=RULE_3A,
-            outcome=outcome,
+            outcome=gated(ungated, models),
             chapter=CHAPTER,
             wall_seconds=results.wall_seconds,
+            notes={"unconverged": unconverged(models), "ungated_outcome": ungated},
+            rests_on=models,
         )
     ]
+
+
+# ----------------------------------------------------------------------------- explanation
 
 
 def _pm(pair) -> str:
     return f"{pair[0]:+.3f} ± {pair[1]:.3f}"
 
 
-def _side(pair) -> str:
-    """'ahead', 'behind' or 'level' for a (difference, CI half-width) pair."""
-    difference, half_width = pair
-    return "ahead" if difference - half_width > 0 else "behind" if difference + half_width < 0 else "level"
+def _seeds(values) -> str:
+    return ", ".join(f"{value:+.3f}" for value in values)
+
+
+REASONS = {
+    "above +m": "the whole interval lies above +{m}: ICL trained on the mixture is more accurate than selection",
+    "below -m": "the whole interval lies below -{m}: selection is more accurate than ICL trained on the mixture",
+    "within ±m": "the whole interval lies within ±{m}: no practical difference, which the rule counts against "
+    "the claim",
+    "crosses ±m": "the interval crosses ±{m}, so the rule cannot decide between its outcomes at this preset",
+}
+
+
+def _training_note(verdict: ClaimVerdict) -> str:
+    runs = [run for record in verdict.rests_on for run in record["runs"]]
+    if not runs:
+        return ""
+    text = f" {sum(run['converged'] for run in runs)} of the {len(runs)} compared runs passed the convergence test."
+    failed = verdict.notes.get("unconverged", [])
+    if failed:
+        text += (
+            f" Not converged: {'; '.join(failed)}; so the outcome is inconclusive (without this condition the rule "
+            f"would give '{verdict.notes.get('ungated_outcome', '?')}')."
+        )
+    return text
 
 
 def explain(verdict: ClaimVerdict) -> str:
     """Why the outcome came out as it did, computed from the verdict's numbers."""
     numbers = verdict.numbers
+    margin = numbers["margin"]
+    difference = Difference(*numbers["icl_minus_selector"])
+    found = side(difference, margin)
     text = (
-        "On radius, ICL trained on the mixture minus the prequential selector: "
-        f"{_pm((numbers['difference_icl_minus_selector'], numbers['difference_ci']))}."
+        f"On radius, ICL trained on the mixture minus the prequential selector: {_pm(numbers['icl_minus_selector'])} "
+        f"(per seed: {_seeds(numbers['icl_minus_selector_per_seed'])}); " + REASONS[found].format(m=margin) + "."
+    )
+    per_seed = numbers["icl_minus_selector_per_seed"]
+    if min(per_seed) < 0 < max(per_seed):
+        text += " The seeds disagree on the sign of the difference."
+    text += (
+        f" Against the best meta-learner in hindsight ({numbers['oracle_radius_candidate']}), not part of the rule: "
+        f"{_pm(numbers['icl_minus_oracle'])}."
     )
     variants = numbers.get("variants", {})
-    if not variants:
-        return text
-    listed = ", ".join(f"{name} {_pm(pair)}" for name, pair in variants.items())
-    text += f" The same difference for each token layout and training seed of ICL (not part of the rule): {listed}."
-    sides: dict[str, set[str]] = {}
-    for name, pair in variants.items():
-        sides.setdefault(name.split("/")[0], set()).add(_side(pair))
-    if any(len(found) > 1 for found in sides.values()):
-        return text + (
-            " Within one layout the outcome changes with the training seed, so we think that at this preset which "
-            "side of the selector ICL lands on is not a stable property of the trained model."
+    if len(variants) > 1:
+        sides = {layout: side(Difference(*v["minus_selector"]), margin) for layout, v in variants.items()}
+        listed = "; ".join(
+            f"{layout} {_pm(v['minus_selector'])} ({sides[layout][:-1]}{margin})" for layout, v in variants.items()
         )
-    outcomes = {layout: found.pop() for layout, found in sides.items()}
-    if len(set(outcomes.values())) > 1:
-        phrase = {"ahead": "ahead of the selector", "behind": "behind the selector", "level": "level with it"}
-        described = ", ".join(f"{layout} {phrase[side]}" for layout, side in outcomes.items())
-        return text + (
-            f" The outcome follows the token layout ({described}) and not the seed: we think the layout, which "
-            "decides how a query meets the earlier pairs, sets how the transformer extrapolates to a type it never "
-            "saw, so the claim holds for some in-context architectures and not for others."
-        )
-    return text + " Every layout and seed gives the same outcome, so it does not hinge on either at this preset."
+        text += f" The same difference for each token layout of ICL (not part of the rule): {listed}."
+        decided = {layout: found for layout, found in sides.items() if found != "crosses ±m"}
+        if len(decided) < len(sides):
+            text += " Where an interval crosses the margin, whether the layout changes the outcome is not settled."
+        elif len(set(decided.values())) > 1:
+            text += (
+                " The layouts fall on different sides of the margin: at this preset the rule's outcome would depend "
+                "on the token layout."
+            )
+        else:
+            text += " Every layout falls on the same side of the margin."
+    return text + _training_note(verdict)
