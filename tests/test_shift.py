@@ -75,7 +75,16 @@ def tiny_results(noise_levels=(1.0, 3.0), n_tasks=16) -> shift.ShiftResults:
     )
     smoke = PRESETS["smoke"]
     return shift.ShiftResults(
-        "smoke", smoke.classification, smoke.shift, tuple(noise_levels), rows, [], models, {}, {}, 0.0
+        preset="smoke",
+        scale=smoke.classification,
+        sizes=smoke.shift,
+        noise_levels=tuple(noise_levels),
+        rows=rows,
+        gaps=[],
+        models=models,
+        trainings=[],
+        meta_learner_names={},
+        wall_seconds=0.0,
     )
 
 
@@ -108,6 +117,9 @@ def test_gaps_are_paired_on_the_reference_prefix():
     assert gap["gap"] == pytest.approx(0.35) and gap["n_tasks"] == 2
     with pytest.raises(ValueError, match="reference"):
         shift.gap_rows([row(shift.META, [0.5, 0.6], sigma=2.0)])
+    seeded = {**row(shift.ICL_OWN, []), "per_seed_episode_mean": [[0.5, 0.6, 0.0], [0.7, 0.8, 0.0]]}
+    (gap,) = shift.gap_rows([row(shift.BAYES, [1.0, 0.8]), seeded])
+    assert gap["gap"] == pytest.approx(0.25) and gap["seed_gaps"] == pytest.approx([0.35, 0.15])
 
 
 def test_a_prefix_of_the_test_episodes_is_a_smaller_evaluation():
@@ -119,24 +131,147 @@ def test_a_prefix_of_the_test_episodes_is_a_smaller_evaluation():
     assert full.per_episode_mean[:EVAL_BATCH] == prefix.per_episode_mean
 
 
-def gap_results(icl_growth: float, meta_growth: float, ci: float = 0.01) -> shift.ShiftResults:
-    gaps = []
-    for family in FAMILIES:
-        for learner in (shift.ICL_OWN, shift.META, shift.ICL_MIXTURE, shift.SELECTOR, shift.REMEDY):
-            grow = icl_growth if learner != shift.META else meta_growth
-            gaps.append({"family": family, "noise_std": 1.0, "learner": learner, "gap": 0.02, "ci": ci})
-            gaps.append({"family": family, "noise_std": 5.0, "learner": learner, "gap": 0.02 + grow, "ci": ci})
-    names = {"pairwise": "MatchNet", "prototype": "ProtoNet", "amortized": "CNP"}
+def test_test_episodes_at_two_noise_levels_are_the_same_draws_scaled():
+    """What pairs the growth by episode: the noise level scales the same normal draws."""
+    low = make_task("pairwise", n_points=10, noise_std=1.0).sample(4, seed=3)
+    high = make_task("pairwise", n_points=10, noise_std=5.0).sample(4, seed=3)
+    torch.testing.assert_close(high.xs, 5.0 * low.xs)
+    assert torch.equal(high.ys, low.ys)
+
+
+def grid_rows(per_learner: dict, noise_levels=(1.0, 5.0), families=FAMILIES) -> list[dict]:
+    """Rows of the shift grid from {learner: {noise_std: (S, n) per-seed, per-episode scores}}."""
+    rows = []
+    for family in families:
+        for learner, by_level in per_learner.items():
+            for sigma in noise_levels:
+                per_seed = np.asarray(by_level[sigma], dtype=float)
+                rows.append(
+                    {
+                        "family": family,
+                        "noise_std": sigma,
+                        "learner": learner,
+                        "mean": per_seed.mean(),
+                        "per_episode_mean": per_seed.mean(0).tolist(),
+                        "per_seed_episode_mean": per_seed.tolist(),
+                    }
+                )
+    return rows
+
+
+def results_from(rows: list[dict], noise_levels=(1.0, 5.0), converged=(True, True)) -> shift.ShiftResults:
+    runs = [{"seed": seed, "steps": 20, "converged": flag} for seed, flag in enumerate(converged)]
+    trainings = [{"learner": "icl", "train_family": family, "runs": runs} for family in FAMILIES]
+    trainings += [
+        {"learner": learner, "train_family": family, "runs": [{**run, "converged": True} for run in runs]}
+        for family, learner in zip(FAMILIES, ("matchnet", "protonet", "cnp"), strict=True)
+    ]
     smoke = PRESETS["smoke"]
-    return shift.ShiftResults("smoke", smoke.classification, smoke.shift, (1.0, 5.0), [], gaps, {}, {}, names, 0.0)
+    return shift.ShiftResults(
+        preset="smoke",
+        scale=smoke.classification,
+        sizes=smoke.shift,
+        noise_levels=noise_levels,
+        rows=rows,
+        gaps=shift.gap_rows(rows),
+        models={},
+        trainings=trainings,
+        meta_learner_names={"pairwise": "MatchNet", "prototype": "ProtoNet", "amortized": "CNP"},
+        wall_seconds=0.0,
+        seeds=(0, 1),
+    )
 
 
-def test_claim_3b_rule():
-    assert shift.verdicts(gap_results(icl_growth=0.1, meta_growth=0.0))[0].outcome == "reproduced"
-    assert shift.verdicts(gap_results(icl_growth=0.0, meta_growth=0.0))[0].outcome == "not reproduced"
-    assert shift.verdicts(gap_results(icl_growth=0.1, meta_growth=0.1))[0].outcome == "not reproduced"
-    verdict = shift.verdicts(gap_results(icl_growth=0.1, meta_growth=-0.05))[0]
+def test_gap_growth_is_paired_by_episode_and_seed():
+    """Episodes differ a lot in difficulty, but each loses exactly 0.05 more at the high level: the paired
+    interval is (almost) zero wide; treating the two gaps as independent would be far wider."""
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(0.4, 1.0, size=200)
+    bayes = {1.0: [np.ones(200)], 5.0: [np.ones(200)]}
+    learner = {1.0: [difficulty, difficulty], 5.0: [difficulty - 0.05, difficulty - 0.05]}
+    results = results_from(grid_rows({shift.BAYES: bayes, shift.META: learner}, families=("pairwise",)))
+    difference = shift.growth(results, "pairwise", shift.META)
+    assert difference.mean == pytest.approx(0.05) and difference.ci < 1e-9
+    low, high = results.gap("pairwise", 1.0, shift.META), results.gap("pairwise", 5.0, shift.META)
+    assert np.hypot(low["ci"], high["ci"]) > 0.05  # the independent interval would include zero
+    assert shift.growth_per_seed(results, "pairwise", shift.META) == pytest.approx([0.05, 0.05])
+    # training noise widens it: seed 1 loses 0.15 instead, and the interval is over seeds (t with 1 df)
+    learner[5.0] = [difficulty - 0.05, difficulty - 0.15]
+    results = results_from(grid_rows({shift.BAYES: bayes, shift.META: learner}, families=("pairwise",)))
+    difference = shift.growth(results, "pairwise", shift.META)
+    assert difference.mean == pytest.approx(0.1) and difference.ci > 0.5
+
+
+def _d(mean, ci=0.002):
+    return shift.Difference(mean, ci)
+
+
+def test_status_is_an_equivalence_test_with_the_margin():
+    assert shift.MARGIN == 0.01
+    assert shift.status(_d(0.05)) == "degrades"
+    assert shift.status(_d(0.0, 0.005)) == "insensitive"
+    assert shift.status(_d(0.0, 0.02)) == "undetermined"  # not significant, but not shown to be insensitive
+    assert shift.status(_d(0.012, 0.005)) == "undetermined"
+    assert shift.status(_d(-0.05)) == "closer to Bayes"
+
+
+def test_claim_3b_rule_on_synthetic_differences():
+    insensitive, degrades, unclear = _d(0.0, 0.005), _d(0.05), _d(0.0, 0.05)
+    explicit = {shift.META: degrades, shift.NCM: insensitive, shift.KNN: unclear, shift.LOGISTIC: degrades}
+    assert shift.decide_family(degrades, explicit) == "supports"  # one explicit algorithm is insensitive
+    assert shift.decide_family(insensitive, explicit) == "contradicts"  # ICL does not degrade
+    assert shift.decide_family(_d(-0.05), explicit) == "contradicts"
+    all_degrade = dict.fromkeys(explicit, degrades)
+    assert shift.decide_family(degrades, all_degrade) == "contradicts"
+    assert shift.decide_family(unclear, explicit) == "undetermined"  # ICL's interval crosses +m
+    assert shift.decide_family(degrades, dict.fromkeys(explicit, unclear)) == "undetermined"
+    assert shift.decide_3b({"a": "supports", "b": "supports", "c": "contradicts"}) == "reproduced"
+    assert shift.decide_3b({"a": "contradicts", "b": "contradicts", "c": "supports"}) == "not reproduced"
+    assert shift.decide_3b({"a": "supports", "b": "undetermined", "c": "contradicts"}) == "inconclusive"
+    assert shift.decide_3b({"a": "undetermined", "b": "undetermined", "c": "undetermined"}) == "inconclusive"
+    for words in ("m = 0.01", "above +m", "within (-m, +m)", "nearest class mean", "logistic regression"):
+        assert words in shift.RULE_3B
+
+
+def verdict_rows(icl_loss: float, explicit_loss: float) -> list[dict]:
+    """Two seeds, 40 episodes: ICL loses ``icl_loss`` at noise 5, the explicit algorithms ``explicit_loss``."""
+    base = np.linspace(0.6, 0.9, 40)
+    same = {1.0: [base, base], 5.0: [base, base]}
+
+    def losing(loss):
+        return {1.0: [base, base], 5.0: [base - loss, base - loss]}
+
+    learners = {shift.BAYES: {1.0: [np.ones(40)], 5.0: [np.ones(40)]}, shift.ICL_OWN: losing(icl_loss)}
+    learners.update({name: losing(explicit_loss) for name in shift.EXPLICIT})
+    learners.update({name: same for name in (shift.ICL_MIXTURE, shift.SELECTOR, shift.REMEDY)})
+    return grid_rows(learners)
+
+
+def test_claim_3b_verdicts():
+    verdict = shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0]
     assert verdict.outcome == "reproduced" and verdict.numbers["families_supporting"] == 3
+    pairwise = verdict.numbers["families"]["pairwise"]
+    assert pairwise["icl_own"]["status"] == "degrades" and pairwise["icl_own"]["per_seed"] == pytest.approx([0.1, 0.1])
+    assert pairwise["explicit"][shift.NCM]["status"] == "insensitive"
+    assert "3 of 3 families support the claim" in shift.explain(verdict)
+    assert shift.verdicts(results_from(verdict_rows(0.0, 0.0)))[0].outcome == "not reproduced"
+    assert shift.verdicts(results_from(verdict_rows(0.1, 0.1)))[0].outcome == "not reproduced"
+    gated = shift.verdicts(results_from(verdict_rows(0.1, 0.0), converged=(True, False)))[0]
+    assert gated.outcome == "inconclusive" and gated.notes["ungated_outcome"] == "reproduced"
+    assert gated.notes["unconverged"][0] == "ICL on pairwise (seeds 1)"
+    compared = {(record["learner"], record["train_family"]) for record in gated.rests_on}
+    assert compared == {("icl", f) for f in FAMILIES} | {
+        ("matchnet", "pairwise"),
+        ("protonet", "prototype"),
+        ("cnp", "amortized"),
+    }
+
+
+def test_explanation_states_only_what_the_numbers_show():
+    quiet = shift.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0])
+    assert "degrades too" not in quiet and "trained networks" not in quiet and "noise-range" not in quiet
+    loud = shift.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.1)))[0])
+    assert "every explicit algorithm degrades too" in loud
 
 
 def panel_pixels(explorer) -> np.ndarray:
@@ -170,3 +305,71 @@ def test_explorer_callbacks_redraw_the_curves_and_the_decision_regions():
     assert "family = amortized" in curves.get_title()
     with pytest.raises(ValueError, match="control"):
         explorer.set(colour="red")
+
+
+@pytest.mark.parametrize("name", ["ncm", "knn_classifier", "logistic"])
+@pytest.mark.parametrize("scale", [1.0, 5.0, 30.0])
+def test_explicit_baselines_follow_the_learner_contract(name, scale):
+    """Changing the labels from position i on (and the inputs after i) leaves outputs up to i unchanged
+    (up to rounding: the nearest class mean's exclusive cumulative sum is a difference of two sums)."""
+    learner = build_seeded(LearnerSpec(name), make_task("prototype", n_points=15), 0)
+    assert not any(True for _ in learner.parameters())  # nothing is trained
+    episode = make_task("prototype", n_points=15).sample(8, seed=2)
+    xs = scale * episode.xs
+    with torch.no_grad():
+        reference = learner(xs, episode.ys)
+        assert reference.shape == (8, 15, 2) and torch.isfinite(reference).all()
+        assert torch.equal(reference[:, 0], torch.zeros_like(reference[:, 0]))  # nothing seen: a tie
+        for i in (0, 3, 14):
+            ys = episode.ys.clone()
+            ys[:, i:] = 1 - ys[:, i:]
+            changed = xs.clone()
+            changed[:, i + 1 :] += 3.0
+            moved = (learner(changed, ys)[:, : i + 1] - reference[:, : i + 1]).abs().max()
+            assert moved <= 1e-5 * reference.abs().max(), f"positions <= {i} moved by {moved:.2e}"  # rounding only
+        flipped = episode.ys.clone()
+        flipped[:, 1:] = 1 - flipped[:, 1:]  # earlier labels matter for later positions
+        assert not torch.equal(learner(xs, flipped)[:, 2:], reference[:, 2:])
+
+
+def test_knn_vote_and_logistic_regression_on_hand_made_episodes():
+    xs = torch.tensor([[[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.1, 0.0], [0.05, 0.0], [4.9, 0.0], [0.2, 0.0]]])
+    ys = torch.tensor([[0, 0, 1, 1, 0, 1, 0]])
+    knn = LearnerSpec("knn_classifier", {"k": 3}).build(2, 2)
+    logits = knn(xs, ys)
+    # at 4: neighbours 0, 1 (class 0) and 2 (class 1) -> 2 votes to 1, plus 0.5 for the nearest (class 0)
+    torch.testing.assert_close(logits[0, 4], torch.tensor([2.5, 1.0]))
+    # at 2: two earlier points, both class 0
+    torch.testing.assert_close(logits[0, 2], torch.tensor([2.5, 0.0]))
+    # at 3: votes 2 to 1 against the nearest point's class: the bonus does not overturn the majority
+    torch.testing.assert_close(logits[0, 3], torch.tensor([2.0, 1.5]))
+    assert (logits[0, 1:].argmax(-1) == ys[0, 1:]).tolist() == [True, False, False, True, True, True]
+    logistic = LearnerSpec("logistic").build(2, 2)
+    assert (logistic(xs, ys)[0, 4:].argmax(-1) == ys[0, 4:]).all()
+    # the Newton steps converge: more steps do not move the logits
+    longer = LearnerSpec("logistic", {"steps": 30}).build(2, 2)
+    torch.testing.assert_close(longer(xs, ys), logistic(xs, ys), rtol=1e-4, atol=1e-4)
+
+
+def test_run_at_smoke_compares_every_seed_and_the_explicit_rules(isolated_cache):
+    preset = PRESETS["smoke"]
+    results = shift.run(preset, progress=False)
+    seeds = list(preset.classification.seeds)
+    learners = {row["learner"] for row in results.rows}
+    assert learners == set(shift.LEARNER_ORDER)
+    for row in results.rows:
+        expected = 1 if row["learner"] in (shift.BAYES, shift.NCM, shift.KNN, shift.LOGISTIC) else len(seeds)
+        assert len(row["per_seed_episode_mean"]) == expected
+    (verdict,) = shift.verdicts(results)
+    assert verdict.outcome in ("reproduced", "not reproduced", "inconclusive")
+    for record in verdict.rests_on:
+        assert [run["seed"] for run in record["runs"]] == seeds
+        assert all(set(run) == {"seed", "steps", "converged"} for run in record["runs"])
+    assert len(verdict.rests_on) == 6
+    assert verdict.outcome == "inconclusive" or not verdict.notes["unconverged"]
+    for family in FAMILIES:
+        entry = verdict.numbers["families"][family]
+        assert set(entry["explicit"]) == set(shift.EXPLICIT)
+        assert len(entry["icl_own"]["per_seed"]) == len(seeds) and len(entry["explicit"][shift.NCM]["per_seed"]) == 1
+    assert len(shift.training_table(results)) == 8 * len(seeds)  # 3 candidates, 4 ICL, the remedy
+    assert shift.explain(verdict).startswith("Gap growth")
