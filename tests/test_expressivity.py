@@ -273,3 +273,10 @@ def test_bad_input_is_refused():
         expressivity.teacher(PRESETS["smoke"].classification, "icl")
     with pytest.raises(ValueError, match="preset"):
         get_preset("huge")
+
+
+def test_students_stop_on_the_convergence_test_the_rule_requires():
+    from uni_icl.presets import PRESETS
+
+    for name in ("quick", "paper"):
+        assert PRESETS[name].imitation.distill.stop_tolerance == expressivity.STUDENT_CONVERGENCE_TOLERANCE

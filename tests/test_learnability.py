@@ -204,3 +204,23 @@ def test_models_stop_on_the_convergence_test_the_rules_require():
         scale = PRESETS[name].classification
         for config in (scale.icl_train, scale.meta_train):
             assert config.stop_tolerance == lrn.CONVERGENCE_TOLERANCE and config.patience == 0
+
+
+def test_the_budget_sweep_doubles_budgets_without_early_stopping(isolated_cache):
+    from uni_icl.experiments import budget_sweep
+    from uni_icl.parallel import train_all
+
+    preset = PRESETS["smoke"]
+    extras = preset.learnability
+    single = budget_sweep.sweep_run(preset, "icl", "pairwise", extras.sweep_budgets[0], 0).train
+    mixed = budget_sweep.sweep_run(preset, "icl", "mixture", extras.sweep_budgets[0], 0).train
+    assert (single.max_steps, mixed.max_steps) == (extras.sweep_budgets[0], 3 * extras.sweep_budgets[0])
+    assert single.stop_tolerance == 0 and single.patience == 0
+    assert all(b == 2 * a for a, b in zip(extras.sweep_budgets, extras.sweep_budgets[1:], strict=False))
+    train_all(budget_sweep.training_plan(preset), progress=False, workers=1)
+    rows = budget_sweep.sweep_table(preset)
+    assert len(rows) == len(extras.sweep_learners) * len(extras.sweep_budgets) * len(lrn.SINGLE_FAMILIES)
+    for row in rows:
+        assert len(row["per seed"]) == len(extras.sweep_seeds)
+        assert row["mixed - single"] == pytest.approx(row["mixed"] - row["single"])
+        assert row["mixed - single"] == pytest.approx(sum(row["per seed"]) / len(row["per seed"]))

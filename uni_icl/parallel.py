@@ -150,13 +150,15 @@ def _run_batch(jobs: list[Job], workers: int) -> Iterable[str]:
             yield job.label
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-    pool = context.Pool(workers, initializer=_start_worker, maxtasksperchild=None)
+    pool = context.Pool(workers, initializer=_start_worker)
     try:
         yield from pool.imap_unordered(_run_in_worker, jobs, chunksize=1)
-        pool.close()
-    finally:
+    except BaseException:
         pool.terminate()  # on an error or an interrupt: stop the others (checkpoints stay)
         pool.join()
+        raise
+    pool.close()
+    pool.join()
 
 
 def _start_worker() -> None:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from uni_icl.convergence import convergence
 from uni_icl.evaluation import Difference, EvalResult
+from uni_icl.experiments import budget_sweep
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
     META_LEARNERS,
@@ -282,13 +283,15 @@ class LearnabilityResults:
     """Everything the chapter shows, at one preset.
 
     ``rows``: every learner row of :func:`cross_table` (single-type, mixed and authors' ICLer
-    models) plus the Bayes rows; ``bayes``: the Bayes evaluations by family; ``tables``: the
+    models) plus the Bayes rows; ``bayes``: the Bayes evaluations by family; ``sweep``: the rows of
+    :func:`~uni_icl.experiments.budget_sweep.sweep_table`; ``tables``: the
     DataFrames built by :func:`tables`; ``seconds``: wall time of :func:`run`.
     """
 
     preset: str
     rows: list[dict]
     bayes: dict[str, BayesEvaluation]
+    sweep: list[dict] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -302,7 +305,8 @@ class LearnabilityResults:
 
 def training_plan(preset: Preset) -> list[Job]:
     """Every model the chapter trains: each learner on each single family and on the mixture, with
-    each of the scale's seeds, and the authors' ICLer (seed 0) on ``authors_families``."""
+    each of the scale's seeds, the authors' ICLer (seed 0) on ``authors_families``, and the budget
+    sweep's runs (:mod:`uni_icl.experiments.budget_sweep`)."""
     scale, extras = preset.classification, preset.learnability
     jobs = [
         classification_job(scale, learner, family, seed)
@@ -310,7 +314,8 @@ def training_plan(preset: Preset) -> list[Job]:
         for family in TRAIN_FAMILIES
         for learner in LEARNERS
     ]
-    return jobs + [classification_job(scale, "icl_authors", family) for family in extras.authors_families]
+    jobs += [classification_job(scale, "icl_authors", family) for family in extras.authors_families]
+    return jobs + budget_sweep.training_plan(preset)
 
 
 def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
@@ -327,7 +332,7 @@ def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
     bayes_part, evaluations = bayes_rows(
         scale, SINGLE_FAMILIES, n_samples=extras.bayes_samples, bayes_seed=extras.bayes_seed
     )
-    results = LearnabilityResults(preset.name, rows + bayes_part, evaluations)
+    results = LearnabilityResults(preset.name, rows + bayes_part, evaluations, budget_sweep.sweep_table(preset))
     results.tables = tables(results)
     results.seconds = time.perf_counter() - started
     return results
@@ -339,7 +344,7 @@ def _with_ci(mean: float, ci: float) -> str:
 
 def tables(results: LearnabilityResults) -> dict[str, pd.DataFrame]:
     """The chapter's tables: ``cross``, ``training``, ``mixed``, ``bayes_gap``, ``gap_curves``,
-    ``faithfulness``, ``bayes_diagnostics``, ``summary`` (one DataFrame each; see the notebook)."""
+    ``faithfulness``, ``bayes_diagnostics``, ``summary``, ``sweep`` (one DataFrame each; see the notebook)."""
     learner_rows = [row for row in results.rows if row["learner_id"] != "bayes"]
     cross = pd.DataFrame(
         [
@@ -397,6 +402,7 @@ def tables(results: LearnabilityResults) -> dict[str, pd.DataFrame]:
         "faithfulness": faithfulness_table(results),
         "bayes_diagnostics": bayes_diagnostics_table(results),
         "summary": summary_table(results),
+        "sweep": pd.DataFrame(results.sweep),
     }
 
 
