@@ -756,7 +756,7 @@ def explain(verdict: ClaimVerdict) -> str:
     if remedy_fixed:
         text += (
             f" Not part of the rule: on {', '.join(remedy_fixed)} ICL trained on the mixture at noise_std = 1 "
-            f"degrades while the same transformer trained on noise_std in [1, 5] is insensitive, what the claim's "
+            "degrades while the same transformer trained on noise_std in [1, 5] is insensitive, as the claim's "
             "explanation (ICL fits its pre-training distribution) predicts."
         )
     if remedy_still:
