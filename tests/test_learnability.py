@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from uni_icl.evaluation import episode_scores
-from uni_icl.experiments import common
+from uni_icl.experiments import common, evidence
 from uni_icl.experiments import learnability as lrn
 from uni_icl.experiments.common import classification_task
 from uni_icl.presets import PRESETS
@@ -203,7 +203,7 @@ def test_models_stop_on_the_convergence_test_the_rules_require():
     for name in ("quick", "paper"):
         scale = PRESETS[name].classification
         for config in (scale.icl_train, scale.meta_train):
-            assert config.stop_tolerance == lrn.CONVERGENCE_TOLERANCE and config.patience == 0
+            assert config.stop_tolerance == evidence.CONVERGENCE_TOLERANCE and config.patience == 0
 
 
 def test_the_budget_sweep_doubles_budgets_without_early_stopping(isolated_cache):
@@ -224,3 +224,13 @@ def test_the_budget_sweep_doubles_budgets_without_early_stopping(isolated_cache)
         assert len(row["per seed"]) == len(extras.sweep_seeds)
         assert row["mixed - single"] == pytest.approx(row["mixed"] - row["single"])
         assert row["mixed - single"] == pytest.approx(sum(row["per seed"]) / len(row["per seed"]))
+
+
+def test_the_prototype_bayes_row_carries_its_monte_carlo_error(isolated_cache):
+    scale = PRESETS["smoke"].classification
+    rows, _ = lrn.bayes_rows(scale, ("prototype", "amortized"), n_samples=16, n_sampler_seeds=2)
+    prototype, amortized = rows
+    assert not prototype["exact"] and prototype["sampler_seeds"] == [0, 1]
+    assert len(prototype["per_seed_episode_mean"]) == 2
+    assert prototype["per_seed_episode_mean"][0] != prototype["per_seed_episode_mean"][1]  # the sampler's noise
+    assert amortized["exact"] and len(amortized["per_seed_episode_mean"]) == 1

@@ -104,26 +104,6 @@ def test_gpu_results_are_shown_beside_this_preset_with_their_device_and_note(tmp
     assert "| family | ICL single |" in text and "| pairwise | 0.951 ± 0.001 |" in text
 
 
-def explain_3a(numbers: dict) -> str:
-    """Claim 3a's explanation of a verdict that carries ``numbers``."""
-    from uni_icl.experiments import selection
-
-    return selection.explain(SimpleNamespace(claim="3a", numbers=numbers))
-
-
-def test_selection_explanation_says_whether_layout_or_seed_decides():
-    numbers = {"difference_icl_minus_selector": -0.08, "difference_ci": 0.01}
-    by_layout = {"paired/seed0": [-0.08, 0.01], "paired/seed1": [-0.05, 0.01], "support_query/seed0": [0.03, 0.01]}
-    text = explain_3a({**numbers, "variants": by_layout})
-    assert "-0.080 ± 0.010" in text and "follows the token layout" in text
-    assert "paired behind the selector, support_query ahead of the selector" in text
-    by_seed = {**by_layout, "support_query/seed1": [-0.03, 0.01]}
-    assert "changes with the training seed" in explain_3a({**numbers, "variants": by_seed})
-    same = {"paired/seed0": [-0.08, 0.01], "support_query/seed0": [-0.05, 0.01]}
-    assert "does not hinge" in explain_3a({**numbers, "variants": same})
-    assert "layout" not in explain_3a(numbers)
-
-
 def test_unknown_claim_is_rejected_before_work():
     with pytest.raises(ValueError, match="claim: unknown value 'x'; allowed: 1, 2-single"):
         scorecard.check_claims(["x"])

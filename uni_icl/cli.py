@@ -29,7 +29,7 @@ from uni_icl.experiments.common import (
     classification_run,
     classification_task,
 )
-from uni_icl.learners import CLASSIFIERS
+from uni_icl.learners import TRAINABLE_CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
 from uni_icl.parallel import worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     repro.add_argument("--output", default=None, help="also write the scorecard JSON to this file")
     repro.add_argument("--no-progress", action="store_true", help="hide progress bars")
     single = commands.add_parser("train", help="train-or-load one learner on one family and print its test accuracy")
-    single.add_argument("learner", help=f"one of: {', '.join(CLASSIFIERS)}")
+    single.add_argument("learner", help=f"one of: {', '.join(TRAINABLE_CLASSIFIERS)}")
     single.add_argument("family", help=f"one of: {', '.join(CLASSIFICATION_FAMILIES)}")
     single.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESET_NAMES)}")
     single.add_argument("--n-points", type=int, default=None, help="points per episode (default: the preset's)")
@@ -186,8 +186,9 @@ def prepare_training(args: argparse.Namespace, preset: str, progress: bool) -> C
     """The ``train`` subcommand: validate learner, family and sizes, then train-or-load and test."""
     from uni_icl.runs import build_seeded, check_finite_outputs, evaluate_or_load, train_or_load
 
-    if args.learner not in CLASSIFIERS:
-        raise UsageError(f"learner: unknown value {args.learner!r}; allowed: {', '.join(CLASSIFIERS)}")
+    if args.learner not in TRAINABLE_CLASSIFIERS:
+        allowed = ", ".join(TRAINABLE_CLASSIFIERS)
+        raise UsageError(f"learner: unknown value {args.learner!r}; allowed: {allowed}")
     check_choice("family", args.family, CLASSIFICATION_FAMILIES)
     scale = get_preset(preset).classification
     if args.n_points is not None:

@@ -1,6 +1,7 @@
 """What several chapters share: the families and learners they compare, train-or-load at the
 classification scale, the Bayes predictor's cached evaluation, and cached evaluations of learners
-that are not one trained run (selectors). No chapter imports another chapter; they import this.
+that are not one trained run (selectors). No chapter imports another chapter; they import this and
+:mod:`uni_icl.experiments.evidence` (what verdicts rest on).
 """
 
 from __future__ import annotations

@@ -22,13 +22,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 from tqdm.auto import tqdm
 
-from uni_icl.convergence import convergence
-from uni_icl.evaluation import Difference, EvalResult
+from uni_icl.evaluation import Difference
 from uni_icl.experiments import budget_sweep
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
@@ -41,10 +38,20 @@ from uni_icl.experiments.common import (
     evaluate_bayes_or_load,
     trained,
 )
-from uni_icl.learners import CLASSIFIERS, display_name
+from uni_icl.experiments.evidence import (
+    MARGIN,
+    RULE_CONVERGED,
+    gated,
+    row_difference,
+    seeded_row,
+    training_note,
+    training_record,
+    unconverged,
+)
+from uni_icl.learners import TRAINABLE_CLASSIFIERS, display_name
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import ClassificationScale, Preset
-from uni_icl.runs import TrainedLearner, evaluate_or_load
+from uni_icl.runs import evaluate_or_load
 from uni_icl.uncertainty import seeded_difference
 from uni_icl.validation import check_choice, check_int
 from uni_icl.verdicts import ClaimVerdict
@@ -56,70 +63,12 @@ TRAIN_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY)
 CLASSIFICATION_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY, "radius")
 CHAPTER = "book/02_learnability"
 
-# The decision margin of claims 2-single and 2-mixed, fixed before any result was seen: a learner
-# "matches" another when the 95% CI of their paired difference in mean accuracy (over shot counts and
-# test episodes) lies above -MARGIN, and "falls behind" when it lies below -MARGIN.
-MARGIN = 0.01
-# Written with the seeds, before their results were seen: every difference is over the scale's
-# training seeds and the shared test episodes (uni_icl.uncertainty.seeded_difference), and every
-# seed of every model a rule compares must pass the convergence test with this tolerance (the
-# upper 95% bound of the validation-accuracy gain over the last quarter of training); the remaining
-# gain of a model that passes cannot be as large as the decision margin.
-CONVERGENCE_TOLERANCE = MARGIN
+# The decision margin of claims 2-single and 2-mixed (evidence.MARGIN, fixed before any result was
+# seen): a learner "matches" another when the 95% interval of their difference in mean accuracy
+# (over shot counts, seeds and test episodes) lies above -MARGIN, "falls behind" when below -MARGIN.
 
 
 # ----------------------------------------------------------------------------- learners
-
-
-def training_record(model: TrainedLearner) -> dict:
-    """How one seed of a model was trained, with the convergence test's result (uni_icl.convergence)."""
-    history = model.history
-    check = convergence(history.steps, history.val_score, CONVERGENCE_TOLERANCE)
-    return {
-        "seed": model.spec.train.seed,
-        "steps": history.steps[-1] if history.steps else 0,
-        "max_steps": model.spec.train.max_steps,
-        "best_step": history.best_step,
-        "best_val": max(history.val_score) if history.val_score else math.nan,
-        "stopped_early": history.stopped_early,
-        "stopped_by_time": history.stopped_by_time,
-        "converged": check.converged,
-        "gain_upper": check.upper,
-        "seconds": history.seconds,
-        "val_steps": list(history.steps),
-        "val_score": list(history.val_score),
-    }
-
-
-def seeded_row(results: list[EvalResult]) -> dict:
-    """One table row's scores from the evaluations of a model's seeds on one test family.
-
-    ``mean`` and ``ci``: mean accuracy over seeds, shot counts and episodes, with its 95% interval
-    over seeds and episodes; ``seed_means``: each seed's mean; ``per_episode_mean``: per episode,
-    over seeds; ``per_seed_episode_mean``: (S, n) for paired comparisons (:func:`row_difference`);
-    ``per_position`` and its ``per_position_ci``: the per-shot curve over seeds, its interval the
-    spread over seeds plus the seeds' mean episode interval (a band for the eye, not a test).
-    """
-    per_seed = np.array([result.per_episode_mean for result in results])
-    total = seeded_difference(per_seed, np.zeros((1, per_seed.shape[1])))
-    curves = np.array([result.per_position for result in results])
-    episode_ci = np.array([result.per_position_ci for result in results]).mean(0)
-    seed_se = curves.std(0, ddof=1) / math.sqrt(len(results)) if len(results) > 1 else np.zeros(curves.shape[1])
-    t = stats.t.ppf(0.975, len(results) - 1) if len(results) > 1 else 1.0
-    return {
-        "mean": total.mean,
-        "ci": total.ci,
-        "seed_means": [result.mean for result in results],
-        "per_position": curves.mean(0).tolist(),
-        "per_position_ci": (t * seed_se + episode_ci).tolist(),
-        "per_episode_mean": per_seed.mean(0).tolist(),
-        "per_seed_episode_mean": per_seed.tolist(),
-    }
-
-
-def row_difference(a: dict, b: dict) -> Difference:
-    """a - b for two rows on the same test family, over their seeds and the shared test episodes."""
-    return seeded_difference(a["per_seed_episode_mean"], b["per_seed_episode_mean"])
 
 
 def cross_table(
@@ -138,7 +87,7 @@ def cross_table(
     test_families = None if test_families is None else list(test_families)
     seeds = list(scale.seeds if seeds is None else seeds)
     for learner in learners:
-        check_choice("learners", learner, CLASSIFIERS)
+        check_choice("learners", learner, TRAINABLE_CLASSIFIERS)
     for family in train_families + (test_families or []):
         check_choice("families", family, CLASSIFICATION_FAMILIES)
     pairs = [(learner, family) for family in train_families for learner in learners]
@@ -170,29 +119,41 @@ def cross_table(
 
 
 def bayes_rows(
-    scale: ClassificationScale, families: Iterable[str] = SINGLE_FAMILIES, *, n_samples: int, bayes_seed: int = 0
+    scale: ClassificationScale,
+    families: Iterable[str] = SINGLE_FAMILIES,
+    *,
+    n_samples: int,
+    bayes_seed: int = 0,
+    n_sampler_seeds: int = 1,
 ) -> tuple[list[dict], dict[str, BayesEvaluation]]:
-    """Rows in the format of :func:`cross_table` for the Bayes predictor of each family, and the evaluations."""
+    """Rows in the format of :func:`cross_table` for the Bayes predictor of each family, and the
+    evaluations (of the first sampler seed).
+
+    The ``prototype`` predictor is a Monte-Carlo approximation (the sampler treats the classes as
+    i.i.d. and uses a soft penalty; two sampler seeds flip some decisions): it is run with
+    ``n_sampler_seeds`` sampler seeds, which enter its row like training seeds, so every interval
+    that reads it includes the Monte-Carlo error. The other families' predictors are exact.
+    """
     rows, evaluations = [], {}
     for family in families:
-        evaluation = evaluate_bayes_or_load(
-            classification_task(scale, family),
-            n_tasks=scale.n_test_tasks,
-            seed=scale.test_seed,
-            bayes_seed=bayes_seed,
-            n_samples=n_samples,
-        )
-        evaluations[family] = evaluation
-        result = evaluation.result
+        task = classification_task(scale, family)
+        sampler_seeds = [bayes_seed + k for k in range(n_sampler_seeds if family == "prototype" else 1)]
+        runs = [
+            evaluate_bayes_or_load(
+                task, n_tasks=scale.n_test_tasks, seed=scale.test_seed, bayes_seed=seed, n_samples=n_samples
+            )
+            for seed in sampler_seeds
+        ]
+        evaluations[family] = runs[0]
         rows.append(
             {
                 "learner": BAYES_NAME,
                 "learner_id": "bayes",
                 "train_family": family,
                 "test_family": family,
-                **result.summary(),
-                "seed_means": [result.mean],
-                "per_seed_episode_mean": [result.per_episode_mean],
+                **seeded_row([run.result for run in runs]),
+                "exact": runs[0].exact,
+                "sampler_seeds": sampler_seeds,
                 "preset": scale.preset,
             }
         )
@@ -211,13 +172,6 @@ def falls_behind(diff: Difference, margin: float = MARGIN) -> bool:
     """a is worse than b by more than ``margin`` (the CI lies below -margin)."""
     return diff.upper < -margin
 
-
-RULE_CONVERGED = (
-    f" Differences are over the training seeds and the shared test episodes (95% intervals over both). If any seed "
-    "of any model the rule compares fails the convergence test (the upper 95% bound of its validation-accuracy gain "
-    f"over the last quarter of training is not below {CONVERGENCE_TOLERANCE}), the outcome is 'inconclusive' and "
-    "names the models."
-)
 
 RULE_SINGLE = (
     f"On each of {', '.join(SINGLE_FAMILIES)}, compare learners trained and tested on that family, paired by "
@@ -330,7 +284,11 @@ def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
             scale, ("icl_authors",), extras.authors_families, SINGLE_FAMILIES, seeds=(0,), progress=progress
         )
     bayes_part, evaluations = bayes_rows(
-        scale, SINGLE_FAMILIES, n_samples=extras.bayes_samples, bayes_seed=extras.bayes_seed
+        scale,
+        SINGLE_FAMILIES,
+        n_samples=extras.bayes_samples,
+        bayes_seed=extras.bayes_seed,
+        n_sampler_seeds=len(scale.seeds),
     )
     results = LearnabilityResults(preset.name, rows + bayes_part, evaluations, budget_sweep.sweep_table(preset))
     results.tables = tables(results)
@@ -623,22 +581,6 @@ def rests_on(results: LearnabilityResults, train_families: Iterable[str]) -> lis
     return records
 
 
-def unconverged(records: list[dict]) -> list[str]:
-    """'learner on family (seeds ...)' for every model with a seed that failed the convergence test."""
-    return [
-        f"{display_name(r['learner'])} on {r['train_family']} (seeds "
-        + ", ".join(str(run["seed"]) for run in r["runs"] if not run["converged"])
-        + ")"
-        for r in records
-        if not all(run["converged"] for run in r["runs"])
-    ]
-
-
-def gated(outcome: str, records: list[dict]) -> str:
-    """``outcome``, or 'inconclusive' when a compared model failed the convergence test (RULE_CONVERGED)."""
-    return "inconclusive" if unconverged(records) else outcome
-
-
 def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
     """Apply the rules of claims 2-single and 2-mixed to ``results``."""
     icl_vs_best, matching_vs_other, single_numbers = single_evidence(results)
@@ -745,21 +687,7 @@ def _explain_mixed(numbers: dict) -> str:
     return text
 
 
-def _explain_training(verdict: ClaimVerdict) -> str:
-    runs = [run for record in verdict.rests_on for run in record["runs"]]
-    if not runs:
-        return ""
-    failed = verdict.notes.get("unconverged", [])
-    text = f" {sum(run['converged'] for run in runs)} of the {len(runs)} compared runs passed the convergence test."
-    if failed:
-        text += (
-            f" Not converged: {'; '.join(failed)}; so the outcome is inconclusive (without this condition the rule "
-            f"would give '{verdict.notes.get('ungated_outcome', '?')}')."
-        )
-    return text
-
-
 def explain(verdict: ClaimVerdict) -> str:
     """Why the outcome came out as it did, computed from the verdict's numbers (no stored text)."""
     text = _explain_single(verdict.numbers) if verdict.claim == "2-single" else _explain_mixed(verdict.numbers)
-    return text + _explain_training(verdict)
+    return text + training_note(verdict)

@@ -38,12 +38,13 @@ from uni_icl.experiments.common import (
 
 # the learnability chapter's seeded rows, paired differences, convergence records and gate (one
 # definition for every chapter that compares trained models)
-from uni_icl.experiments.learnability import (
+from uni_icl.experiments.evidence import (
     CONVERGENCE_TOLERANCE,
     MARGIN,
     gated,
     row_difference,
     seeded_row,
+    training_note,
     training_record,
     unconverged,
 )
@@ -108,7 +109,7 @@ class SelectionResults:
     """What ``run`` measured.
 
     ``rows``: one dict per (learner, test family) with the seeded scores of
-    :func:`uni_icl.experiments.learnability.seeded_row` (``mean``, ``ci``, ``seed_means``,
+    :func:`uni_icl.experiments.evidence.seeded_row` (``mean``, ``ci``, ``seed_means``,
     ``per_seed_episode_mean``, ...), paired across learners by seed and episode. ``choices``: one
     dict per (family, shot count, candidate) with the fraction of episodes where the selector used
     it (averaged over the seeds' selectors). ``learners``: display name -> seed-0 module (for
@@ -473,20 +474,6 @@ REASONS = {
 }
 
 
-def _training_note(verdict: ClaimVerdict) -> str:
-    runs = [run for record in verdict.rests_on for run in record["runs"]]
-    if not runs:
-        return ""
-    text = f" {sum(run['converged'] for run in runs)} of the {len(runs)} compared runs passed the convergence test."
-    failed = verdict.notes.get("unconverged", [])
-    if failed:
-        text += (
-            f" Not converged: {'; '.join(failed)}; so the outcome is inconclusive (without this condition the rule "
-            f"would give '{verdict.notes.get('ungated_outcome', '?')}')."
-        )
-    return text
-
-
 def explain(verdict: ClaimVerdict) -> str:
     """Why the outcome came out as it did, computed from the verdict's numbers."""
     numbers = verdict.numbers
@@ -521,4 +508,4 @@ def explain(verdict: ClaimVerdict) -> str:
             )
         else:
             text += " Every layout falls on the same side of the margin."
-    return text + _training_note(verdict)
+    return text + training_note(verdict)

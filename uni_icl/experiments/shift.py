@@ -54,12 +54,13 @@ from uni_icl.experiments.common import (
 
 # the learnability chapter's seeded rows, paired differences, convergence records and gate (one
 # definition for every chapter that compares trained models)
-from uni_icl.experiments.learnability import (
+from uni_icl.experiments.evidence import (
     CONVERGENCE_TOLERANCE,
     MARGIN,
     gated,
     row_difference,
     seeded_row,
+    training_note,
     training_record,
     unconverged,
 )
@@ -121,7 +122,7 @@ def shift_grid(
 
     ``evaluators``: display name -> function (family, test task) -> an EvalResult, or one per
     training seed; ``task_at(family, noise_std)`` builds the test task. Rows hold family,
-    noise_std, learner and the seeded scores of :func:`uni_icl.experiments.learnability.seeded_row`
+    noise_std, learner and the seeded scores of :func:`uni_icl.experiments.evidence.seeded_row`
     (mean, ci, seed_means, per_position(_ci), per_episode_mean, per_seed_episode_mean).
     """
     families, noise_levels = list(families), [float(s) for s in noise_levels]
@@ -681,20 +682,6 @@ def _pm(pair) -> str:
     return f"{pair[0]:+.3f} ± {pair[1]:.3f}"
 
 
-def _training_note(verdict: ClaimVerdict) -> str:
-    runs = [run for record in verdict.rests_on for run in record["runs"]]
-    if not runs:
-        return ""
-    text = f" {sum(run['converged'] for run in runs)} of the {len(runs)} compared runs passed the convergence test."
-    failed = verdict.notes.get("unconverged", [])
-    if failed:
-        text += (
-            f" Not converged: {'; '.join(failed)}; so the outcome is inconclusive (without this condition the rule "
-            f"would give '{verdict.notes.get('ungated_outcome', '?')}')."
-        )
-    return text
-
-
 DECISION_TEXT = {
     "supports": "supports the claim",
     "contradicts": "contradicts the claim",
@@ -761,4 +748,4 @@ def explain(verdict: ClaimVerdict) -> str:
         )
     if remedy_still:
         text += f" The noise-range ICL still degrades on {', '.join(remedy_still)}."
-    return text + _training_note(verdict)
+    return text + training_note(verdict)

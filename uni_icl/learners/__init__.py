@@ -89,6 +89,7 @@ LEARNERS: dict[str, Learner] = {
     ),
 }
 CLASSIFIERS = tuple(name for name, learner in LEARNERS.items() if not learner.regression)
+TRAINABLE_CLASSIFIERS = tuple(name for name in CLASSIFIERS if LEARNERS[name].trainable)
 REGRESSORS = tuple(name for name, learner in LEARNERS.items() if learner.regression)
 
 

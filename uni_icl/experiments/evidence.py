@@ -1,0 +1,123 @@
+"""What every chapter's verdicts rest on: scores over training seeds, intervals over seeds and test
+episodes, and the convergence test of each compared run.
+
+Shared by the chapters' rules (one margin, one convergence tolerance, one way to read a difference):
+``seeded_row`` turns the evaluations of a model's seeds into one table row with per-seed scores;
+``row_difference`` reads a - b between two such rows (:func:`uni_icl.uncertainty.seeded_difference`);
+``training_record`` is one run's training with its convergence test (:mod:`uni_icl.convergence`);
+``gated`` makes an outcome inconclusive when a compared run failed it, and ``unconverged`` /
+``training_note`` say which.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from uni_icl.convergence import convergence
+from uni_icl.evaluation import Difference, EvalResult
+from uni_icl.learners import display_name
+from uni_icl.runs import TrainedLearner
+from uni_icl.uncertainty import seeded_difference
+from uni_icl.verdicts import ClaimVerdict
+
+# The one decision margin of every claim's rule (accuracy), used symmetrically: a difference whose
+# 95% interval lies above +MARGIN is a gain, below -MARGIN a loss, within (-MARGIN, +MARGIN) no
+# practical difference. Fixed before any result was seen.
+MARGIN = 0.01
+# Written with the seeds, before their results were seen: every difference is over the scale's
+# training seeds and the shared test episodes (uni_icl.uncertainty.seeded_difference), and every
+# seed of every model a rule compares must pass the convergence test with this tolerance (the
+# upper 95% bound of the validation-accuracy gain over the last quarter of training); the remaining
+# gain of a model that passes cannot be as large as the decision margin.
+CONVERGENCE_TOLERANCE = MARGIN
+
+RULE_CONVERGED = (
+    f" Differences are over the training seeds and the shared test episodes (95% intervals over both). If any seed "
+    "of any model the rule compares fails the convergence test (the upper 95% bound of its validation-accuracy gain "
+    f"over the last quarter of training is not below {CONVERGENCE_TOLERANCE}), the outcome is 'inconclusive' and "
+    "names the models."
+)
+
+
+def training_record(model: TrainedLearner) -> dict:
+    """How one seed of a model was trained, with the convergence test's result (uni_icl.convergence)."""
+    history = model.history
+    check = convergence(history.steps, history.val_score, CONVERGENCE_TOLERANCE)
+    return {
+        "seed": model.spec.train.seed,
+        "steps": history.steps[-1] if history.steps else 0,
+        "max_steps": model.spec.train.max_steps,
+        "best_step": history.best_step,
+        "best_val": max(history.val_score) if history.val_score else math.nan,
+        "stopped_early": history.stopped_early,
+        "stopped_by_time": history.stopped_by_time,
+        "converged": check.converged,
+        "gain_upper": check.upper,
+        "seconds": history.seconds,
+        "val_steps": list(history.steps),
+        "val_score": list(history.val_score),
+    }
+
+
+def seeded_row(results: list[EvalResult]) -> dict:
+    """One table row's scores from the evaluations of a model's seeds on one test family.
+
+    ``mean`` and ``ci``: mean accuracy over seeds, shot counts and episodes, with its 95% interval
+    over seeds and episodes; ``seed_means``: each seed's mean; ``per_episode_mean``: per episode,
+    over seeds; ``per_seed_episode_mean``: (S, n) for paired comparisons (:func:`row_difference`);
+    ``per_position`` and its ``per_position_ci``: the per-shot curve over seeds, its interval the
+    spread over seeds plus the seeds' mean episode interval (a band for the eye, not a test).
+    """
+    per_seed = np.array([result.per_episode_mean for result in results])
+    total = seeded_difference(per_seed, np.zeros((1, per_seed.shape[1])))
+    curves = np.array([result.per_position for result in results])
+    episode_ci = np.array([result.per_position_ci for result in results]).mean(0)
+    seed_se = curves.std(0, ddof=1) / math.sqrt(len(results)) if len(results) > 1 else np.zeros(curves.shape[1])
+    t = stats.t.ppf(0.975, len(results) - 1) if len(results) > 1 else 1.0
+    return {
+        "mean": total.mean,
+        "ci": total.ci,
+        "seed_means": [result.mean for result in results],
+        "per_position": curves.mean(0).tolist(),
+        "per_position_ci": (t * seed_se + episode_ci).tolist(),
+        "per_episode_mean": per_seed.mean(0).tolist(),
+        "per_seed_episode_mean": per_seed.tolist(),
+    }
+
+
+def row_difference(a: dict, b: dict) -> Difference:
+    """a - b for two rows on the same test family, over their seeds and the shared test episodes."""
+    return seeded_difference(a["per_seed_episode_mean"], b["per_seed_episode_mean"])
+
+
+def unconverged(records: list[dict]) -> list[str]:
+    """'learner on family (seeds ...)' for every model with a seed that failed the convergence test."""
+    return [
+        f"{display_name(r['learner'])} on {r['train_family']} (seeds "
+        + ", ".join(str(run["seed"]) for run in r["runs"] if not run["converged"])
+        + ")"
+        for r in records
+        if not all(run["converged"] for run in r["runs"])
+    ]
+
+
+def gated(outcome: str, records: list[dict]) -> str:
+    """``outcome``, or 'inconclusive' when a compared model failed the convergence test (RULE_CONVERGED)."""
+    return "inconclusive" if unconverged(records) else outcome
+
+
+def training_note(verdict: ClaimVerdict) -> str:
+    runs = [run for record in verdict.rests_on for run in record["runs"]]
+    if not runs:
+        return ""
+    failed = verdict.notes.get("unconverged", [])
+    text = f" {sum(run['converged'] for run in runs)} of the {len(runs)} compared runs passed the convergence test."
+    if failed:
+        text += (
+            f" Not converged: {'; '.join(failed)}; so the outcome is inconclusive (without this condition the rule "
+            f"would give '{verdict.notes.get('ungated_outcome', '?')}')."
+        )
+    return text
