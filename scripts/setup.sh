@@ -14,9 +14,8 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 stamp="$VENV/.installed-$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
+  # requirements.txt holds everything, the book's MathJax included
   "$PY" -m pip install -q -r requirements.txt
-  # The book's MathJax, served with the pages (no CDN): the "book" extra of pyproject.toml.
-  "$PY" -m pip install -q "django-static-mathjax>=3.2.2,<4"
   "$PY" -m pip install -q --no-deps -e .
   "$PY" -m ipykernel install --sys-prefix --name python3 >/dev/null
   touch "$stamp"
