@@ -1,16 +1,26 @@
-"""The grid views: the live explorer redraws from the grid, the static views draw all of it, bad input is refused."""
+"""The grid views: the live explorer redraws from the grid (also in a running Jupyter kernel), the static
+views draw all of it, learners keep the book's colours, bad input is refused."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
+import json
+import os
 import re
+import sys
+from pathlib import Path
 
 import ipywidgets
+import matplotlib
 import matplotlib.pyplot as plt
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 from IPython.display import HTML
+from nbclient import NotebookClient
 
 from uni_icl.book.interactive import explore, slider, small_multiples
 
@@ -178,3 +188,64 @@ def test_slider_is_an_offline_jshtml_animation_with_one_frame_per_value(grid):
     assert len({image for _, image in frames}) == len(NOISE)  # every frame shows something different
     assert not re.search(r"<script[^>]*\ssrc=", view.data)  # no script to fetch: the frames and the player are inline
     assert plt.get_fignums() == open_figures  # the animation's figure is closed, not shown twice
+
+
+def test_explorer_in_a_running_kernel_redraws_when_a_control_moves(tmp_path):
+    """The live explorer as a reader meets it: displayed in a Jupyter kernel, a control moved, and the
+    figure the widget shows (the Output widget's image, as the front end receives it) follows."""
+    build = """
+import itertools, pandas as pd
+from IPython.display import display
+from uni_icl.book.interactive import explore
+rows = [{"learner": learner, "noise_std": noise, "shots": shots,
+         "accuracy": 0.5 + 0.05 * shots / noise * (1 + k), "ci": 0.01}
+        for (k, learner), noise, shots in itertools.product(
+            enumerate(["ProtoNet", "MatchNet"]), [0.5, 1.0, 2.0], range(6))]
+explorer = explore(pd.DataFrame(rows), x="shots", y="accuracy", ci="ci",
+                   hue="learner", controls=["noise_std"])
+display(explorer)
+"""
+    move = """
+import base64, hashlib, json
+before = hashlib.sha256(explorer.png()).hexdigest()
+explorer.set(noise_std=2.0)
+print(json.dumps({"before": before, "after": hashlib.sha256(explorer.png()).hexdigest(),
+                  "selection": explorer.selection, "redraws": explorer.redraws,
+                  "output": explorer.output.model_id}))
+"""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(build), nbformat.v4.new_code_cell(move)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    environment = {"JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter")}
+    previous = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        client = NotebookClient(
+            notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        )
+        client.execute()
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    shown = notebook.cells[0].outputs
+    assert any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in shown), shown
+    report = json.loads("".join(out["text"] for out in notebook.cells[1].outputs if out.get("name") == "stdout"))
+    assert report["selection"] == {"noise_std": 2.0}
+    assert report["redraws"] == 2 and report["before"] != report["after"]
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    outputs = state[report["output"]]["state"]["outputs"]
+    images = [out["data"]["image/png"] for out in outputs if "image/png" in out.get("data", {})]
+    assert len(images) == 1, f"the explorer's Output widget should show one figure, got {outputs}"
+    assert hashlib.sha256(base64.b64decode(images[0])).hexdigest() == report["after"]
+
+
+def test_explorer_and_static_views_draw_learners_in_the_book_colours(grid):
+    from uni_icl.book.palette import LEARNER_COLOURS
+
+    explorer = explore(grid, x="shots", y="accuracy", hue="learner", controls=["noise_std"])
+    facets = small_multiples(grid, x="shots", y="accuracy", hue="learner", col="noise_std")
+    for ax in (explorer.axes[0], *facets.axes.flat):
+        drawn = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in ax.lines}
+        assert drawn == {name: LEARNER_COLOURS[name].lower() for name in LEARNERS}

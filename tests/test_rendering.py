@@ -6,10 +6,12 @@ It is served on 127.0.0.1 and every page of ``_toc.yml`` is opened in Chromium: 
 every image on it loads, every page built from a notebook shows at least one figure, no Python
 traceback appears, and every link inside the book answers HTTP 200 (and its #anchor exists). On
 the appendix page and the distribution-shift chapter, the ``to_jshtml`` slider is moved by script
-and the frame shown must change.
+and the frame shown must change. A static page shows no widget (the live explorers are built only in a
+running kernel) and no progress bar.
 
-The book must read the same offline: Chromium resolves no host but the local server, MathJax must
-come from the book itself (``_static/mathjax``, never a CDN) and finish typesetting, and no raw TeX
+The book must read the same offline: Chromium resolves no host but the local server, no page loads a
+script from another host (require.js, the Jupyter widgets loader, MathJax: a CDN), MathJax must come
+from the book itself (``_static/mathjax``) and finish typesetting, and no raw TeX
 delimiter (backslash-parenthesis, backslash-bracket, ``$$``, ...) may be left in the text of a page. Citations read
 author-year ("Akyürek et al. (2023)"), never an alpha label ("[AkyurekSA+23]"); a file name is
 never turned into a web link ("http://PAPER.md"); the sidebar numbers the chapters as the intro
@@ -26,8 +28,6 @@ from __future__ import annotations
 
 import functools
 import html
-import itertools
-import math
 import os
 import re
 import subprocess
@@ -42,11 +42,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urldefrag
 
-import matplotlib
 import pytest
 import yaml
-
-from uni_icl.book import palette
 
 pytestmark = pytest.mark.slow
 
@@ -202,6 +199,10 @@ return {
     links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
     prose: prose.textContent,
     math_errors: document.querySelectorAll('mjx-merror').length,
+    scripts: Array.from(document.scripts).map(s => s.src).filter(Boolean),
+    // ipywidgets (an explorer, a tqdm bar) rendered or waiting for a widget manager: dead in a static page
+    widgets: document.querySelectorAll(
+        'script[type^="application/vnd.jupyter.widget"], .jupyter-widgets, .widget-subarea, progress').length,
     sidebar: Array.from(document.querySelectorAll('nav.bd-docs-nav a.reference.internal'))
         .map(a => ({href: a.href, text: a.innerText.trim()})),
     chapter_links: Array.from(article.querySelectorAll('a.reference.internal'))
@@ -219,6 +220,8 @@ MACHINE_PATHS = tuple(
 RAW_PIPE_TABLE = re.compile(r"\|\s*:?(?:-{3,}|[\u2013\u2014]+):?\s*\|")
 # TeX that MathJax should have typeset: inline or display delimiters, an environment
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{")
+# a text progress bar (tqdm without widgets) left in a cell output: "42%|████      | 8/19"
+TEXT_PROGRESS_BAR = re.compile(r"\d+%\|[^|\n]{0,80}\|\s*\d+/\d+")
 # a citation in the alpha label style ("[AkyurekSA+23]", "[GTLV22]") instead of author-year
 ALPHA_CITATION = re.compile(r"\[[A-Z][A-Za-z]*\+?\d{2}\]")
 # a file name that linkify turned into a web address ("http://PAPER.md")
@@ -275,6 +278,15 @@ def page_problems(driver, url: str, base: str, *, needs_figure: bool) -> list[st
     errors = ERROR_LINE.findall(facts["outputs"])
     if errors:
         problems.append(f"error text in cell outputs: {sorted(set(errors))}")
+    scripts = sorted({src for src in facts["scripts"] if not src.startswith(base)})
+    if scripts:
+        problems.append(f"scripts loaded from outside the book (a CDN, unreachable offline): {scripts}")
+    if facts["widgets"]:
+        problems.append(
+            f"{facts['widgets']} widget or progress-bar elements in the static page (dead without a kernel)"
+        )
+    if TEXT_PROGRESS_BAR.search(facts["outputs"]):
+        problems.append("a text progress bar in a cell output")
     mathjax = facts["mathjax"]
     outside = [src for src in mathjax["sources"] if not src.startswith(base)]
     if outside:
@@ -354,8 +366,8 @@ def test_slider_changes_frame_when_moved(site: str, browser, slider_page: str) -
 
 def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
     """The page checks fail on a page with a missing figure, a traceback, a raw pipe table, a machine path,
-    a dead link, MathJax from a CDN (which cannot load offline), raw TeX, an alpha citation label and a
-    file name linkified into a web address."""
+    a dead link, MathJax from a CDN (which cannot load offline), raw TeX, an alpha citation label, a
+    file name linkified into a web address, a script from a CDN (require.js), a widget and a progress bar."""
     (tmp_path / "broken.html").write_text(
         '<html><head><meta charset="utf-8"><title>Broken</title>'
         '<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'
@@ -365,7 +377,12 @@ def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
         "<p>| a | b |\n|\u2014|\u2014|\n| 1 | 2 |</p></div>"
         '<p>A formula <span class="math">\\(x^2\\)</span>, as shown in [AkyurekSA+23], see '
         '<a href="http://PAPER.md">PAPER.md</a>.</p>'
-        '<a href="gone.html">gone</a></article></body></html>',
+        '<a href="gone.html">gone</a>'
+        '<script src="https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.4/require.min.js"></script>'
+        '<div class="cell_output"><script type="application/vnd.jupyter.widget-view+json">'
+        '{"model_id": "0", "version_major": 2}</script>'
+        "<pre>training  42%|████      | 8/19 [00:01&lt;00:02]</pre></div>"
+        "</article></body></html>",
         encoding="utf-8",
     )
     server, base = serve(tmp_path)
@@ -385,6 +402,9 @@ def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
         "raw TeX",
         "alpha label",
         "file names turned into web links",
+        "scripts loaded from outside the book",
+        "widget or progress-bar elements",
+        "a text progress bar",
     )
     for expected in (*expected_problems, "gone.html: HTTP 404"):
         assert expected in problems, f"the checks missed {expected!r}: {problems}"
@@ -402,6 +422,21 @@ def test_mathjax_is_served_with_the_book(built: Path) -> None:
     assert not offenders, f"pages that load MathJax from a CDN: {offenders}"
     local = [page for page in pages if "_static/mathjax/tex-mml-chtml.js" in page.read_text(errors="replace")]
     assert local, "no page loads the book's own MathJax"
+
+
+def test_no_page_loads_a_script_from_another_host_or_holds_widgets(built: Path) -> None:
+    """No page of the book loads a script from a CDN (require.js, the Jupyter widgets loader, MathJax) or
+    stores widget state: a static page has no kernel to drive a widget, and the book must read offline."""
+    external = re.compile(r"""<script[^>]*\ssrc=["'](?:https?:)?//""", re.IGNORECASE)
+    widget = re.compile(r"application/vnd\.jupyter\.widget-(?:state|view)\+json")
+    pages = sorted(built.rglob("*.html"))
+    offenders = {
+        str(page.relative_to(built)): reasons
+        for page in pages
+        if (text := page.read_text(errors="replace"))
+        and (reasons := [name for name, found in (("CDN script", external), ("widget", widget)) if found.search(text)])
+    }
+    assert not offenders, f"pages with scripts from another host or widgets: {offenders}"
 
 
 def test_sidebar_numbers_the_chapters_as_the_intro_does(site: str, browser) -> None:
@@ -424,89 +459,3 @@ def test_citations_read_author_year(site: str, browser) -> None:
     for expected in ("(Wu et al., 2025)", "Akyürek et al. (2023)", "Bai et al. (2023)", "(Vinyals et al., 2016)"):
         assert expected in text, f"the intro does not cite as {expected!r}"
     assert "Akyürek et al., 2023" in text, "the bibliography does not label its entries author-year"
-
-
-# ---------------------------------------------------------------------------------------------
-# The palette (no browser): one colour per learner, distinct for every reader in each figure.
-
-# Machado, Oliveira & Fernandes (2009), severity 1: linear-RGB matrices of protanopia and deuteranopia
-CVD_MATRICES = {
-    "normal vision": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
-    "protanopia": ((0.152286, 1.052583, -0.204868), (0.114503, 0.786281, 0.099216), (-0.003882, -0.048116, 1.051998)),
-    "deuteranopia": ((0.367322, 0.860646, -0.227968), (0.280085, 0.672501, 0.047413), (-0.011820, 0.042940, 0.968881)),
-}
-MIN_DELTA_E = 15  # CIE76 distance in CIELAB: clearly distinct lines
-
-
-def _lab(colour: str, matrix) -> tuple[float, float, float]:
-    """CIELAB (D65) of a colour as seen with ``matrix`` applied in linear RGB."""
-    srgb = matplotlib.colors.to_rgb(colour)
-    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in srgb]
-    seen = [min(max(sum(m * c for m, c in zip(row, linear, strict=True)), 0.0), 1.0) for row in matrix]
-    xyz_rows = ((0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505))
-    white = (0.95047, 1.0, 1.08883)
-    xyz = [sum(m * c for m, c in zip(row, seen, strict=True)) / w for row, w in zip(xyz_rows, white, strict=True)]
-    f = [t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in xyz]
-    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
-
-
-def test_learners_shown_together_have_distinct_colours_for_colour_blind_readers() -> None:
-    for group in palette.SHOWN_TOGETHER:
-        colours = palette.learner_colours(group)
-        assert len(set(colours.values())) == len(group), f"two learners share a colour in {group}"
-        assert not {palette.ORANGE, palette.VERMILLION} <= {c.upper() for c in colours.values()}, group
-        for vision, matrix in CVD_MATRICES.items():
-            for (a, colour_a), (b, colour_b) in itertools.combinations(colours.items(), 2):
-                distance = math.dist(_lab(colour_a, matrix), _lab(colour_b, matrix))
-                assert distance >= MIN_DELTA_E, f"{a} and {b}: {distance:.0f} apart with {vision}"
-
-
-def test_every_learner_of_the_registry_has_a_colour() -> None:
-    from uni_icl.learners import LEARNERS
-
-    missing = [
-        learner.display_name for learner in LEARNERS.values() if palette.learner_colour(learner.display_name) is None
-    ]
-    assert not missing, f"learners without a book colour: {missing}"
-    for name in ("Bayes", "Selector (prequential)", "Oracle selector", "NCM (pixels)", "NCM (PCA-7)"):
-        assert palette.learner_colour(name), f"{name}: no book colour"
-
-
-def test_learner_colours_falls_back_to_unused_neutral_colours() -> None:
-    colours = palette.learner_colours(["ICL", "MatchNet", "trained teacher", "random weights", "ICL"])
-    assert list(colours) == ["ICL", "MatchNet", "trained teacher", "random weights"]
-    assert colours["ICL"] == palette.LEARNER_COLOURS["ICL"]
-    others = [colours["trained teacher"], colours["random weights"]]
-    assert len(set(colours.values())) == 4 and all(c in palette.NEUTRAL_CYCLE for c in others)
-    assert palette.learner_colours(["ICL (untrained)"])["ICL (untrained)"] == palette.LEARNER_COLOURS["ICL"]
-    many = palette.learner_colours([f"run {k}" for k in range(30)])  # more names than colours: it cycles
-    assert len(many) == 30
-
-
-def test_plot_curves_draws_learners_in_the_book_colours() -> None:
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from uni_icl.book.plotting import plot_curves
-
-    frame = pd.DataFrame(
-        [{"learner": name, "shots": shot, "value": 0.5, "ci": 0.1} for name in ("CNP", "Bayes") for shot in range(3)]
-    )
-    fig, ax = plt.subplots()
-    try:
-        plot_curves(frame, ax)
-        drawn = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in ax.get_lines()}
-        plot_curves(frame, ax, palette={"CNP": "#123456"})  # a palette passed still wins
-        overridden = matplotlib.colors.to_hex(ax.get_lines()[-2].get_color())
-    finally:
-        plt.close(fig)
-    assert drawn == {"CNP": palette.LEARNER_COLOURS["CNP"].lower(), "Bayes": palette.LEARNER_COLOURS["Bayes"].lower()}
-    assert overridden == "#123456"
-
-
-def test_book_style_sets_the_figure_resolution() -> None:
-    with matplotlib.rc_context():
-        palette.use_book_style()
-        assert matplotlib.rcParams["figure.dpi"] >= 150 and matplotlib.rcParams["savefig.dpi"] >= 150
-        cycle = [c.upper() for c in matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]]
-        assert palette.VERMILLION not in cycle

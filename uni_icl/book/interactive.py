@@ -17,7 +17,8 @@ redraws at once. Column names are arguments, so any grid fits. The roles a colum
 - the remaining axes are chosen by a control (:func:`explore`), laid out as panels or animated
   (:func:`small_multiples`, :func:`slider`), or fixed with ``where={"family": "prototype"}``.
 
-Every (x, hue, other axes) combination must appear at most once, otherwise a ValueError names
+Lines are drawn in the book's colours (:mod:`uni_icl.book.palette`): a learner keeps its colour
+on every page. Every (x, hue, other axes) combination must appear at most once, otherwise a ValueError names
 the columns left over. An unknown column is a ValueError naming the columns the grid has.
 
 Two kinds of view, for the two places a chapter is read:
@@ -26,7 +27,9 @@ Two kinds of view, for the two places a chapter is read:
 panel with one dropdown or slider per control column and a matplotlib figure redrawn from the
 grid whenever a control moves. An optional ``extra_panel(ax, selection)`` callback draws a second
 panel from the current selection (``{column: value}``), e.g. decision regions of the selected
-learner. In the rendered (static) book the panel does not respond: widgets need a running kernel.
+learner. Widgets need a running kernel: the chapters build an explorer only in a live kernel
+(``if not context.static``, :class:`uni_icl.book.notebook.NotebookContext`), so the static book shows
+no dead controls and loads no widget script; there the static views below stand in for it.
 Its programmatic API (``explorer.set(noise_std=2.0)``, ``explorer.widgets``, ``explorer.figure``,
 ``explorer.axes``, ``explorer.selection``, ``explorer.current_data()``, ``explorer.png()``) is what
 tests use.
@@ -65,6 +68,7 @@ import seaborn as sns
 from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure
 
+from uni_icl.book.palette import learner_colours
 from uni_icl.validation import check_choice, check_int, check_positive
 
 ExtraPanel = Callable[[plt.Axes, dict], None]
@@ -125,11 +129,13 @@ def _ordered_values(series: pd.Series) -> list:
 
 
 def _palette(frame: pd.DataFrame, hue: str | None) -> dict:
-    """One colour per hue value, the same in every panel and frame."""
+    """One colour per hue value, the same in every panel and frame: a learner's colour in the book
+    (:func:`uni_icl.book.palette.learner_colours`), a neutral colour for any other value."""
     if hue is None:
         return {}
     values = list(pd.unique(frame[hue]))
-    return dict(zip(values, sns.color_palette("colorblind", len(values)), strict=True))
+    colours = learner_colours(str(value) for value in values)
+    return {value: colours[str(value)] for value in values}
 
 
 def _y_limits(frame: pd.DataFrame, y: str, ci: str | None) -> tuple[float, float]:

@@ -17,8 +17,8 @@ The keys are the display names the experiments put in their tables
 :func:`learner_colours` gives a colour to any list of names: the book's colour for a known name,
 a colour of :data:`NEUTRAL_CYCLE` (not used by a learner of the same figure) for any other.
 
-:func:`use_book_style` sets the figure resolution for the book (called by the notebooks' setup,
-never at import).
+:func:`use_book_style` sets the figure resolution and colour cycle of the book; the notebooks'
+:func:`uni_icl.book.notebook.setup` calls it (never at import), so every page draws alike.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ LEARNER_COLOURS: dict[str, str] = {
     "ICL (trained on the family)": SKY_BLUE,
     "ICL (trained on radius, ceiling)": SKY_BLUE,
     "ICL (mixture, noise_std 1-5)": INDIGO,
+    "ICL imitation (distilled)": BLUE,  # the transformer distilled from a meta-learner (chapter 1)
     # the meta-learners
     "MatchNet": ORANGE,
     "MatchNet (mixture)": ORANGE,
@@ -97,6 +98,7 @@ NEUTRAL_CYCLE: tuple[str, ...] = (
 # Learners that appear in one figure somewhere in the book (the tests keep each set distinct).
 SHOWN_TOGETHER: tuple[tuple[str, ...], ...] = (
     ("ICL", "ICL (authors' ICLer)", "ICL (authors' ICLer, per prefix)", "MatchNet", "ProtoNet", "CNP", "Bayes"),
+    ("ICL imitation (distilled)", "MatchNet", "ProtoNet", "CNP"),
     (
         "ICL (trained on mixture)",
         "ICL (trained on radius, ceiling)",
@@ -167,8 +169,9 @@ def use_book_style(dpi: int = BOOK_DPI) -> None:
     """Figures of the book at ``dpi`` (default 150) dots per inch, on screen and when saved, and
     the book's colour cycle (:data:`NEUTRAL_CYCLE`, no vermillion) for lines drawn without a colour.
 
-    Call it in a notebook's setup cell, after ``setup()`` (whose seaborn theme would replace the
-    cycle); it changes matplotlib's rcParams only.
+    :func:`uni_icl.book.notebook.setup` calls it after seaborn's theme (which would replace the
+    cycle); it changes matplotlib's rcParams only. Seaborn draws a ``hue`` without a palette in
+    this cycle too.
     """
     import matplotlib as mpl
     from cycler import cycler

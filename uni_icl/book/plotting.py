@@ -31,6 +31,28 @@ def curves_frame(
     return pd.DataFrame.from_records(records)
 
 
+def shared_legend(fig: plt.Figure, axes: Iterable[plt.Axes], *, ncols: int | None = None, **kwargs) -> None:
+    """One legend for the whole figure, below its panels: every label drawn in any of ``axes``, once,
+    in the order first drawn (a panel that lacks a learner no longer hides it from the legend). The
+    figure is laid out by matplotlib's constrained layout, which keeps the legend clear of the panels
+    (do not call ``tight_layout`` after it)."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.set_layout_engine("constrained")
+    handles: dict[str, object] = {}
+    for ax in np.atleast_1d(np.asarray(axes, dtype=object)).flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if not label.startswith("_"):
+                handles.setdefault(label, handle)
+    if not handles:
+        return
+    columns = ncols or min(len(handles), 4)
+    fig.legend(
+        handles.values(), handles.keys(), loc="outside lower center", ncols=columns, frameon=False, **kwargs
+    )
+
+
 def plot_curves(
     frame: pd.DataFrame,
     ax: plt.Axes,

@@ -4,6 +4,7 @@ committed GPU results. Presentation only; :mod:`uni_icl.scorecard` runs the clai
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -42,9 +43,10 @@ def chapter_link(chapter: str) -> str:
 
 
 def scorecard_html(frame: pd.DataFrame) -> str:
-    """The scorecard table as HTML (claim, statement, outcome, seconds, chapter), outcomes coloured and
-    chapters linked; the quantities and rules are long, see :func:`rules_markdown`."""
-    shown = frame[["claim", "statement", "outcome", "seconds", "chapter"]].copy()
+    """The scorecard table as HTML (claim, statement, outcome, chapter), outcomes coloured and chapters
+    linked; the quantities and rules are long, see :func:`rules_markdown`. (No run time: a claim whose
+    results the chapters already stored takes no time here.)"""
+    shown = frame[["claim", "statement", "outcome", "chapter"]].copy()
     shown["outcome"] = [f'<b style="color:{OUTCOME_COLOURS[outcome]}">{outcome}</b>' for outcome in shown["outcome"]]
     shown["chapter"] = [chapter_link(chapter) for chapter in shown["chapter"]]
     return shown.to_html(index=False, escape=False)
@@ -81,21 +83,96 @@ def rules_markdown(card: Scorecard) -> str:
     return "\n".join(f"- **{v.claim}** ({v.outcome}): measured {v.quantity}. *Rule:* {v.rule}" for v in card.verdicts)
 
 
-def plot_scorecard(card: Scorecard, ax: plt.Axes) -> plt.Axes:
-    """One coloured bar per claim, labelled with its outcome and the time its experiment took."""
-    labels = [f"{v.claim}: {CLAIMS[v.claim].split(':')[0]}" for v in card.verdicts]
-    rows = range(len(card.verdicts))[::-1]
-    colours = [OUTCOME_COLOURS[v.outcome] for v in card.verdicts]
-    ax.barh(list(rows), [1] * len(labels), color=colours, height=0.7)
-    for row, verdict in zip(rows, card.verdicts, strict=True):
-        ax.text(
-            0.02, row, f"{verdict.outcome}  ({verdict.wall_seconds:.0f} s)", va="center", color="white", weight="bold"
-        )
-    ax.set_yticks(list(rows), labels)
-    ax.set_xticks([])
+def decisive_effect(verdict) -> dict | None:
+    """The effect a verdict turns on, if its chapter states it in ``numbers["decisive"]``:
+    ``{"label": str, "effect": float, "ci": float, "margin": float}`` (the estimate, its 95%
+    half-width and the rule's margin, on one scale, e.g. an accuracy difference); else None."""
+    decisive = verdict.numbers.get("decisive")
+    if not isinstance(decisive, dict) or not {"label", "effect", "ci", "margin"} <= decisive.keys():
+        return None
+    try:
+        values = {key: float(decisive[key]) for key in ("effect", "ci", "margin")}
+    except (TypeError, ValueError):
+        return None
+    return {"label": str(decisive["label"]), **values}
+
+
+def plot_scorecard(card: Scorecard) -> plt.Figure:
+    """The scorecard at a glance.
+
+    A forest plot (each claim's decisive effect with its 95% interval and the rule's margin) when
+    every verdict states that effect (:func:`decisive_effect`); otherwise a table-figure: per claim,
+    its statement, its outcome in the outcome's colour, and how many of the runs it compares passed
+    the convergence test. No run times: a claim whose results were stored takes no time here, and
+    that says nothing about the claim."""
+    effects = [decisive_effect(verdict) for verdict in card.verdicts]
+    if card.verdicts and all(effect is not None for effect in effects):
+        return _forest(card, effects)
+    return _outcome_table(card)
+
+
+def _claim_label(verdict, width: int = 44) -> str:
+    """'2-single: Learnability, single type', wrapped to ``width`` characters a line."""
+    return textwrap.fill(f"{verdict.claim}: {CLAIMS[verdict.claim].split(':')[0]}", width)
+
+
+def _converged_text(verdict) -> str:
+    runs = [run for model in verdict.rests_on for run in model["runs"]]
+    if not runs:
+        return "runs not recorded"
+    return f"{sum(run['converged'] for run in runs)} of {len(runs)} runs converged"
+
+
+def _outcome_table(card: Scorecard) -> plt.Figure:
+    rows = len(card.verdicts)
+    fig, ax = plt.subplots(figsize=(9, 0.6 * rows + 0.9), layout="constrained")
     ax.set_xlim(0, 1)
-    ax.set_title(f"Claims of the paper at preset '{card.preset}' (run time of each experiment in brackets)")
-    return ax
+    ax.set_ylim(rows - 0.5, -1.0)
+    ax.axis("off")
+    for x, header in ((0.0, "claim"), (0.55, "outcome"), (0.78, "compared runs")):
+        ax.text(x, -0.8, header, weight="bold", va="center")
+    for row, verdict in enumerate(card.verdicts):
+        colour = OUTCOME_COLOURS[verdict.outcome]
+        ax.text(0.0, row, _claim_label(verdict), va="center")
+        ax.text(
+            0.55,
+            row,
+            verdict.outcome,
+            va="center",
+            color="white",
+            weight="bold",
+            bbox={"boxstyle": "round,pad=0.3", "facecolor": colour, "edgecolor": colour},
+        )
+        ax.text(0.78, row, _converged_text(verdict), va="center", color="#444444")
+    ax.set_title(f"The paper's claims at preset '{card.preset}'", loc="left")
+    return fig
+
+
+def _forest(card: Scorecard, effects: list[dict]) -> plt.Figure:
+    rows = len(card.verdicts)
+    fig, ax = plt.subplots(figsize=(9, 0.55 * rows + 1.2), layout="constrained")
+    for row, (verdict, effect) in enumerate(zip(card.verdicts, effects, strict=True)):
+        colour = OUTCOME_COLOURS[verdict.outcome]
+        # each claim on its own scale: effect and interval in units of its margin
+        scale = effect["margin"] or 1.0
+        ax.errorbar(effect["effect"] / scale, row, xerr=effect["ci"] / scale, fmt="o", color=colour, capsize=3)
+        ax.text(
+            1.02,
+            row,
+            f"{verdict.outcome}: {effect['label']}",
+            transform=ax.get_yaxis_transform(),
+            va="center",
+            fontsize=8,
+            color=colour,
+        )
+    for x in (-1, 1):
+        ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(rows), [_claim_label(v) for v in card.verdicts])
+    ax.invert_yaxis()
+    ax.set_xlabel("decisive effect in units of the rule's margin (dotted: ±margin), 95% interval")
+    ax.set_title(f"The paper's claims at preset '{card.preset}'", loc="left")
+    return fig
 
 
 def discussion(card: Scorecard) -> str:
