@@ -116,3 +116,44 @@ def test_set_repository_url_rewrites_the_config_and_every_setup_cell(tmp_path):
         assert copy.read_text().replace(fork, CONFIG["repository"]["url"]) == notebook.read_text()  # nothing else
     with pytest.raises(ValueError, match="url: expected an https:// URL"):
         load_url_script().set_repository_url('https://x.org/a" b', root=tmp_path)
+
+
+CODE_LINE_LIMIT = 88  # the width of a code cell on the page, without scrolling sideways
+
+
+def test_notebook_code_lines_fit_the_page():
+    long = [
+        f"{notebook.name} cell {cell.get('id', index)}: {len(line)} characters"
+        for notebook in NOTEBOOKS
+        for index, cell in enumerate(json.loads(notebook.read_text())["cells"])
+        if cell["cell_type"] == "code"
+        for line in "".join(cell["source"]).splitlines()
+        if len(line) > CODE_LINE_LIMIT
+    ]
+    assert not long, f"code lines longer than {CODE_LINE_LIMIT} characters: {long}"
+
+
+def test_every_notebook_ends_with_a_summary():
+    missing = []
+    for notebook in NOTEBOOKS:
+        cells = json.loads(notebook.read_text())["cells"]
+        headings = [
+            line.strip()
+            for cell in cells
+            if cell["cell_type"] == "markdown"
+            for line in "".join(cell["source"]).splitlines()
+            if line.startswith("## ")
+        ]
+        if not headings or headings[-1] != "## Summary":
+            missing.append(notebook.name)
+    assert not missing, f"notebooks whose last section is not '## Summary': {missing}"
+
+
+def test_mathjax_for_the_book_is_a_requirement():
+    """The book serves MathJax from the django-static-mathjax package: requirements.txt asks for it (with
+    everything else scripts/setup.sh installs), so a fresh environment can build the book offline."""
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^django-static-mathjax>=3\.2\.2,<4\b", requirements, re.MULTILINE), requirements
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "-r requirements.txt" in setup
+    assert "django-static-mathjax" not in setup.replace("requirements.txt", ""), "install it from requirements.txt"
