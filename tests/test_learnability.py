@@ -143,7 +143,15 @@ def test_verdicts_record_every_compared_model_with_its_seeds(isolated_cache):
     from uni_icl.verdicts import check_scorecard_dict
 
     preset = PRESETS["smoke"]
-    found = {v.claim: v for v in lrn.verdicts(lrn.run(preset, progress=False))}
+    results = lrn.run(preset, progress=False)
+    found = {v.claim: v for v in lrn.verdicts(results)}
+    price = results.tables["price_of_type"]
+    assert list(price["family"]) == list(lrn.SINGLE_FAMILIES)
+    expected = price["Bayes, this family"] - price["Bayes, mixture prior"]
+    assert (price["price of not knowing the type"] - expected).abs().max() < 1e-9
+    posterior = results.tables["type_posterior"]
+    assert len(posterior) == 3 * preset.classification.n_points
+    assert posterior["P(true family)"].between(0, 1).all()
     single = {(r["learner"], r["train_family"]) for r in found["2-single"].rests_on}
     assert single == {(ln, f) for ln in lrn.LEARNERS for f in lrn.SINGLE_FAMILIES}
     mixed = {(r["learner"], r["train_family"]) for r in found["2-mixed"].rests_on}

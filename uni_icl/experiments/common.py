@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uni_icl.device import default_device
+from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import EvalResult, evaluate, test_episodes
-from uni_icl.learners import LearnerSpec, bayes
+from uni_icl.learners import LearnerSpec, bayes, bayes_mixture
 from uni_icl.parallel import Job, run_job
 from uni_icl.presets import ClassificationScale
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, train_or_load
@@ -156,8 +156,10 @@ def cached_evaluation(
 
 
 def bayes_code_hash() -> str:
-    """Hash of the source of :mod:`uni_icl.learners.bayes` (part of every Bayes cache key)."""
-    return hashlib.sha256(inspect.getsource(bayes).encode()).hexdigest()[:16]
+    """Hash of the sources of :mod:`uni_icl.learners.bayes` and :mod:`uni_icl.learners.bayes_mixture`
+    (part of every Bayes cache key)."""
+    source = inspect.getsource(bayes) + inspect.getsource(bayes_mixture)
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def bayes_predictor(task: TaskFamily, *, seed: int = 0, n_samples: int = bayes.DEFAULT_N_SAMPLES) -> Callable:
@@ -292,3 +294,56 @@ def evaluate_bayes_or_load(
         return evaluation.to_dict()
 
     return BayesEvaluation.from_dict(json_entry(path, compute))
+
+
+def evaluate_prior_bayes_or_load(
+    prior: TaskFamily,
+    task: TaskFamily,
+    *,
+    n_tasks: int,
+    seed: int,
+    bayes_seed: int = 0,
+    n_samples: int = bayes.DEFAULT_N_SAMPLES,
+) -> dict:
+    """The Bayes predictor of ``prior`` (``mixture`` or ``radius``, :mod:`uni_icl.learners.bayes_mixture`)
+    scored on the test episodes of ``task``, cached.
+
+    Returns ``{"result": EvalResult dict, "true_family_posterior": list | None}``; for the mixture
+    prior and a single-family ``task``, the second is the mean over test episodes of
+    P(the episode's family | prefix) at each shot count (how fast the type is recognised).
+    """
+    check_choice("prior", prior.name, ("mixture", "radius"))
+    check_int("n_tasks", n_tasks, minimum=1)
+    config = {
+        "code_version": CODE_VERSION,
+        "bayes_code": bayes_code_hash(),
+        "prior": prior.config(),
+        "task": task.config(),
+        "n_tasks": n_tasks,
+        "seed": seed,
+        "sampler": {"seed": bayes_seed, "n_samples": n_samples} if prior.name == "mixture" else None,
+    }
+    path = cache_root() / "results" / f"bayes-{prior.name}-prior-{task.name}-{config_hash(config)}.json"
+    family_index = MIXTURE_COMPONENTS.index(task.name) if task.name in MIXTURE_COMPONENTS else None
+
+    def compute() -> dict:
+        scores, posteriors = [], []
+        for episode in test_episodes(task, n_tasks, seed):
+            if prior.name == "mixture":
+                output = bayes_mixture.mixture_bayes(
+                    prior, episode.xs, episode.ys, seed=bayes_seed, n_samples=n_samples
+                )
+                log_probs = output.log_probs
+                if family_index is not None:
+                    posteriors.append(output.family_log_posterior[..., family_index].exp())
+            else:
+                log_probs = bayes_mixture.radius_bayes_log_probs(prior, episode.xs, episode.ys)
+            scores.append((log_probs.argmax(-1) == episode.ys).float())
+        posterior = torch.cat(posteriors).mean(0).tolist() if posteriors else None
+        return {
+            "result": EvalResult.from_scores(torch.cat(scores), "accuracy").to_dict(),
+            "true_family_posterior": posterior,
+        }
+
+    with policy_threads():
+        return json_entry(path, compute)

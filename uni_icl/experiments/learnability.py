@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from tqdm.auto import tqdm
 
-from uni_icl.evaluation import Difference
+from uni_icl.evaluation import Difference, EvalResult
 from uni_icl.experiments import budget_sweep
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
@@ -36,6 +36,7 @@ from uni_icl.experiments.common import (
     classification_job,
     classification_task,
     evaluate_bayes_or_load,
+    evaluate_prior_bayes_or_load,
     trained,
 )
 from uni_icl.experiments.evidence import (
@@ -59,6 +60,7 @@ from uni_icl.verdicts import ClaimVerdict
 LEARNERS = ("icl", *META_LEARNERS)
 CLAIMS = ("2-single", "2-mixed")
 BAYES_NAME = "Bayes"
+MIXTURE_BAYES_NAME = "Bayes, mixture prior"
 TRAIN_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY)
 CLASSIFICATION_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY, "radius")
 CHAPTER = "book/02_learnability"
@@ -160,6 +162,41 @@ def bayes_rows(
     return rows, evaluations
 
 
+def mixture_prior_rows(
+    scale: ClassificationScale, *, n_samples: int, bayes_seed: int = 0
+) -> tuple[list[dict], dict[str, list[float]]]:
+    """The Bayes predictor of the mixture prior (it must infer the family) on each single family's
+    test episodes: rows in the format of :func:`cross_table` (learner_id ``bayes_mixture``, training
+    family ``mixture``), and per family the mean P(true family | prefix) at each shot count.
+
+    One sampler seed: its Monte-Carlo error (from the prototype component) is not in its interval.
+    """
+    rows, posteriors = [], {}
+    prior = classification_task(scale, MIXED_FAMILY)
+    for family in SINGLE_FAMILIES:
+        stored = evaluate_prior_bayes_or_load(
+            prior,
+            classification_task(scale, family),
+            n_tasks=scale.n_test_tasks,
+            seed=scale.test_seed,
+            bayes_seed=bayes_seed,
+            n_samples=n_samples,
+        )
+        rows.append(
+            {
+                "learner": MIXTURE_BAYES_NAME,
+                "learner_id": "bayes_mixture",
+                "train_family": MIXED_FAMILY,
+                "test_family": family,
+                **seeded_row([EvalResult(**stored["result"])]),
+                "exact": False,
+                "preset": scale.preset,
+            }
+        )
+        posteriors[family] = stored["true_family_posterior"]
+    return rows, posteriors
+
+
 # ----------------------------------------------------------------------------- paired comparisons and rules
 
 
@@ -238,7 +275,8 @@ class LearnabilityResults:
 
     ``rows``: every learner row of :func:`cross_table` (single-type, mixed and authors' ICLer
     models) plus the Bayes rows; ``bayes``: the Bayes evaluations by family; ``sweep``: the rows of
-    :func:`~uni_icl.experiments.budget_sweep.sweep_table`; ``tables``: the
+    :func:`~uni_icl.experiments.budget_sweep.sweep_table`; ``type_posterior``: per family, the mean
+    P(true family | prefix) of the mixture-prior Bayes predictor by shot count; ``tables``: the
     DataFrames built by :func:`tables`; ``seconds``: wall time of :func:`run`.
     """
 
@@ -246,6 +284,7 @@ class LearnabilityResults:
     rows: list[dict]
     bayes: dict[str, BayesEvaluation]
     sweep: list[dict] = field(default_factory=list)
+    type_posterior: dict[str, list[float]] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -290,7 +329,10 @@ def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
         bayes_seed=extras.bayes_seed,
         n_sampler_seeds=len(scale.seeds),
     )
-    results = LearnabilityResults(preset.name, rows + bayes_part, evaluations, budget_sweep.sweep_table(preset))
+    prior_part, type_posterior = mixture_prior_rows(scale, n_samples=extras.bayes_samples, bayes_seed=extras.bayes_seed)
+    results = LearnabilityResults(
+        preset.name, rows + bayes_part + prior_part, evaluations, budget_sweep.sweep_table(preset), type_posterior
+    )
     results.tables = tables(results)
     results.seconds = time.perf_counter() - started
     return results
@@ -303,7 +345,7 @@ def _with_ci(mean: float, ci: float) -> str:
 def tables(results: LearnabilityResults) -> dict[str, pd.DataFrame]:
     """The chapter's tables: ``cross``, ``training``, ``mixed``, ``bayes_gap``, ``gap_curves``,
     ``faithfulness``, ``bayes_diagnostics``, ``summary``, ``sweep`` (one DataFrame each; see the notebook)."""
-    learner_rows = [row for row in results.rows if row["learner_id"] != "bayes"]
+    learner_rows = [row for row in results.rows if "runs" in row]  # trained models (not the Bayes rows)
     cross = pd.DataFrame(
         [
             {
@@ -361,7 +403,43 @@ def tables(results: LearnabilityResults) -> dict[str, pd.DataFrame]:
         "bayes_diagnostics": bayes_diagnostics_table(results),
         "summary": summary_table(results),
         "sweep": pd.DataFrame(results.sweep),
+        "price_of_type": price_of_type_table(results),
+        "type_posterior": pd.DataFrame(
+            [
+                {"family": family, "shots": shot, "P(true family)": value}
+                for family, curve in results.type_posterior.items()
+                for shot, value in enumerate(curve)
+            ]
+        ),
     }
+
+
+def price_of_type_table(results: LearnabilityResults) -> pd.DataFrame:
+    """Per family: what any learner must lose when the family is unknown (single-family Bayes minus
+    mixture-prior Bayes) beside what mixing cost ICL (ICL single minus ICL mixed), with intervals
+    (over episodes for the Bayes predictors, over seeds and episodes for ICL)."""
+    records = []
+    for family in SINGLE_FAMILIES:
+        single_bayes, prior_bayes = (
+            results.row("bayes", family, family),
+            results.row("bayes_mixture", MIXED_FAMILY, family),
+        )
+        icl_single, icl_mixed = results.row("icl", family, family), results.row("icl", MIXED_FAMILY, family)
+        price, cost = row_difference(single_bayes, prior_bayes), row_difference(icl_single, icl_mixed)
+        records.append(
+            {
+                "family": family,
+                "Bayes, this family": single_bayes["mean"],
+                "Bayes, mixture prior": prior_bayes["mean"],
+                "ICL single": icl_single["mean"],
+                "ICL mixed": icl_mixed["mean"],
+                "price of not knowing the type": price.mean,
+                "price ci": price.ci,
+                "what mixing cost ICL": cost.mean,
+                "cost ci": cost.ci,
+            }
+        )
+    return pd.DataFrame(records)
 
 
 def mixed_table(results: LearnabilityResults) -> pd.DataFrame:
