@@ -289,3 +289,11 @@ def test_run_at_smoke_rests_on_every_seed_of_the_compared_models(isolated_cache)
     # the oracle predicts with one candidate: its scores are that candidate's
     oracle = results.row(experiment.ORACLE, "pairwise")
     assert oracle["per_seed_episode_mean"] == results.row("MatchNet", "pairwise")["per_seed_episode_mean"]
+
+
+def test_the_radius_bayes_ceiling_is_shown_beside_the_learners(isolated_cache):
+    results = experiment.run(PRESETS["smoke"], progress=False)
+    limit = results.row(experiment.RADIUS_BAYES, "radius")
+    icl = results.row(experiment.ICL_RADIUS, "radius")
+    assert 0.5 < limit["mean"] <= 1.0 and len(limit["per_seed_episode_mean"]) == 1
+    assert len(limit["per_episode_mean"]) == len(icl["per_episode_mean"])

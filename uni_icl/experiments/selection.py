@@ -32,6 +32,7 @@ from uni_icl.experiments.common import (
     classification_job,
     classification_run,
     classification_task,
+    evaluate_prior_bayes_or_load,
     selector_identity,
     trained,
 )
@@ -64,6 +65,7 @@ ICL_MIXTURE = "ICL (trained on mixture)"
 ICL_RADIUS = "ICL (trained on radius, ceiling)"
 SELECTOR = "Selector (prequential)"
 ORACLE = "Oracle selector"
+RADIUS_BAYES = "Bayes"  # the radius family's own Bayes predictor: the ceiling of any learner on it
 CHAPTER = "book/03_selection"
 N_CHOICE_TASKS = 256  # episodes used to count which candidate the selector picks
 # Written before any result at quick was seen (issue 17): one margin for every side of the rule,
@@ -296,6 +298,8 @@ def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
     rows.append(
         _row(ICL_RADIUS, UNSEEN_FAMILY, evaluated(icl_radius, radius_task), preset.name, runs[("icl", UNSEEN_FAMILY)])
     )
+    limit = evaluate_prior_bayes_or_load(radius_task, radius_task, **evaluation)  # exact: r is the only unknown
+    rows.append(_row(RADIUS_BAYES, UNSEEN_FAMILY, [EvalResult(**limit["result"])], preset.name))
     # The oracle predicts with one candidate per family (its log-softmax: the same decisions), so its
     # scores are that candidate's: the matching one on a seen family, the best one in hindsight on radius.
     for family in SINGLE_FAMILIES:
