@@ -110,15 +110,34 @@ def test_single_rule_outcomes_and_flips():
 def test_mixed_rule_outcomes_and_flips():
     families = lrn.SINGLE_FAMILIES
     icl_same = {f: _d(-0.002) for f in families}
-    unsuited = {m: [f for f in families if lrn.MATCHING_LEARNER[f] != m] for m in lrn.META_LEARNERS}
-    metas_lose = {m: {f: _d(-0.05 if i == 0 else 0.0) for i, f in enumerate(fs)} for m, fs in unsuited.items()}
-    assert lrn.decide_mixed(icl_same, metas_lose) == "reproduced"
-    icl_drops = {**icl_same, "pairwise": _d(-0.04)}
-    assert lrn.decide_mixed(icl_drops, metas_lose) == "not reproduced"
-    one_meta_fine = {**metas_lose, "cnp": {f: _d(0.0) for f in unsuited["cnp"]}}
-    assert lrn.decide_mixed(icl_same, one_meta_fine) == "not reproduced"
-    one_meta_unclear = {**metas_lose, "cnp": {f: _d(-0.01, 0.005) for f in unsuited["cnp"]}}
-    assert lrn.decide_mixed(icl_same, one_meta_unclear) == "inconclusive"
+    biased = {m: _d(-0.04) for m in lrn.META_LEARNERS}  # mixing costs each more off its bias
+    assert lrn.decide_mixed(icl_same, biased) == "reproduced"
+    assert lrn.decide_mixed({**icl_same, "pairwise": _d(-0.04)}, biased) == "not reproduced"
+    assert lrn.decide_mixed(icl_same, {**biased, "cnp": _d(0.0)}) == "not reproduced"  # no bias effect
+    assert lrn.decide_mixed(icl_same, {**biased, "cnp": _d(-0.01, 0.005)}) == "inconclusive"  # crosses -m
+    assert lrn.decide_mixed({**icl_same, "amortized": _d(-0.01, 0.005)}, biased) == "inconclusive"
+
+
+def test_the_bias_effect_is_a_difference_in_differences():
+    """A meta-learner that loses 0.05 on both families off its bias and 0.01 on its own has a bias
+    effect of -0.04, whatever its accuracy relative to other learners."""
+    n = 64
+
+    def row(value, seeds=2):
+        return {"per_seed_episode_mean": [[value] * n for _ in range(seeds)], "mean": value, "ci": 0.0}
+
+    class Results:
+        def row(self, learner, train_family, test_family):
+            own = lrn.MATCHED_FAMILY.get(learner)
+            if train_family == lrn.MIXED_FAMILY:
+                return row(0.89 if test_family == own else 0.85)
+            return row(0.90)
+
+    _, bias_effects, numbers = lrn.mixed_evidence(Results())
+    for learner in lrn.META_LEARNERS:
+        assert bias_effects[learner].mean == pytest.approx(-0.04)
+        assert numbers[f"{learner}_off_bias_drop"][0] == pytest.approx(-0.05)
+    assert numbers["icl_mean_drop"][0] == pytest.approx(-0.05)
 
 
 def _record(learner: str, family: str, converged: list[bool]) -> dict:

@@ -76,3 +76,28 @@ def test_a_flat_noisy_curve_converges_and_a_rising_one_does_not():
 def test_a_curve_too_short_to_tell_does_not_converge():
     check = convergence([100, 200, 300], [0.9, 0.9, 0.9], tolerance=0.01)
     assert not check.converged and check.upper == math.inf
+
+
+def test_a_combination_of_one_term_is_the_seeded_difference():
+    from uni_icl.uncertainty import combined_difference
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(0.8, 0.1, (3, 40)), rng.normal(0.7, 0.1, (3, 40))
+    assert combined_difference([(1.0, a, b)]) == pytest.approx(seeded_difference(a, b))
+
+
+def test_a_difference_in_differences_covers_its_true_value():
+    """Drop on family 1 minus drop on family 2 (two independent test sets, the same seeds' models)."""
+    from uni_icl.uncertainty import combined_difference
+
+    rng = np.random.default_rng(5)
+    hits, reps = 0, 1000
+    for _ in range(reps):
+        seed_effect = rng.normal(0, 0.02, (3, 1))  # a seed's mixed model is shared by both families
+        mixed_1 = 0.80 + seed_effect + rng.normal(0, 0.1, (3, 150))
+        single_1 = 0.83 + rng.normal(0, 0.02, (3, 1)) + rng.normal(0, 0.1, (3, 150))
+        mixed_2 = 0.90 + seed_effect + rng.normal(0, 0.1, (3, 200))
+        single_2 = 0.91 + rng.normal(0, 0.02, (3, 1)) + rng.normal(0, 0.1, (3, 200))
+        did = combined_difference([(1.0, mixed_1, single_1), (-1.0, mixed_2, single_2)])
+        hits += did.lower <= -0.02 <= did.upper
+    assert hits / reps >= 0.94

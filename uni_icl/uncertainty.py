@@ -52,3 +52,32 @@ def seeded_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]
         return Difference(float(diff.mean()), 0.0)
     dof = n_seeds - 1 if n_seeds > 1 else n_episodes - 1
     return Difference(float(diff.mean()), float(stats.t.ppf(0.975, dof) * math.sqrt(variance)))
+
+
+def combined_difference(
+    terms: Sequence[tuple[float, Sequence[Sequence[float]], Sequence[Sequence[float]]]],
+) -> Difference:
+    """sum_k w_k (a_k - b_k) over independent test sets, with a 95% interval over seeds and episodes.
+
+    Each term is (w_k, a_k, b_k) with a_k, b_k (S, n_k) scores on the k-th test set (as in
+    :func:`seeded_difference`; one of them may have one row), the same S training seeds in every
+    term. The seed part is the variance over seeds of each seed's combined difference (a seed's
+    models are shared across terms, so their training noise is correlated and is counted once),
+    over S; the episode part sums w_k^2 times each term's episode variance over n_k (the test sets
+    are drawn independently); t with S - 1 degrees of freedom, as in :func:`seeded_difference`.
+    """
+    per_seed, episode_part = None, 0.0
+    for weight, a, b in terms:
+        first, second = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        diff = first - second
+        seed_means = weight * diff.mean(axis=1)
+        per_seed = seed_means if per_seed is None else per_seed + seed_means
+        if diff.shape[1] > 1:
+            episode_part += weight**2 * diff.mean(axis=0).var(ddof=1) / diff.shape[1]
+    if per_seed is None:
+        raise ValueError("terms: expected at least one (weight, a, b) term")
+    n_seeds = per_seed.shape[0]
+    seed_part = per_seed.var(ddof=1) / n_seeds if n_seeds > 1 else 0.0
+    variance = seed_part + episode_part
+    dof = n_seeds - 1 if n_seeds > 1 else max(1, min(len(t[1][0]) for t in terms) - 1)
+    return Difference(float(per_seed.mean()), float(stats.t.ppf(0.975, dof) * math.sqrt(variance)))
