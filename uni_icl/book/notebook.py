@@ -46,7 +46,9 @@ def setup(style: bool = True) -> NotebookContext:
     )
     print(f"uni_icl {__version__} | torch {torch.__version__} | device: {context.device} ({name})")
     cache = "$UNI_ICL_CACHE (default ~/.cache/uni_icl)" if static else str(context.cache)
-    print(f"preset: {context.preset.name} (set UNI_ICL_PRESET to smoke, quick or paper) | cache: {cache}")
+    # short lines: the page shows them without scrolling
+    print(f"preset: {context.preset.name} (UNI_ICL_PRESET: smoke, quick or paper)")
+    print(f"cache: {cache}")
     if style:
         import seaborn as sns
 
