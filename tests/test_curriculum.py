@@ -1,7 +1,11 @@
 """The meta-level curriculum: schedule, zeroing, early snapshots and the claim-4a decision rule."""
 
 import dataclasses
+import json
+import math
+import statistics
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +15,7 @@ from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import train
+from uni_icl.verdicts import check_rests_on
 
 TASK = make_task("linear_regression", d=8, n_points=17)
 
@@ -102,33 +107,139 @@ def test_steps_to_threshold_reads_the_first_crossing():
     assert experiment.steps_to_threshold(history, 8, 0.4) is None
 
 
+def _per_seed(none, paper):
+    return {seed: {"none": a, "paper": b} for seed, (a, b) in enumerate(zip(none, paper, strict=True))}
+
+
+def _records(converged=(True,) * 8):
+    runs = [{"seed": seed, "steps": 100, "converged": ok} for seed, ok in enumerate(converged)]
+    return [{"learner": "icl_regressor", "train_family": arm, "runs": runs} for arm in ("none", "paper")]
+
+
+LS = 0.3  # least squares' error / d in the synthetic cases; the baseline ends at 0.4 (within 1.5x) unless said
+
+
 @pytest.mark.parametrize(
-    ("per_seed", "outcome"),
+    ("none", "paper", "outcome"),
     [
-        (
-            {0: {"none": 500, "paper": 300}, 1: {"none": 600, "paper": 400}, 2: {"none": None, "paper": 700}},
-            "reproduced",
-        ),
-        (
-            {0: {"none": 500, "paper": 300}, 1: {"none": 600, "paper": 700}, 2: {"none": 800, "paper": 400}},
-            "inconclusive",
-        ),
-        (
-            {0: {"none": 300, "paper": 300}, 1: {"none": 600, "paper": 700}, 2: {"none": 800, "paper": 900}},
-            "not reproduced",
-        ),
-        (
-            {0: {"none": None, "paper": None}, 1: {"none": 600, "paper": 500}, 2: {"none": 800, "paper": 400}},
-            "inconclusive",
-        ),
-        (
-            {0: {"none": None, "paper": None}, 1: {"none": None, "paper": None}, 2: {"none": 8, "paper": 9}},
-            "inconclusive",
-        ),
+        # about 2x faster on every seed, little spread: the interval lies above +log 1.1
+        ([1000, 1200, 900, 1100, 1000], [500, 650, 450, 500, 550], "reproduced"),
+        # the same steps within +-2%: the interval lies within (-m, +m), no practical speed-up
+        ([1000, 1200, 900, 1100, 1000], [1000, 1180, 910, 1110, 990], "not reproduced"),
+        # the curriculum about 1.5x slower on every seed: below -m
+        ([1000, 1200, 900, 1100, 1000], [1500, 1800, 1400, 1600, 1500], "not reproduced"),
+        # faster on average but widely spread: the interval crosses +m
+        ([1000, 1200, 900, 1100, 1000], [500, 1500, 450, 1300, 600], "inconclusive"),
+        # faster on all 3 seeds (the old rule's 'reproduced') but 3 seeds leave the interval crossing +m
+        ([1200, 2250, 2100], [900, 1100, 1050], "inconclusive"),
     ],
 )
-def test_decision_rule(per_seed, outcome):
-    assert experiment.decide_4a(per_seed) == outcome
+def test_speedup_rule_reads_the_interval_against_one_symmetric_margin(none, paper, outcome):
+    per_seed = _per_seed(none, paper)
+    assert experiment.decide_4a(per_seed, 0.4, LS, _records()) == outcome
+    assert experiment.ungated_4a(per_seed) == outcome
+
+
+def test_gates_make_the_outcome_inconclusive_and_say_why():
+    fast = _per_seed([1000, 1200, 900, 1100, 1000], [500, 650, 450, 500, 550])
+    assert experiment.decide_4a(fast, 0.4, LS, _records()) == "reproduced"
+    assert experiment.gates_4a(fast, 0.4, LS, _records()) == []
+    unreached = _per_seed([1000, 1200, None, 1100, 1000], [500, 650, 450, 500, 550])
+    assert experiment.decide_4a(unreached, 0.4, LS, _records()) == "inconclusive"
+    assert experiment.ungated_4a(unreached) is None
+    assert "no curriculum seed 2" in experiment.gates_4a(unreached, 0.4, LS, _records())[0]
+    # the baseline ends at 1.6x least squares: it has not learned the task
+    assert experiment.decide_4a(fast, 0.48, LS, _records()) == "inconclusive"
+    assert "1.60 times" in experiment.gates_4a(fast, 0.48, LS, _records())[0]
+    assert experiment.decide_4a(fast, 0.44, LS, _records()) == "reproduced"  # just within 1.5x
+    unconverged = _records((True, False, True, True, True))
+    assert experiment.decide_4a(fast, 0.4, LS, unconverged) == "inconclusive"
+    assert experiment.gates_4a(fast, 0.4, LS, unconverged) == [
+        "not converged: no curriculum (seeds 1); curriculum (paper: +1 dim) (seeds 1)"
+    ]
+
+
+def test_speedup_interval_covers_the_true_mean_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    true, seeds, trials = 0.4, 8, 4000
+    covered = 0
+    for _ in range(trials):
+        interval = experiment.speedup_interval(rng.normal(true, 0.3, seeds))
+        covered += interval.lower <= true <= interval.upper
+    assert 0.94 <= covered / trials <= 0.96
+    assert experiment.speedup_interval([0.2]).ci == math.inf  # one seed: no interval
+    with pytest.raises(ValueError, match="values"):
+        experiment.speedup_interval([0.1, math.inf])
+
+
+def test_rule_power_matches_a_simulation():
+    rng = np.random.default_rng(1)
+    effect, sd, seeds, trials = math.log(1.5), 0.3, 6, 4000
+    hits = sum(
+        experiment.decide_speedup(experiment.speedup_interval(rng.normal(effect, sd, seeds))) == "reproduced"
+        for _ in range(trials)
+    )
+    assert hits / trials == pytest.approx(experiment.rule_power(effect, sd, seeds), abs=0.025)
+    assert experiment.rule_power(effect, sd, 8) > experiment.rule_power(effect, sd, 3)
+
+
+def test_convergence_tolerance_is_relative_to_least_squares_error():
+    scale = PRESETS["quick"].curriculum
+    steps = list(range(50, 4001, 50))
+    flat = {"steps": steps, "val_score": [-scale.d * 0.35] * len(steps)}
+    assert experiment.run_convergence(flat, scale).converged
+    # still falling by 0.1 least-squares errors per quarter of training
+    drop = 0.1 * scale.least_squares_error / (len(steps) / 4)
+    falling = {"steps": steps, "val_score": [-scale.d * (0.6 - drop * i) for i in range(len(steps))]}
+    assert not experiment.run_convergence(falling, scale).converged
+    tolerance = experiment.convergence_tolerance(scale)
+    assert tolerance == pytest.approx(experiment.CONVERGENCE_FRACTION * scale.least_squares_error * scale.d)
+
+
+def _fake_results(scale, none, paper, *, error=0.35, converged=True):
+    rows = []
+    for arm, values in (("none", none), ("paper", paper), ("garg", paper)):
+        for seed, steps in zip(scale.seeds, values, strict=True):
+            rows.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "steps_to_threshold": steps,
+                    "final_error": error,
+                    "best_error": error,
+                    "steps": scale.train.max_steps,
+                    "converged": converged,
+                    "from_cache": True,
+                }
+            )
+    return {"scale": scale, "rows": rows, "wall_seconds": 1.0}
+
+
+def test_verdict_rests_on_the_compared_runs_and_explains_from_its_numbers():
+    scale = dataclasses.replace(PRESETS["quick"].curriculum, seeds=(0, 1, 2, 3, 4))
+    ls = scale.least_squares_error
+    results = _fake_results(scale, [1000, 1200, 900, 1100, 1000], [500, 650, 450, 500, 550], error=1.2 * ls)
+    (verdict,) = experiment.verdicts(results)
+    assert verdict.outcome == "reproduced"
+    check_rests_on(verdict.rests_on)
+    assert [r["train_family"] for r in verdict.rests_on] == ["none", "paper"]
+    assert [run["seed"] for run in verdict.rests_on[0]["runs"]] == [0, 1, 2, 3, 4]
+    value, low, high = verdict.numbers["speedup"]
+    assert 1.1 < low < value < high and value == pytest.approx(math.exp(verdict.numbers["log_speedup"][0]))
+    assert verdict.numbers["decisive"]["margin"] == pytest.approx(math.log(1.1))
+    text = experiment.explain(verdict)
+    assert f"{value:.2f} [{low:.2f}, {high:.2f}]" in text and "lies above +m" in text
+    assert "1.20 times least squares'" in text and "within the rule's 1.5x" in text
+    assert "10 of the 10 compared runs passed" in text and "inconclusive" not in text
+    json.dumps(dataclasses.asdict(verdict))  # storable: no infinities or NaNs
+
+    weak = _fake_results(scale, [1000, 1200, None, 1100, 1000], [500, 650, 450, 500, 550], error=2 * ls)
+    (verdict,) = experiment.verdicts(weak)
+    assert verdict.outcome == "inconclusive" and verdict.numbers["speedup"] is None
+    text = experiment.explain(verdict)
+    assert "The speed-up is undefined" in text and "more than the rule's 1.5x" in text
+    assert "So the outcome is inconclusive: never reached the threshold: no curriculum seed 2" in text
+    json.dumps(dataclasses.asdict(verdict))
 
 
 def test_threshold_is_half_way_to_least_squares():
@@ -150,3 +261,6 @@ def test_summary_gives_a_ratio_or_an_upper_bound():
     bounded = experiment.summary(results([None, None, 4], [4, 8, 4]), "paper")
     assert bounded["median_none"] == float("inf") and bounded["ratio_upper_bound"] == pytest.approx(4 / 12)
     assert bounded["ratio_text"] == "below 0.33"
+    assert finite["speedup"] == pytest.approx(math.exp(statistics.mean([math.log(2), math.log(1.5), 0.0])))
+    assert finite["speedup_low"] < finite["speedup"] < finite["speedup_high"]
+    assert bounded["speedup"] is None and bounded["log_speedups"][0] is None
