@@ -1,11 +1,15 @@
 """M2-ICL: the domain mixture, the functional MAML inner loop, first- vs second-order meta-gradients."""
 
 import dataclasses
+import json
+import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from uni_icl.evaluation import Difference
 from uni_icl.experiments import m2icl as experiment
 from uni_icl.learners.maml import (
     MAMLConfig,
@@ -14,11 +18,13 @@ from uni_icl.learners.maml import (
     inner_adapt,
     meta_gradient,
     prompt_loss,
+    relative_errors,
 )
-from uni_icl.learners.regressors import CausalRegressionTransformer, RegressorConfig
+from uni_icl.learners.regressors import CausalRegressionTransformer, LeastSquares, RegressorConfig
 from uni_icl.presets import PRESETS
-from uni_icl.tasks import Episode, make_task
+from uni_icl.tasks import Episode, RegressionDomain, domain_task, make_task
 from uni_icl.training import train
+from uni_icl.verdicts import check_rests_on
 
 
 class LinearPredictor(nn.Module):
@@ -58,9 +64,34 @@ def test_domain_mixture_follows_its_definition():
     episode = make_task("regression_domains", d=3, n_points=7).sample(16, seed=0)
     p = episode.params
     assert episode.xs.shape == (16, 7, 3) and episode.ys.shape == (16, 7)
-    expected = p["scale"][:, None] * torch.einsum("bnd,bd->bn", episode.xs, p["weights"])
+    # labels normalised per domain: sign(s) w.x / sqrt(E|x|^2), E|x|^2 = ||A||_F^2 + d b^2
+    rms = torch.sqrt(p["matrix"].pow(2).sum((1, 2)) + 3 * p["shift"] ** 2)
+    expected = (torch.sign(p["scale"]) / rms)[:, None] * torch.einsum("bnd,bd->bn", episode.xs, p["weights"])
     assert torch.allclose(episode.ys, expected, atol=1e-5)
     assert p["scale"].std() > 0.1 and p["matrix"].std() > 0.5  # a fresh domain per episode
+    raw = make_task("regression_domains", d=3, n_points=7, normalise_labels=False).sample(16, seed=0)
+    assert torch.equal(raw.xs, episode.xs)
+    assert torch.allclose(raw.ys, p["scale"][:, None] * torch.einsum("bnd,bd->bn", raw.xs, p["weights"]), atol=1e-5)
+
+
+def test_normalised_domain_labels_have_mean_square_one_and_leave_relative_errors_of_least_squares_unchanged():
+    for index in range(4):
+        domain = RegressionDomain.sample(4, seed=index)
+        normalised = domain_task(domain, 9).sample(4000, seed=index)
+        raw = domain_task(domain, 9, normalise_labels=False).sample(4000, seed=index)
+        assert torch.equal(normalised.xs, raw.xs)
+        assert normalised.ys.pow(2).mean().item() == pytest.approx(1.0, rel=0.1)
+        rms = math.sqrt(sum(v * v for row in domain.matrix for v in row) + 4 * domain.shift**2)  # sqrt(E|x|^2)
+        assert torch.allclose(normalised.ys * abs(domain.scale) * rms, raw.ys, rtol=1e-4, atol=1e-5)
+        assert torch.equal(torch.sign(normalised.ys), torch.sign(raw.ys))  # the sign of s is kept
+        test = dataclasses.replace(normalised, xs=normalised.xs[:256], ys=normalised.ys[:256])
+        test_raw = dataclasses.replace(raw, xs=raw.xs[:256], ys=raw.ys[:256])
+        assert relative_errors(LeastSquares(), test).mean().item() == pytest.approx(
+            relative_errors(LeastSquares(), test_raw).mean().item(), rel=1e-3
+        )
+    assert make_task("linear_regression", d=4, domain=RegressionDomain.sample(4, seed=0)).normalise_labels is False
+    with pytest.raises(ValueError, match="normalise_labels"):
+        make_task("linear_regression", d=4, normalise_labels=True)
 
 
 def test_inner_step_matches_hand_computed_sgd():
@@ -195,18 +226,160 @@ def test_fine_tune_leaves_the_original_untouched_and_lowers_the_support_loss():
     )
 
 
+M = math.log(1.1)
+
+
 @pytest.mark.parametrize(
-    ("small", "large", "unadapted", "outcome"),
+    ("adapted", "unadapted", "outcome"),
     [
-        ((0.10, 0.03), (0.02, 0.01), (0.2, 0.05), "reproduced"),
-        ((0.10, 0.03), (0.12, 0.01), (0.2, 0.05), "inconclusive"),
-        ((0.10, 0.20), (0.02, 0.01), (0.2, 0.05), "inconclusive"),
-        ((-0.01, 0.03), (0.02, 0.01), (0.2, 0.05), "not reproduced"),
+        ((0.30, 0.10), (0.40, 0.10), "reproduced"),  # both intervals above +m
+        ((0.30, 0.10), (0.40, 0.35), "inconclusive"),  # (b) crosses +m
+        ((0.00, 0.05), (0.40, 0.10), "not reproduced"),  # (a) within (-m, +m): no practical difference
+        ((-0.30, 0.10), (0.40, 0.10), "not reproduced"),  # (a) below -m: M2-ICL adapted is worse
+        ((0.30, 0.10), (0.02, 0.03), "not reproduced"),  # (b) within: no better than ICL without adaptation
+        ((0.08, 0.10), (0.40, 0.10), "inconclusive"),  # (a) crosses +m
+        # the previous rule's 'not reproduced' on a mean <= 0 alone: now it needs the interval
+        ((-0.01, 0.20), (0.40, 0.10), "inconclusive"),
     ],
 )
-def test_decision_rule(small, large, unadapted, outcome):
-    gaps = {"adapted": {64: small, 1024: large}, "unadapted": {64: unadapted, 1024: unadapted}}
-    assert experiment.decide_4b(gaps, (64, 256, 1024)) == outcome
+def test_decision_rule_needs_an_interval_for_either_outcome(adapted, unadapted, outcome):
+    assert experiment.decide_4b(Difference(*adapted), Difference(*unadapted)) == outcome
+
+
+def test_gates_name_weak_learners_and_unconverged_seeds():
+    converged = {
+        "icl": [{"seed": 0, "steps": 10, "converged": True}],
+        "m2icl": [{"seed": 0, "steps": 4, "converged": True}],
+    }
+    assert experiment.gates_4b(0.37, converged) == []
+    assert "0.900, above 0.5" in experiment.gates_4b(0.9, converged)[0]
+    failed = {
+        **converged,
+        "m2icl": [{"seed": 0, "steps": 4, "converged": True}, {"seed": 1, "steps": 4, "converged": False}],
+    }
+    assert experiment.gates_4b(0.37, failed) == ["not converged: M2-ICL meta-training (seeds 1)"]
+    check_rests_on(experiment.rests_on(failed))
+
+
+def _synthetic_rows(seeds, n_domains, log_gap, rng, *, spread=0.02):
+    """Rows with per-domain errors; ICL adapted = M2-ICL adapted * exp(log_gap + noise), unadapted ICL 1.5x worse."""
+    rows = []
+    for seed in seeds:
+        for domain in range(n_domains):
+            base = 0.15 * math.exp(rng.normal(0, 0.3))
+            m2 = base * math.exp(rng.normal(0, 0.01))
+            values = {
+                "M2-ICL adapted": m2,
+                "ICL adapted": m2 * math.exp(log_gap + rng.normal(0, spread)),
+                "ICL (no adaptation)": m2 * math.exp(log_gap + 0.4),
+                "M2-ICL (no adaptation)": m2 * 1.2,
+                "least squares": 0.2,
+            }
+            for arm, value in values.items():
+                sizes = (
+                    (0,)
+                    if "adapted" not in arm or "no adaptation" in arm or arm == "least squares"
+                    else (64, 256, 1024)
+                )
+                for size in sizes:
+                    shrink = {0: 1.0, 64: 1.0, 256: 0.9, 1024: 0.8}[size] if arm == "ICL adapted" else 1.0
+                    factor = math.exp(math.log(shrink) * log_gap / max(abs(log_gap), 1e-9)) if log_gap else 1.0
+                    rows.append(
+                        {"seed": seed, "domain": domain, "arm": arm, "size": size, "per_position": [value * factor] * 5}
+                    )
+    return rows
+
+
+def _synthetic_results(log_gap, *, icl_converged=True, seeds=(0, 1, 2)):
+    rng = np.random.default_rng(0)
+    scale = dataclasses.replace(PRESETS["quick"].m2icl, seeds=seeds)
+    rows = _synthetic_rows(seeds, scale.n_test_domains, log_gap, rng)
+    checks = [
+        {
+            "seed": seed,
+            "meta_validation": 0.35,
+            "validation_domains": [0.35 * math.exp(0.1 * i) for i in range(8)],
+            "code_paths_log_gap": 0.0,
+            "held_out": [0.3 * math.exp(0.1 * i) for i in range(scale.n_test_domains)],
+        }
+        for seed in seeds
+    ]
+    records = {
+        "icl": [{"seed": s, "steps": 3000, "converged": icl_converged} for s in seeds],
+        "m2icl": [{"seed": s, "steps": 200, "converged": True} for s in seeds],
+    }
+    return {"scale": scale, "rows": rows, "records": records, "validation_check": checks, "wall_seconds": 1.0}
+
+
+def test_paired_log_ratios_over_seeds_and_domains():
+    results = _synthetic_results(0.3)
+    ratio = experiment.log_ratio(results["rows"], "ICL adapted", 64)
+    assert ratio.mean == pytest.approx(0.3, abs=0.01) and 0 < ratio.ci < 0.05
+    per_domain = experiment.per_domain_log_ratios(results["rows"], "ICL adapted", 64)
+    assert len(per_domain) == 12 and all(len(r["per_seed"]) == 3 for r in per_domain)
+    assert all(r["mean"] == pytest.approx(0.3, abs=0.05) for r in per_domain)
+    table = experiment.summary(results)
+    row = next(r for r in table if r["arm"] == "ratio: ICL adapted / M2-ICL adapted" and r["size"] == 64)
+    assert row["value"] == pytest.approx(math.exp(ratio.mean)) and len(row["seed_values"]) == 3
+
+
+def test_verdict_rests_on_both_models_and_explains_from_its_numbers():
+    (verdict,) = experiment.verdicts(_synthetic_results(0.3))
+    assert verdict.outcome == "reproduced" and verdict.notes["gates"] == []
+    check_rests_on(verdict.rests_on)
+    assert [r["learner"] for r in verdict.rests_on] == ["icl_regressor", "m2icl"]
+    assert [run["seed"] for run in verdict.rests_on[1]["runs"]] == [0, 1, 2]
+    assert verdict.numbers["decisive"]["effect"] == pytest.approx(0.3, abs=0.01)
+    assert verdict.numbers["shrink"][0] > 0  # the synthetic gain shrinks with K
+    text = experiment.explain(verdict)
+    assert "above +m: supports" in text and "M2-ICL adapted has the lower error on 12 of 12 domains" in text
+    assert "the gain shrinks, as the paper says" in text and "a working in-context regressor" in text
+    assert "the two code paths agree" in text and "6 of the 6 compared training runs passed" in text
+    json.dumps(dataclasses.asdict(verdict))
+
+    (verdict,) = experiment.verdicts(_synthetic_results(0.0, icl_converged=False))
+    assert verdict.outcome == "inconclusive" and verdict.notes["ungated_outcome"] == "not reproduced"
+    text = experiment.explain(verdict)
+    assert "within ±m: contradicts" in text and "no significant change" in text
+    assert "So the outcome is inconclusive: not converged: ICL pre-training (seeds 0, 1, 2)" in text
+
+
+def test_domain_sets_difference_reads_the_two_draws_of_domains():
+    checks = _synthetic_results(0.3)["validation_check"]
+    gap = experiment.domain_sets_difference(checks)
+    # validation domains 0.35 e^{0.1 i}, i < 8; held-out 0.3 e^{0.1 i}, i < 12: log ratio log(0.35/0.3) - 0.2
+    assert gap["log_ratio"][0] == pytest.approx(math.log(0.35 / 0.3) + 0.35 - 0.55)
+    assert gap["n_validation"] == 8 and gap["n_held_out"] == 12
+
+
+def test_validation_check_runs_the_held_out_procedure_on_the_validation_domains():
+    scale = PRESETS["smoke"].m2icl
+    torch.manual_seed(0)
+    model = CausalRegressionTransformer(scale.d, RegressorConfig(**scale.regressor))
+    small = min(scale.adaptation_sizes)
+    assert (small, scale.fine_tune_epochs, scale.fine_tune_batch) == (
+        scale.maml.support_size,
+        scale.maml.inner_steps,
+        scale.maml.support_size,
+    )
+    rows = [
+        {"seed": 0, "domain": k, "arm": "M2-ICL adapted", "size": small, "per_position": [0.5] * scale.n_points}
+        for k in range(scale.n_test_domains)
+    ]
+    check = experiment.validation_check(scale, model, rows, seed=0)
+    assert check["code_paths_log_gap"] < 1e-5  # the same procedure: the same numbers on the same domains
+    assert len(check["validation_domains"]) == scale.maml.n_val_domains and check["held_out"] == [0.5] * 3
+
+
+def test_training_plan_lists_every_seed_of_both_models():
+    preset = PRESETS["smoke"]
+    plan = experiment.training_plan(preset)
+    labels = [job.label for job in plan]
+    assert len(plan) == 2 * len(preset.m2icl.seeds)
+    assert [job.stage for job in plan] == [0, 0, 1, 1]
+    assert {job.spec.train.seed for job in plan if job.spec is not None} == set(preset.m2icl.seeds)
+    assert labels[2:] == ["M2-ICL meta-training, seed 0", "M2-ICL meta-training, seed 1"]
+    assert len({job.path for job in plan}) == len(plan)
 
 
 def test_bad_inputs_name_the_parameter():
