@@ -59,6 +59,7 @@ from uni_icl.validation import check_choice, check_int
 from uni_icl.verdicts import ClaimVerdict
 
 LEARNERS = ("icl", *META_LEARNERS)
+AUTHORS_VARIANTS = ("icl_authors_prefix", "icl_authors")  # their computation, and its causal one-pass form
 CLAIMS = ("2-single", "2-mixed")
 BAYES_NAME = "Bayes"
 MIXTURE_BAYES_NAME = "Bayes, mixture prior"
@@ -302,7 +303,11 @@ def training_plan(preset: Preset) -> list[Job]:
         for family in TRAIN_FAMILIES
         for learner in LEARNERS
     ]
-    jobs += [classification_job(scale, "icl_authors", family) for family in extras.authors_families]
+    jobs += [
+        classification_job(scale, variant, family)
+        for family in extras.authors_families
+        for variant in extras.authors_variants
+    ]
     return jobs + budget_sweep.training_plan(preset)
 
 
@@ -315,7 +320,7 @@ def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
     rows += cross_table(scale, LEARNERS, (MIXED_FAMILY,), SINGLE_FAMILIES, progress=progress)
     if extras.authors_families:
         rows += cross_table(
-            scale, ("icl_authors",), extras.authors_families, SINGLE_FAMILIES, seeds=(0,), progress=progress
+            scale, extras.authors_variants, extras.authors_families, SINGLE_FAMILIES, seeds=(0,), progress=progress
         )
     bayes_part, evaluations = bayes_rows(
         scale,
@@ -518,16 +523,18 @@ def gap_curves(results: LearnabilityResults) -> pd.DataFrame:
 
 
 def faithfulness_table(results: LearnabilityResults) -> pd.DataFrame:
-    """The authors' ICLer next to the default ICL transformer, trained on the same family, per test family
-    (seed 0 of both: the authors' ICLer is trained with one seed; the intervals cover test episodes only)."""
+    """Each form of the authors' ICLer next to the default ICL transformer, trained on the same family,
+    per test family (seed 0 of both: the authors' ICLer is trained with one seed; the intervals cover
+    test episodes only)."""
     records = []
     for row in results.rows:
-        if row["learner_id"] != "icl_authors":
+        if row["learner_id"] not in AUTHORS_VARIANTS:
             continue
         default = results.row("icl", row["train_family"], row["test_family"])
         diff = seeded_difference(row["per_seed_episode_mean"][:1], default["per_seed_episode_mean"][:1])
         records.append(
             {
+                "form": row["learner"],
                 "train family": row["train_family"],
                 "test family": row["test_family"],
                 "authors' ICLer": row["mean"],
