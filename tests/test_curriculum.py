@@ -264,3 +264,16 @@ def test_summary_gives_a_ratio_or_an_upper_bound():
     assert finite["speedup"] == pytest.approx(math.exp(statistics.mean([math.log(2), math.log(1.5), 0.0])))
     assert finite["speedup_low"] < finite["speedup"] < finite["speedup_high"]
     assert bounded["speedup"] is None and bounded["log_speedups"][0] is None
+
+
+def test_training_plan_lists_every_run_with_its_seeds():
+    preset = PRESETS["quick"]
+    scale = preset.curriculum
+    labels = [job.label for job in experiment.training_plan(preset)]
+    names = experiment.ARM_NAMES
+    expected = [f"{names[arm]}, seed {seed}" for arm in experiment.ARMS for seed in experiment.arm_seeds(scale, arm)]
+    assert labels == expected
+    assert len(labels) == 2 * len(scale.seeds) + len(scale.garg_seeds)
+    assert len(scale.seeds) >= 5  # the rule's interval over seeds needs them (rule_power)
+    with pytest.raises(ValueError, match="garg_seeds"):
+        dataclasses.replace(scale, garg_seeds=(0, 99))

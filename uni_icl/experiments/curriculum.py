@@ -117,8 +117,14 @@ def run_path(scale: CurriculumScale, arm: str, seed: int) -> Path:
     return cache_root() / "models" / f"curriculum-{arm}-{key}.pt"
 
 
+def arm_seeds(scale: CurriculumScale, arm: str) -> tuple[int, ...]:
+    """The seeds ``arm`` is trained with: all of the scale's for the compared arms, ``garg_seeds`` for Garg's."""
+    check_choice("arm", arm, ARMS)
+    return scale.garg_seeds if arm == "garg" else scale.seeds
+
+
 def training_plan(preset: Preset, arms: tuple[str, ...] = ARMS) -> list[Job]:
-    """Every arm and seed (independent runs)."""
+    """Every arm and its seeds (independent runs)."""
     scale = preset.curriculum
     return [
         Job(
@@ -127,7 +133,7 @@ def training_plan(preset: Preset, arms: tuple[str, ...] = ARMS) -> list[Job]:
             functools.partial(_train_quietly, scale, arm, seed),
         )
         for arm in arms
-        for seed in scale.seeds
+        for seed in arm_seeds(scale, arm)
     ]
 
 
@@ -266,7 +272,7 @@ def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) 
     started = time.perf_counter()
     train_all(training_plan(preset, arms), progress=progress, description="chapter 5 runs")
     rows, curves, shots = [], [], []
-    jobs = [(arm, seed) for arm in arms for seed in scale.seeds]
+    jobs = [(arm, seed) for arm in arms for seed in arm_seeds(scale, arm)]
     for arm, seed in tqdm(jobs, desc="curriculum runs", disable=not progress):
         result = train_run(scale, arm, seed, progress=progress)
         history = result.history
@@ -480,28 +486,31 @@ def decide_4a(
     return ungated_4a(per_seed)
 
 
-def _median_steps(rows: list[dict], arm: str, never: float) -> float:
+def _median_steps(rows: list[dict], arm: str, never: float, seeds: Sequence[int]) -> float:
     return statistics.median(
-        never if r["steps_to_threshold"] is None else r["steps_to_threshold"] for r in rows if r["arm"] == arm
+        never if r["steps_to_threshold"] is None else r["steps_to_threshold"]
+        for r in rows
+        if r["arm"] == arm and r["seed"] in seeds
     )
 
 
 def summary(results: dict, arm: str = "paper") -> dict:
-    """Steps to threshold per seed for the baseline and ``arm``; medians and their ratio (arm / baseline, as
-    before); and the speed-up of RULE_4A: per-seed log(baseline / arm), their mean with its Student-t 95%
-    interval (``log_speedup``, ``log_speedup_ci``: None when a run never reached the threshold) and the
-    geometric-mean speed-up ratio with its interval (``speedup``, ``speedup_low``, ``speedup_high``; > 1:
-    ``arm`` is faster)."""
+    """Steps to threshold per seed (the seeds ``arm`` was trained with) for the baseline and ``arm``; medians
+    over those seeds and their ratio (arm / baseline, as before); and the speed-up of RULE_4A: per-seed
+    log(baseline / arm), their mean with its Student-t 95% interval (``log_speedup``, ``log_speedup_ci``:
+    None when a run never reached the threshold) and the geometric-mean speed-up ratio with its interval
+    (``speedup``, ``speedup_low``, ``speedup_high``; > 1: ``arm`` is faster)."""
     check_choice("arm", arm, ARMS[1:])
     scale, rows = results["scale"], results["rows"]
     never = float("inf")
+    seeds = [seed for seed in arm_seeds(scale, arm) if any(r["arm"] == arm and r["seed"] == seed for r in rows)]
     per_seed = {
         seed: {
             a: next(r["steps_to_threshold"] for r in rows if r["arm"] == a and r["seed"] == seed) for a in ("none", arm)
         }
-        for seed in scale.seeds
+        for seed in seeds
     }
-    base, curriculum = _median_steps(rows, "none", never), _median_steps(rows, arm, never)
+    base, curriculum = _median_steps(rows, "none", never, seeds), _median_steps(rows, arm, never, seeds)
     ratio = curriculum / base if base not in (0, never) and curriculum != never else float("nan")
     # When the baseline's median run never reached the threshold, it needs more than the budget:
     # the ratio is then below curriculum / max_steps (an upper bound).
