@@ -333,7 +333,7 @@ def test_verdict_rests_on_both_models_and_explains_from_its_numbers():
     assert verdict.numbers["shrink"][0] > 0  # the synthetic gain shrinks with K
     text = experiment.explain(verdict)
     assert "above +m: supports" in text and "M2-ICL adapted has the lower error on 12 of 12 domains" in text
-    assert "the gain shrinks, as the paper says" in text and "a working in-context regressor" in text
+    assert "it falls significantly" in text and "a working in-context regressor" in text
     assert "the two code paths agree" in text and "6 of the 6 compared training runs passed" in text
     json.dumps(dataclasses.asdict(verdict))
 
