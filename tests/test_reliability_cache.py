@@ -229,6 +229,7 @@ def fake_experiments(monkeypatch, claims):
             run=lambda preset, progress: preset.name,
             verdicts=lambda preset_name: [make_verdict(claim, preset_name)],
             explain=lambda verdict: None,
+            training_plan=lambda preset: [],
         )
 
     monkeypatch.setattr(scorecard, "EXPERIMENTS", {claim: chapter_of(claim) for claim in claims})

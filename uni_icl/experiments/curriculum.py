@@ -630,8 +630,11 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
     return [result]
 
 
-def explain(verdict: ClaimVerdict) -> str:
-    """Why the outcome came out as it did, every sentence computed from the verdict's numbers and notes."""
+def explain(verdict: ClaimVerdict) -> str | None:
+    """Why the outcome came out as it did, every sentence computed from the verdict's numbers and notes.
+    None for a verdict stored under an earlier rule, whose numbers have another form."""
+    if "margin" not in verdict.numbers:
+        return None
     numbers, notes = verdict.numbers, verdict.notes
     per_seed = numbers["per_seed"]
 

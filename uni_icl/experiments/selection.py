@@ -478,8 +478,11 @@ REASONS = {
 }
 
 
-def explain(verdict: ClaimVerdict) -> str:
-    """Why the outcome came out as it did, computed from the verdict's numbers."""
+def explain(verdict: ClaimVerdict) -> str | None:
+    """Why the outcome came out as it did, computed from the verdict's numbers.
+    None for a verdict stored under an earlier rule, whose numbers have another form."""
+    if "margin" not in verdict.numbers:
+        return None
     numbers = verdict.numbers
     margin = numbers["margin"]
     difference = Difference(*numbers["icl_minus_selector"])

@@ -693,9 +693,12 @@ def _name(name: str, row: dict) -> str:
     return f"{row['meta_learner']} (the matching meta-learner)" if name == META else name
 
 
-def explain(verdict: ClaimVerdict) -> str:
+def explain(verdict: ClaimVerdict) -> str | None:
     """Why the outcome came out as it did, computed from the verdict's numbers (every sentence is
-    shown only when the numbers it describes are there)."""
+    shown only when the numbers it describes are there).
+    None for a verdict stored under an earlier rule, whose numbers have another form."""
+    if "margin" not in verdict.numbers:
+        return None
     numbers = verdict.numbers
     margin, top = numbers["margin"], numbers["largest_noise_std"]
     parts = []
