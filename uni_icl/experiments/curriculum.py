@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import Convergence, convergence
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import Difference, EvalResult, evaluate
+from uni_icl.experiments.evidence import LOG_MARGIN
 from uni_icl.learners import LearnerSpec
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import CurriculumScale, Preset
@@ -329,9 +330,7 @@ def _shot_row(learner: str, checkpoint: str, seed: int, evaluation: EvalResult, 
 # ended at about 1.8x least squares' error. Now the speed-up has an interval over seeds, one margin is
 # used on both sides, and the runs must have learned the task and converged.
 
-# One margin for ratios, used symmetrically on the log scale: a ratio within 10% of 1 (|log| < log 1.1)
-# is no practical difference. The M2-ICL chapter's rule uses the same value for its error ratios.
-LOG_MARGIN = math.log(1.1)
+# The book's one margin for ratios (evidence.LOG_MARGIN), used symmetrically on the log scale.
 # The no-curriculum runs must end (best-validated full-task error / d, mean over seeds) within this
 # factor of least squares' error / d (averaged over all N positions; at positions i >= d least squares is
 # exact on these noise-free prompts, so a ratio there is undefined): otherwise the models have not

@@ -27,6 +27,9 @@ from uni_icl.verdicts import ClaimVerdict
 # 95% interval lies above +MARGIN is a gain, below -MARGIN a loss, within (-MARGIN, +MARGIN) no
 # practical difference. Fixed before any result was seen.
 MARGIN = 0.01
+# The same for ratios (steps to a threshold, regression errors), on the log scale: a ratio within
+# 10% of 1 (|log ratio| < log 1.1) is no practical difference.
+LOG_MARGIN = math.log(1.1)
 # Written with the seeds, before their results were seen: every difference is over the scale's
 # training seeds and the shared test episodes (uni_icl.uncertainty.seeded_difference), and every
 # seed of every model a rule compares must pass the convergence test with this tolerance (the

@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import convergence
 from uni_icl.device import default_device
 from uni_icl.evaluation import Difference
+from uni_icl.experiments.evidence import LOG_MARGIN
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.maml import (
     LOG_FLOOR,
@@ -504,9 +505,7 @@ def _record(size: int, arm: str, interval: Difference, seed_values: list[float])
 # intervals were over domains only (one seed). Now both outcomes need an interval, one margin is used on
 # both sides, and the compared models must be working in-context regressors that finished training.
 
-# One margin for ratios, used symmetrically on the log scale: error ratios within 10% of 1 are no practical
-# difference (the curriculum chapter's rule uses the same value for its speed-up ratio).
-LOG_MARGIN = math.log(1.1)
+# The book's one margin for ratios (evidence.LOG_MARGIN), used symmetrically on the log scale.
 # ICL without adaptation must regress in context: its geometric-mean relative error over the held-out
 # domains (mean over seeds) at most this (predicting 0 scores 1, least squares about 0.2).
 WORKING_ERROR = 0.5
