@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import Convergence, convergence
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import Difference, EvalResult, evaluate
-from uni_icl.experiments.evidence import LOG_MARGIN
+from uni_icl.experiments.evidence import LOG_MARGIN, side
 from uni_icl.learners import LearnerSpec
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import CurriculumScale, Preset
@@ -381,17 +381,6 @@ def speedup_interval(values: Sequence[float]) -> Difference:
         return Difference(float(array[0]), math.inf)
     half = stats.t.ppf(0.975, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size)
     return Difference(float(array.mean()), float(half))
-
-
-def side(interval: Difference, margin: float = LOG_MARGIN) -> str:
-    """Where an interval lies against the margin: 'above +m', 'below -m', 'within ±m' or 'crosses ±m'."""
-    if interval.lower > margin:
-        return "above +m"
-    if interval.upper < -margin:
-        return "below -m"
-    if interval.lower > -margin and interval.upper < margin:
-        return "within ±m"
-    return "crosses ±m"
 
 
 def decide_speedup(interval: Difference, margin: float = LOG_MARGIN) -> str:

@@ -96,6 +96,32 @@ def row_difference(a: dict, b: dict) -> Difference:
     return seeded_difference(a["per_seed_episode_mean"], b["per_seed_episode_mean"])
 
 
+def side(interval: Difference, margin: float = MARGIN) -> str:
+    """Where an interval lies against a symmetric margin: 'above +m', 'below -m', 'within ±m' or 'crosses ±m'."""
+    if interval.lower > margin:
+        return "above +m"
+    if interval.upper < -margin:
+        return "below -m"
+    if interval.lower > -margin and interval.upper < margin:
+        return "within ±m"
+    return "crosses ±m"
+
+
+def run_columns(run: dict) -> dict:
+    """The columns a chapter's training table shows for one run of :func:`training_record`."""
+    return {
+        "seed": run["seed"],
+        "steps run": run["steps"],
+        "max steps": run["max_steps"],
+        "best step": run["best_step"],
+        "best validation accuracy": run["best_val"],
+        "stopped early": run["stopped_early"],
+        "converged": run["converged"],
+        "gain bound": run["gain_upper"],
+        "training seconds": run["seconds"],
+    }
+
+
 def unconverged(records: list[dict]) -> list[str]:
     """'learner on family (seeds ...)' for every model with a seed that failed the convergence test."""
     return [

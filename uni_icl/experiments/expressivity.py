@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import convergence
 from uni_icl.evaluation import Z_95, Difference, test_episodes
 from uni_icl.experiments.common import MATCHED_FAMILY, classification_run, classification_task
-from uni_icl.experiments.evidence import MARGIN
+from uni_icl.experiments.evidence import MARGIN, unconverged
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.constructions import (
     construct,
@@ -662,17 +662,6 @@ def rests_on(results: ImitationResults) -> list[dict]:
 
 def _slim(runs: list[dict]) -> list[dict]:
     return [{"seed": run["seed"], "steps": run["steps"], "converged": run["converged"]} for run in runs]
-
-
-def unconverged(records: list[dict]) -> list[str]:
-    """'model on family (seeds ...)' for every compared model with a seed that failed its convergence test."""
-    return [
-        f"{display_name(r['learner'])} on {r['train_family']} (seeds "
-        + ", ".join(str(run["seed"]) for run in r["runs"] if not run["converged"])
-        + ")"
-        for r in records
-        if not all(run["converged"] for run in r["runs"])
-    ]
 
 
 def evidence(results: ImitationResults) -> tuple[dict[str, dict[str, Difference]], dict]:

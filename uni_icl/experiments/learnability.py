@@ -45,6 +45,7 @@ from uni_icl.experiments.evidence import (
     RULE_CONVERGED,
     gated,
     row_difference,
+    run_columns,
     seeded_row,
     training_note,
     training_record,
@@ -371,15 +372,7 @@ def tables(results: LearnabilityResults) -> dict[str, pd.DataFrame]:
                 {
                     "learner": row["learner"],
                     "train family": row["train_family"],
-                    "seed": run["seed"],
-                    "steps run": run["steps"],
-                    "max steps": run["max_steps"],
-                    "best step": run["best_step"],
-                    "best validation accuracy": run["best_val"],
-                    "stopped early": run["stopped_early"],
-                    "converged": run["converged"],
-                    "gain bound": run["gain_upper"],
-                    "training seconds": run["seconds"],
+                    **run_columns(run),
                 }
             )
             validation += [

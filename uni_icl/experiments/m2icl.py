@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import convergence
 from uni_icl.device import default_device
 from uni_icl.evaluation import Difference
-from uni_icl.experiments.evidence import LOG_MARGIN
+from uni_icl.experiments.evidence import LOG_MARGIN, side
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.maml import (
     LOG_FLOOR,
@@ -527,17 +527,6 @@ RULE_4B = (
     "convergence test (the upper 95% bound of its validation-score gain over the last quarter of training not "
     "below the preset's tolerance: relative error for ICL, mean log relative error after adaptation for M2-ICL)."
 )
-
-
-def side(interval: Difference, margin: float = LOG_MARGIN) -> str:
-    """Where an interval lies against the margin: 'above +m', 'below -m', 'within ±m' or 'crosses ±m'."""
-    if interval.lower > margin:
-        return "above +m"
-    if interval.upper < -margin:
-        return "below -m"
-    if interval.lower > -margin and interval.upper < margin:
-        return "within ±m"
-    return "crosses ±m"
 
 
 def reading(interval: Difference, margin: float = LOG_MARGIN) -> str:

@@ -44,7 +44,9 @@ from uni_icl.experiments.evidence import (
     MARGIN,
     gated,
     row_difference,
+    run_columns,
     seeded_row,
+    side,
     training_note,
     training_record,
     unconverged,
@@ -93,17 +95,6 @@ def decide_3a(difference: Difference, margin: float = MARGIN) -> str:
     if difference.lower > -margin and difference.upper < margin:
         return "not reproduced"  # no practical difference
     return "inconclusive"
-
-
-def side(difference: Difference, margin: float = MARGIN) -> str:
-    """Where an interval lies against the margin: 'above +m', 'below -m', 'within ±m' or 'crosses ±m'."""
-    if difference.lower > margin:
-        return "above +m"
-    if difference.upper < -margin:
-        return "below -m"
-    if difference.lower > -margin and difference.upper < margin:
-        return "within ±m"
-    return "crosses ±m"
 
 
 @dataclass
@@ -354,15 +345,7 @@ def training_table(results: SelectionResults) -> pd.DataFrame:
             records.append(
                 {
                     "model": f"{name} on {entry['train_family']}",
-                    "seed": run["seed"],
-                    "steps run": run["steps"],
-                    "max steps": run["max_steps"],
-                    "best step": run["best_step"],
-                    "best validation accuracy": run["best_val"],
-                    "stopped early": run["stopped_early"],
-                    "converged": run["converged"],
-                    "gain bound": run["gain_upper"],
-                    "training seconds": run["seconds"],
+                    **run_columns(run),
                 }
             )
     return pd.DataFrame(records)

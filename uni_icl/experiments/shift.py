@@ -59,6 +59,7 @@ from uni_icl.experiments.evidence import (
     MARGIN,
     gated,
     row_difference,
+    run_columns,
     seeded_row,
     training_note,
     training_record,
@@ -371,15 +372,7 @@ def training_table(results: ShiftResults) -> pd.DataFrame:
             records.append(
                 {
                     "model": f"{display_name(entry['learner'])} on {entry['train_family']}",
-                    "seed": run["seed"],
-                    "steps run": run["steps"],
-                    "max steps": run["max_steps"],
-                    "best step": run["best_step"],
-                    "best validation accuracy": run["best_val"],
-                    "stopped early": run["stopped_early"],
-                    "converged": run["converged"],
-                    "gain bound": run["gain_upper"],
-                    "training seconds": run["seconds"],
+                    **run_columns(run),
                 }
             )
     return pd.DataFrame(records)
