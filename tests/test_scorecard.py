@@ -1,9 +1,11 @@
 """The scorecard: one command runs every claim; two cold runs agree exactly; a warm run trains nothing."""
 
 import json
+import math
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import matplotlib
@@ -15,8 +17,9 @@ import pytest  # noqa: E402
 
 from uni_icl import scorecard  # noqa: E402
 from uni_icl.book import scorecard_page  # noqa: E402
+from uni_icl.evaluation import Difference  # noqa: E402
 from uni_icl.presets import PRESETS  # noqa: E402
-from uni_icl.verdicts import CLAIMS, ClaimVerdict  # noqa: E402
+from uni_icl.verdicts import CLAIMS, ClaimVerdict, Comparison, check_scorecard_dict, decisive  # noqa: E402
 
 
 def reproduce_cli(cache, output, *extra):
@@ -148,3 +151,85 @@ def test_the_page_shows_what_each_verdict_rests_on():
     assert frame.loc["2-mixed", "not converged"] == "ICL on mixture, seed 1"
     assert frame.loc["4a", "models compared"] == "not recorded"
     assert "rests on: 2 models, 2 of 3 runs converged" in scorecard.format_table(card)
+
+
+M = 0.01  # an accuracy margin for the synthetic comparisons
+
+
+def picked(comparisons, outcome):
+    """The label :func:`decisive` picks among (label, (mean, ci), direction) with the margin M."""
+    return decisive([(label, interval, M, direction) for label, interval, direction in comparisons], outcome)["label"]
+
+
+def test_decisive_of_a_reproduced_rule_is_the_comparison_closest_to_failing():
+    # above +m: C has the smallest mean, but B's lower bound (0.015) is the closest to +m
+    above = [("A", (0.05, 0.02), "above +m"), ("B", (0.03, 0.015), "above +m"), ("C", (0.025, 0.002), "above +m")]
+    assert picked(above, "reproduced") == "B"
+    below = [("A", (-0.05, 0.02), "below -m"), ("B", (-0.03, 0.015), "below -m"), ("C", (-0.025, 0.002), "below -m")]
+    assert picked(below, "reproduced") == "B"
+    # within ±m: the interval whose bound comes nearest either edge
+    within = [("A", (0.0, 0.002), "within ±m"), ("B", (-0.004, 0.005), "within ±m")]
+    assert picked(within, "reproduced") == "B"
+
+
+def test_decisive_of_a_not_reproduced_rule_is_the_comparison_furthest_beyond_its_margin():
+    # above +m: B has the lowest mean, but A's whole interval lies further below (upper bound -0.02)
+    above = [("A", (-0.03, 0.01), "above +m"), ("B", (-0.05, 0.04), "above +m"), ("pass", (0.05, 0.01), "above +m")]
+    assert picked(above, "not reproduced") == "A"
+    below = [("A", (0.03, 0.01), "below -m"), ("B", (0.05, 0.04), "below -m"), ("pass", (-0.05, 0.01), "below -m")]
+    assert picked(below, "not reproduced") == "A"
+    # no practical difference fails a claim of a gain: its interval lies within ±m, below +m
+    assert picked([("tie", (0.0, 0.005), "above +m"), ("gain", (0.05, 0.01), "above +m")], "not reproduced") == "tie"
+
+
+def test_decisive_of_an_inconclusive_rule_is_the_widest_straddle_else_the_closest_to_failing():
+    # X crosses +m by 0.001 on its short side, Y by 0.005; the tie crosses nothing (and is the furthest from +m)
+    above = [("X", (0.011, 0.002), "above +m"), ("Y", (0.02, 0.015), "above +m"), ("tie", (0.0, 0.005), "above +m")]
+    assert picked(above, "inconclusive") == "Y"
+    below = [("X", (-0.011, 0.002), "below -m"), ("Y", (-0.02, 0.015), "below -m"), ("tie", (0.0, 0.005), "below -m")]
+    assert picked(below, "inconclusive") == "Y"
+    # nothing crosses ±m (a tie within the margin, a clear gain): the closest to failing
+    assert picked([("tie", (0.0, 0.005), "above +m"), ("gain", (0.05, 0.01), "above +m")], "inconclusive") == "tie"
+
+
+def test_decisive_states_the_chosen_effect_on_its_own_scale_and_ranks_in_units_of_margins():
+    log_margin = math.log(1.1)
+    comparisons = [
+        Comparison("accuracy gain", Difference(0.03, 0.01), M, "above +m"),  # lower bound 1 margin above +m
+        Comparison("log ratio", (0.2, 0.05), log_margin, "above +m"),  # lower bound 0.57 margins above +m
+    ]
+    chosen = decisive(comparisons, "reproduced")
+    assert chosen == {"label": "log ratio", "effect": 0.2, "ci": 0.05, "margin": pytest.approx(log_margin)}
+    assert decisive(comparisons[:1], "reproduced") == {
+        "label": "accuracy gain",
+        "effect": 0.03,
+        "ci": 0.01,
+        "margin": M,
+    }
+    json.dumps(chosen)
+
+
+@pytest.mark.parametrize(
+    ("comparisons", "outcome", "match"),
+    [
+        ([], "reproduced", "comparisons"),
+        ([("a", (0.1, 0.01), M, "above +m")], "maybe", "outcome"),
+        ([("a", (0.1, 0.01), M, "upwards")], "reproduced", "direction"),
+        ([("a", (0.1, 0.01), 0.0, "above +m")], "reproduced", "margin"),
+        ([("a" * 61, (0.1, 0.01), M, "above +m")], "reproduced", "label"),
+        ([("a", (0.1, math.inf), M, "above +m")], "reproduced", "ci"),
+    ],
+)
+def test_decisive_refuses_what_it_cannot_state(comparisons, outcome, match):
+    with pytest.raises(ValueError, match=match):
+        decisive(comparisons, outcome)
+
+
+def test_a_stored_verdict_with_a_malformed_decisive_effect_is_not_a_verdict():
+    effect = {"label": "ICL - selector", "effect": 0.03, "ci": 0.01, "margin": 0.01}
+    good = ClaimVerdict("3a", "smoke", "q", {"decisive": effect}, "rule", "reproduced", "book/03_x")
+    check_scorecard_dict(scorecard.Scorecard("smoke", [good], 1.0).to_dict())
+    for broken in ({**effect, "ci": -0.01}, {**effect, "margin": 0}, {"label": "x", "effect": 0.1}):
+        card = scorecard.Scorecard("smoke", [ClaimVerdict(**{**asdict(good), "numbers": {"decisive": broken}})], 1.0)
+        with pytest.raises(ValueError, match="decisive"):
+            check_scorecard_dict(card.to_dict())

@@ -7,9 +7,11 @@ is not one (a renamed key, an unknown outcome, a non-finite time) is treated as 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
-from uni_icl.validation import check_choice, check_int, check_keys, check_number
+from uni_icl.validation import check_choice, check_int, check_keys, check_number, check_positive
 
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive")
 CLAIMS = {
@@ -21,6 +23,11 @@ CLAIMS = {
     "4a": "Meta-level curriculum speeds up pre-training convergence",
     "4b": "Meta-level meta-learning (M2-ICL) beats ICL when adapting with few tasks",
 }
+# Where a claim needs a comparison's 95% interval to lie, against its margin m > 0: above +m (a gain),
+# above -m (no loss), below -m (a loss), below +m (no gain), or within (-m, +m) (no practical difference).
+DIRECTIONS = ("above +m", "above -m", "below -m", "below +m", "within ±m")
+DECISIVE_KEYS = ("label", "effect", "ci", "margin")
+LABEL_LENGTH = 60  # characters at most in a decisive effect's label (it is shown beside the scorecard figure)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,112 @@ class ClaimVerdict:
         check_choice("outcome", self.outcome, OUTCOMES)
 
 
+class Comparison(NamedTuple):
+    """One comparison a rule reads: an effect with its 95% interval against a margin.
+
+    ``interval``: the effect and its 95% half-width, as a :class:`uni_icl.evaluation.Difference`
+    (anything with ``mean`` and ``ci``) or a (mean, ci) pair as verdicts store them; ``margin``:
+    the rule's margin m > 0 on the effect's scale (an accuracy difference, a log ratio);
+    ``direction``: where the claim needs the interval to lie, one of :data:`DIRECTIONS`.
+    """
+
+    label: str
+    interval: object
+    margin: float
+    direction: str
+
+
+def _mean_ci(interval) -> tuple[float, float]:
+    if hasattr(interval, "mean") and hasattr(interval, "ci"):
+        return float(interval.mean), float(interval.ci)
+    mean, ci = interval
+    return float(mean), float(ci)
+
+
+def _one_sided(lower: float, upper: float, direction: str, margin: float) -> tuple[float, float]:
+    """(slack, beyond) of an 'above'/'below' direction, in units of the margin (see :func:`decisive`)."""
+    threshold = margin if direction.endswith("+m") else -margin
+    if direction.startswith("above"):
+        return (lower - threshold) / margin, (threshold - upper) / margin
+    return (threshold - upper) / margin, (lower - threshold) / margin
+
+
+def slack_and_beyond(comparison: Comparison) -> tuple[float, float]:
+    """How a comparison's interval lies against where its claim needs it, in units of its margin.
+
+    Returns (slack, beyond): ``slack`` is how far the interval's nearer bound lies inside the
+    needed region (> 0: the comparison passes; the smaller, the closer to failing); ``beyond`` is
+    how far the whole interval lies outside it (> 0: even its farther bound is outside). For
+    'within ±m' both bounds count: slack min(lower + m, m - upper) / m, beyond
+    max(lower - m, -m - upper) / m.
+    """
+    mean, ci = _mean_ci(comparison.interval)
+    lower, upper, margin = mean - ci, mean + ci, comparison.margin
+    if comparison.direction == "within ±m":
+        above, below = _one_sided(lower, upper, "above -m", margin), _one_sided(lower, upper, "below +m", margin)
+        return min(above[0], below[0]), max(above[1], below[1])
+    return _one_sided(lower, upper, comparison.direction, margin)
+
+
+def straddle(comparison: Comparison) -> float:
+    """How far a comparison's interval reaches across -m or +m on both sides, in units of its margin:
+    max over b in (-m, +m) of min(b - lower, upper - b) / m (> 0: the interval crosses that b)."""
+    mean, ci = _mean_ci(comparison.interval)
+    margin = comparison.margin
+    return max(min(bound - (mean - ci), mean + ci - bound) for bound in (-margin, margin)) / margin
+
+
+def decisive(comparisons: Iterable[Comparison | tuple], outcome: str) -> dict:
+    """The comparison that decided ``outcome``, as a verdict's ``numbers["decisive"]``.
+
+    ``comparisons``: every comparison the rule reads (or, for a rule that counts several groups,
+    those of the groups that decided it), each a :class:`Comparison` or a (label, interval, margin,
+    direction) tuple; ``outcome``: the rule's outcome before any gate that reads no comparison
+    (such as a convergence test). Distances are in units of each comparison's margin
+    (:func:`slack_and_beyond`, :func:`straddle`), so comparisons on different scales can be ranked:
+
+    - 'not reproduced': the comparison whose interval lies furthest outside where the claim needs it
+      (largest ``beyond``);
+    - 'reproduced': the comparison closest to failing (smallest ``slack``);
+    - 'inconclusive': the comparison whose interval crosses -m or +m the widest (largest
+      :func:`straddle`), or, if none crosses, the one closest to failing.
+
+    Returns ``{"label": str, "effect": float, "ci": float, "margin": float}``: the effect, its 95%
+    half-width and the margin m > 0, all on the comparison's scale. Raises a ValueError for no
+    comparisons, an unknown outcome or direction, a margin that is not > 0, a label longer than
+    :data:`LABEL_LENGTH`, or a non-finite effect or half-width.
+    """
+    check_choice("outcome", outcome, OUTCOMES)
+    found = [Comparison(*comparison) for comparison in comparisons]
+    if not found:
+        raise ValueError("comparisons: expected at least one comparison")
+    for comparison in found:
+        check_choice("comparison.direction", comparison.direction, DIRECTIONS)
+        check_positive("comparison.margin", comparison.margin)
+    if outcome == "not reproduced":
+        chosen = max(found, key=lambda comparison: slack_and_beyond(comparison)[1])
+    elif outcome == "inconclusive" and max(map(straddle, found)) > 0:
+        chosen = max(found, key=straddle)
+    else:
+        chosen = min(found, key=lambda comparison: slack_and_beyond(comparison)[0])
+    if not isinstance(chosen.label, str) or len(chosen.label) > LABEL_LENGTH:
+        raise ValueError(f"comparison.label: expected at most {LABEL_LENGTH} characters, got {chosen.label!r}")
+    effect, ci = _mean_ci(chosen.interval)
+    entry = {"label": chosen.label, "effect": effect, "ci": ci, "margin": float(chosen.margin)}
+    check_decisive(entry)
+    return entry
+
+
+def check_decisive(data) -> None:
+    """Raise a ValueError unless ``data`` is a verdict's decisive effect (see :func:`decisive`)."""
+    check_keys("verdict.numbers.decisive", data, DECISIVE_KEYS)
+    if not isinstance(data["label"], str) or not data["label"]:
+        raise ValueError(f"verdict.numbers.decisive.label: expected a non-empty string, got {data['label']!r}")
+    check_number("verdict.numbers.decisive.effect", data["effect"])
+    check_number("verdict.numbers.decisive.ci", data["ci"], minimum=0)
+    check_positive("verdict.numbers.decisive.margin", data["margin"])
+
+
 def check_verdict(data) -> None:
     """Raise a ValueError unless ``data`` is a stored :class:`ClaimVerdict` (as ``asdict`` writes it)."""
     check_keys("verdict", data, [f.name for f in fields(ClaimVerdict)])
@@ -56,6 +169,8 @@ def check_verdict(data) -> None:
     for name in ("numbers", "notes"):
         if not isinstance(data[name], dict):
             raise ValueError(f"verdict.{name}: expected a dict, got {type(data[name]).__name__}")
+    if "decisive" in data["numbers"]:
+        check_decisive(data["numbers"]["decisive"])
     check_number("verdict.wall_seconds", data["wall_seconds"], minimum=0)
     check_rests_on(data["rests_on"])
 
