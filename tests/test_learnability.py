@@ -201,6 +201,27 @@ def test_run_and_verdicts_at_smoke(isolated_cache):
         assert verdict.outcome in ("reproduced", "not reproduced", "inconclusive")
         assert set(lrn.SINGLE_FAMILIES) <= set(verdict.numbers)
     assert not (isolated_cache / "verdicts").exists()  # verdicts are pure: only reproduce stores the scorecard
+    _check_premise_for_both_shapes(results, found[0])
+
+
+def _check_premise_for_both_shapes(results, single_verdict):
+    """The 2-single premise is reported for the book's and the authors' 2-2-2 meta-learners, each
+    read as the rule reads it, and the authors' numbers reach the verdict (not its decision)."""
+    authors = results.authors_shapes
+    assert {(r["learner_id"], r["train_family"]) for r in authors} == {
+        (m, f) for m in common.META_LEARNERS for f in lrn.SINGLE_FAMILIES
+    }
+    model = common.trained(lrn.authors_shape_scale(PRESETS["smoke"].classification), "matchnet", "pairwise")
+    assert model.spec.learner.params == lrn.AUTHORS_META_SHAPE
+    premise = results.tables["premise"]
+    assert len(premise) == 2 * len(lrn.SINGLE_FAMILIES)
+    for record in premise.to_dict("records"):
+        lower = record["matching - best other"] - record["difference ci"]
+        assert record["premise holds"] == (lower > -lrn.MARGIN)
+    authors_rows = premise[premise["shape"] == "authors' 2-2-2"].set_index("family")
+    for family in lrn.SINGLE_FAMILIES:
+        stored = single_verdict.numbers[family]["authors_shape_matching_minus_best_other"]
+        assert stored == [authors_rows.loc[family, "matching - best other"], authors_rows.loc[family, "difference ci"]]
 
 
 def test_cross_table_rejects_bad_names_before_training(isolated_cache):
