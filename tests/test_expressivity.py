@@ -188,6 +188,34 @@ def test_verdict_reads_seeded_differences(imitated, other, outcome):
     check_verdict(asdict(verdict))
 
 
+def assert_decisive_is_a_difference_the_rule_reads(verdict):
+    """numbers["decisive"] states one of the differences RULE reads (imitation minus another meta-learner),
+    on the accuracy scale with the rule's margin."""
+    decisive = verdict.numbers["decisive"]
+    assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == expressivity.MARGIN
+    differences = {
+        f"ICL imitation − {key.removeprefix('imitation_minus_')}, agreement with {teacher}": pair
+        for teacher, numbers in verdict.numbers.items()
+        if teacher not in ("margin", "decisive")
+        for key, pair in numbers.items()
+        if key.startswith("imitation_minus_")
+    }
+    assert differences[decisive["label"]] == [decisive["effect"], decisive["ci"]]
+    return differences
+
+
+def test_decisive_effect_is_the_difference_that_decided_the_outcome():
+    passed = verdicts(fake_results(0.95, 0.85))[0]
+    differences = assert_decisive_is_a_difference_the_rule_reads(passed)
+    lowest = min(differences.values(), key=lambda pair: pair[0] - pair[1])  # lowest lower bound
+    assert [passed.numbers["decisive"]["effect"], passed.numbers["decisive"]["ci"]] == lowest  # closest to failing
+    failed = verdicts(fake_results(0.8, 0.9))[0]
+    differences = assert_decisive_is_a_difference_the_rule_reads(failed)
+    furthest = min(differences.values(), key=lambda pair: pair[0] + pair[1])  # lowest upper bound
+    assert [failed.numbers["decisive"]["effect"], failed.numbers["decisive"]["ci"]] == furthest
+    assert "decisive" not in expressivity.explain(failed)
+
+
 def test_verdict_rests_on_every_teacher_and_student_with_its_seeds():
     verdict = verdicts(fake_results(0.95, 0.85))[0]
     assert len(verdict.rests_on) == 6
@@ -264,6 +292,7 @@ def test_smoke_run_end_to_end():
     assert isinstance(results.students["cnp"][0].history, TrainHistory)
     verdict = verdicts(results)[0]
     check_verdict(asdict(verdict))
+    assert_decisive_is_a_difference_the_rule_reads(verdict)
     assert all(len(record["runs"]) == len(seeds) for record in verdict.rests_on)
     assert len(results.distill_summary()) == 3 * len(seeds)
 

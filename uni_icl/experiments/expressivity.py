@@ -58,7 +58,7 @@ from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
 from uni_icl.uncertainty import seeded_difference
 from uni_icl.validation import check_choice
-from uni_icl.verdicts import ClaimVerdict
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
 TEACHERS = MATCHED_FAMILY  # teacher (meta-learner) -> the family it is trained on
 CLAIMS = ("1",)
@@ -691,11 +691,21 @@ def evidence(results: ImitationResults) -> tuple[dict[str, dict[str, Difference]
     return differences, numbers
 
 
+def comparisons(differences: dict[str, dict[str, Difference]], margin: float = MARGIN) -> list[Comparison]:
+    """Every difference RULE reads, as a comparison that needs its interval above +margin."""
+    return [
+        Comparison(f"ICL imitation − {other}, agreement with {teacher_name}", difference, margin, "above +m")
+        for teacher_name, by_other in differences.items()
+        for other, difference in by_other.items()
+    ]
+
+
 def verdicts(results: ImitationResults) -> list[ClaimVerdict]:
     """Apply RULE (fixed before the seeded results were seen) to ``results``."""
     differences, numbers = evidence(results)
     models = rests_on(results)
     ungated = decide(differences)
+    numbers["decisive"] = decisive(comparisons(differences), ungated)
     failed = unconverged(models)
     return [
         ClaimVerdict(
@@ -733,7 +743,7 @@ def explain(verdict: ClaimVerdict) -> str | None:
     margin = verdict.numbers["margin"]
     parts = []
     for teacher_name, numbers in verdict.numbers.items():
-        if teacher_name == "margin":
+        if teacher_name in ("margin", "decisive"):
             continue
         gaps = {
             key.removeprefix("imitation_minus_"): value
