@@ -192,6 +192,14 @@ def shifted(values, by):
     return [v + by for v in values]
 
 
+def assert_decisive_is_icl_minus_selector(verdict):
+    """RULE_3A reads one difference: numbers["decisive"] states it, with the accuracy margin."""
+    decisive = verdict.numbers["decisive"]
+    assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == experiment.MARGIN
+    assert [decisive["effect"], decisive["ci"]] == verdict.numbers["icl_minus_selector"]
+    assert "selector" in decisive["label"] and len(decisive["label"]) <= 60
+
+
 def test_claim_3a_verdict_reads_the_seeded_difference():
     two = [BASE, shifted(BASE, 0.01)]
     better = [shifted(BASE, 0.1), shifted(BASE, 0.11)]
@@ -206,6 +214,7 @@ def test_claim_3a_verdict_reads_the_seeded_difference():
     split = [shifted(BASE, 0.1), shifted(BASE, -0.09)]
     verdict = experiment.verdicts(fake_results(split, two))[0]
     assert verdict.outcome == "inconclusive"
+    assert_decisive_is_icl_minus_selector(verdict)
     assert "disagree on the sign" in experiment.explain(verdict)
 
 
@@ -284,6 +293,7 @@ def test_run_at_smoke_rests_on_every_seed_of_the_compared_models(isolated_cache)
         assert [run["seed"] for run in record["runs"]] == seeds
         assert all(set(run) == {"seed", "steps", "converged"} for run in record["runs"])
     assert verdict.outcome == "inconclusive" or not verdict.notes["unconverged"]
+    assert_decisive_is_icl_minus_selector(verdict)
     assert len(verdict.numbers["icl_minus_selector_per_seed"]) == len(seeds)
     assert {v["layout"] for v in results.variants} == {"paired", "support_query"}
     table = experiment.training_table(results)

@@ -59,7 +59,7 @@ from uni_icl.presets import ClassificationScale, Preset
 from uni_icl.runs import RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.tasks import TaskFamily
 from uni_icl.uncertainty import seeded_difference
-from uni_icl.verdicts import ClaimVerdict
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
 CLAIMS = ("3a",)
 CANDIDATES = tuple(MATCHING_LEARNER[family] for family in SINGLE_FAMILIES)  # matchnet, protonet, cnp
@@ -414,6 +414,9 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
         "icl_minus_oracle": [versus_oracle.mean, versus_oracle.ci],
         "icl_minus_oracle_per_seed": per_seed_difference(icl, oracle),
         "icl_radius_ceiling": [ceiling["mean"], ceiling["ci"]],
+        "decisive": decisive(
+            [Comparison("ICL on mixture − selector, radius episodes", difference, MARGIN, "above +m")], ungated
+        ),
         # not used by the rule: ICL (mixture) - selector on radius for each token layout
         "variants": {
             v["layout"]: {
