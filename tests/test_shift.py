@@ -269,6 +269,50 @@ def test_claim_3b_verdicts():
     }
 
 
+def assert_decisive_is_a_growth_the_rule_reads(verdict) -> str:
+    """numbers["decisive"] states the gap growth of ICL on a family or of an explicit algorithm, with the
+    accuracy margin; returns the family it is from."""
+    decisive = verdict.numbers["decisive"]
+    assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == shift.MARGIN
+    learner, family = decisive["label"].split(": gap-to-Bayes growth, ")
+    entry = verdict.numbers["families"][family]
+    names = {entry["meta_learner"]: shift.META}
+    found = entry["icl_own"] if learner == "ICL" else entry["explicit"][names.get(learner, learner)]
+    assert [decisive["effect"], decisive["ci"]] == found["growth"]
+    return family
+
+
+def test_decisive_growth_comes_from_a_family_that_decided_the_outcome():
+    verdict = shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0]  # every family supports
+    assert verdict.outcome == "reproduced" and assert_decisive_is_a_growth_the_rule_reads(verdict)
+    # ICL's growth lies 9 margins above +m, the insensitive explicit algorithms' 1 margin inside ±m
+    assert not verdict.numbers["decisive"]["label"].startswith("ICL")
+    verdict = shift.verdicts(results_from(verdict_rows(0.0, 0.0)))[0]  # ICL does not degrade
+    assert verdict.outcome == "not reproduced" and verdict.numbers["decisive"]["label"].startswith("ICL: ")
+
+    def compared(family, icl):
+        return shift.family_comparisons(family, _d(*icl), {shift.NCM: _d(0.0), shift.KNN: _d(0.05)}, {})
+
+    # a family stands for its explicit algorithms with the one closest to insensitive (NCM, not 5-NN)
+    assert compared("pairwise", (0.1,))[1].label == "Nearest class mean: gap-to-Bayes growth, pairwise"
+    comparisons = {
+        "pairwise": compared("pairwise", (0.1,)),
+        "prototype": compared("prototype", (0.015,)),
+        "amortized": compared("amortized", (-0.05,)),
+    }
+    decisions = {"pairwise": "supports", "prototype": "supports", "amortized": "contradicts"}
+    # reproduced: the closest to failing among the supporting families only (amortized's ICL fails further)
+    chosen = shift.decisive_growth(comparisons, decisions, "reproduced")
+    assert chosen["label"] == "ICL: gap-to-Bayes growth, prototype" and chosen["effect"] == 0.015
+    decisions = {"pairwise": "supports", "prototype": "contradicts", "amortized": "contradicts"}
+    chosen = shift.decisive_growth(comparisons, decisions, "not reproduced")
+    assert chosen["label"] == "ICL: gap-to-Bayes growth, amortized"  # below even -m
+    comparisons["prototype"] = compared("prototype", (0.012, 0.005))  # crosses +m
+    decisions = {"pairwise": "supports", "prototype": "undetermined", "amortized": "contradicts"}
+    chosen = shift.decisive_growth(comparisons, decisions, "inconclusive")
+    assert chosen["label"] == "ICL: gap-to-Bayes growth, prototype"
+
+
 def test_explanation_states_only_what_the_numbers_show():
     quiet = shift.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0])
     assert "degrades too" not in quiet and "trained networks" not in quiet and "noise-range" not in quiet
@@ -371,6 +415,7 @@ def test_run_at_smoke_compares_every_seed_and_the_explicit_rules(isolated_cache)
         assert all(set(run) == {"seed", "steps", "converged"} for run in record["runs"])
     assert len(verdict.rests_on) == 6
     assert verdict.outcome == "inconclusive" or not verdict.notes["unconverged"]
+    assert_decisive_is_a_growth_the_rule_reads(verdict)
     for family in FAMILIES:
         entry = verdict.numbers["families"][family]
         assert set(entry["explicit"]) == set(shift.EXPLICIT)

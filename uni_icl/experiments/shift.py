@@ -73,7 +73,7 @@ from uni_icl.runs import TrainedLearner, evaluate_or_load, prepare, train_or_loa
 from uni_icl.tasks import TaskFamily, make_generator
 from uni_icl.uncertainty import seeded_difference
 from uni_icl.validation import check_choice, check_int, check_positive
-from uni_icl.verdicts import ClaimVerdict
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, slack_and_beyond
 
 ICL_MIXTURE = "ICL (trained on mixture)"
 ICL_OWN = "ICL (trained on the family)"
@@ -481,6 +481,31 @@ def _entry(results: ShiftResults, family: str, learner: str, margin: float) -> d
     }
 
 
+def family_comparisons(
+    family: str, icl: Difference, explicit: Mapping[str, Difference], names: Mapping[str, str], margin: float = MARGIN
+) -> list[Comparison]:
+    """The two comparisons RULE_3B reads in ``family``: the gap growth of ICL trained on it (needed above
+    +m) and that of the explicit algorithm closest to insensitive (needed within ±m; the rule asks for one).
+    ``names``: display name of each explicit algorithm (the matching meta-learner's own name for META)."""
+    candidates = [
+        Comparison(f"{names.get(name, name)}: gap-to-Bayes growth, {family}", difference, margin, "within ±m")
+        for name, difference in explicit.items()
+    ]
+    best = max(candidates, key=lambda comparison: slack_and_beyond(comparison)[0])
+    return [Comparison(f"ICL: gap-to-Bayes growth, {family}", icl, margin, "above +m"), best]
+
+
+# the family decision behind each outcome of RULE_3B: the families whose comparisons decided it
+DECIDING_FAMILIES = {"reproduced": "supports", "not reproduced": "contradicts", "inconclusive": "undetermined"}
+
+
+def decisive_growth(comparisons: Mapping[str, list[Comparison]], decisions: Mapping[str, str], outcome: str) -> dict:
+    """The decisive comparison of RULE_3B (:func:`uni_icl.verdicts.decisive`) among the families whose
+    decision gave ``outcome`` (every family if none did); ``comparisons``: family -> its two comparisons."""
+    deciding = [family for family, decision in decisions.items() if decision == DECIDING_FAMILIES[outcome]]
+    return decisive([c for family in deciding or list(decisions) for c in comparisons[family]], outcome)
+
+
 def verdicts(results: ShiftResults) -> list[ClaimVerdict]:
     """Claim 3(b) decided by ``RULE_3B``."""
     margin = MARGIN
@@ -490,11 +515,13 @@ def verdicts(results: ShiftResults) -> list[ClaimVerdict]:
         "largest_noise_std": max(results.noise_levels),
         "families": {},
     }
-    decisions = {}
+    decisions, comparisons = {}, {}
     for family in SINGLE_FAMILIES:
         icl = growth(results, family, ICL_OWN)
         explicit = {name: growth(results, family, name) for name in EXPLICIT}
         decisions[family] = decide_family(icl, explicit, margin)
+        names = {META: results.meta_learner_names[family]}
+        comparisons[family] = family_comparisons(family, icl, explicit, names, margin)
         remedy_vs_mixture = remedy_growth_difference(results, family)
         numbers["families"][family] = {
             "meta_learner": results.meta_learner_names[family],
@@ -507,6 +534,7 @@ def verdicts(results: ShiftResults) -> list[ClaimVerdict]:
     numbers["families_supporting"] = sum(d == "supports" for d in decisions.values())
     numbers["families_contradicting"] = sum(d == "contradicts" for d in decisions.values())
     ungated = decide_3b(decisions)
+    numbers["decisive"] = decisive_growth(comparisons, decisions, ungated)
     models = rests_on(results)
     return [
         ClaimVerdict(
