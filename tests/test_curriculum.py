@@ -226,7 +226,9 @@ def test_verdict_rests_on_the_compared_runs_and_explains_from_its_numbers():
     assert [run["seed"] for run in verdict.rests_on[0]["runs"]] == [0, 1, 2, 3, 4]
     value, low, high = verdict.numbers["speedup"]
     assert 1.1 < low < value < high and value == pytest.approx(math.exp(verdict.numbers["log_speedup"][0]))
-    assert verdict.numbers["decisive"]["margin"] == pytest.approx(math.log(1.1))
+    decisive = verdict.numbers["decisive"]
+    assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == pytest.approx(math.log(1.1))
+    assert [decisive["effect"], decisive["ci"]] == verdict.numbers["log_speedup"]  # the one interval RULE_4A reads
     text = experiment.explain(verdict)
     assert f"{value:.2f} [{low:.2f}, {high:.2f}]" in text and "lies above +m" in text
     assert "1.20 times least squares'" in text and "within the rule's 1.5x" in text
@@ -236,6 +238,7 @@ def test_verdict_rests_on_the_compared_runs_and_explains_from_its_numbers():
     weak = _fake_results(scale, [1000, 1200, None, 1100, 1000], [500, 650, 450, 500, 550], error=2 * ls)
     (verdict,) = experiment.verdicts(weak)
     assert verdict.outcome == "inconclusive" and verdict.numbers["speedup"] is None
+    assert "decisive" not in verdict.numbers  # no speed-up to state
     text = experiment.explain(verdict)
     assert "The speed-up is undefined" in text and "more than the rule's 1.5x" in text
     assert "So the outcome is inconclusive: never reached the threshold: no curriculum seed 2" in text

@@ -46,7 +46,7 @@ from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import Callback, check_history, train
 from uni_icl.validation import check_choice, check_keys, check_state_dict
-from uni_icl.verdicts import ClaimVerdict
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
 ARMS = ("none", "paper", "garg")
 ARM_NAMES = {
@@ -581,12 +581,9 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
         "best_error": {arm: _mean_error(rows, arm, "best_error") for arm in trained_arms},
     }
     if paper["log_speedup"] is not None and math.isfinite(paper["log_speedup_ci"]):
-        numbers["decisive"] = {
-            "label": "log speed-up to the threshold (no curriculum / paper's curriculum)",
-            "effect": paper["log_speedup"],
-            "ci": paper["log_speedup_ci"],
-            "margin": LOG_MARGIN,
-        }
+        interval = Difference(paper["log_speedup"], paper["log_speedup_ci"])
+        comparison = Comparison("log(steps without / with the paper's curriculum)", interval, LOG_MARGIN, "above +m")
+        numbers["decisive"] = decisive([comparison], decide_speedup(interval))
     if any(r["arm"] == "garg" for r in rows):
         garg = summary(results, "garg")
         numbers.update(
