@@ -24,7 +24,7 @@ from uni_icl.learners.regressors import CausalRegressionTransformer, LeastSquare
 from uni_icl.presets import PRESETS
 from uni_icl.tasks import Episode, RegressionDomain, domain_task, make_task
 from uni_icl.training import train
-from uni_icl.verdicts import check_rests_on
+from uni_icl.verdicts import check_rests_on, decisive
 
 
 class LinearPredictor(nn.Module):
@@ -323,6 +323,31 @@ def test_paired_log_ratios_over_seeds_and_domains():
     assert row["value"] == pytest.approx(math.exp(ratio.mean)) and len(row["seed_values"]) == 3
 
 
+def assert_decisive_is_a_log_ratio_the_rule_reads(verdict) -> str:
+    """numbers["decisive"] states comparison (a) or (b) of RULE_4B at the smallest K, with the log margin;
+    returns which ('adapted' or 'unadapted')."""
+    decisive, numbers = verdict.numbers["decisive"], verdict.numbers
+    assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == experiment.LOG_MARGIN
+    read = {
+        "adapted": numbers["log_ratio_adapted"][str(numbers["smallest_size"])],
+        "unadapted": numbers["log_ratio_unadapted"],
+    }
+    which = "unadapted" if "unadapted" in decisive["label"] else "adapted"
+    assert [decisive["effect"], decisive["ci"]] == read[which]
+    return which
+
+
+def test_decisive_comparison_is_the_one_that_decided_rule_4b():
+    adapted, unadapted = Difference(0.3, 0.1), Difference(0.02, 0.03)  # (b) within ±m: not reproduced
+    outcome = experiment.decide_4b(adapted, unadapted)
+    chosen = decisive(experiment.comparisons_4b(adapted, unadapted, 64), outcome)
+    assert outcome == "not reproduced" and chosen["label"] == "log(ICL unadapted / M2-ICL adapted error), K = 64"
+    unadapted = Difference(0.4, 0.35)  # (b) crosses +m
+    outcome = experiment.decide_4b(adapted, unadapted)
+    chosen = decisive(experiment.comparisons_4b(adapted, unadapted, 64), outcome)
+    assert outcome == "inconclusive" and chosen["effect"] == 0.4
+
+
 def test_verdict_rests_on_both_models_and_explains_from_its_numbers():
     (verdict,) = experiment.verdicts(_synthetic_results(0.3))
     assert verdict.outcome == "reproduced" and verdict.notes["gates"] == []
@@ -330,6 +355,8 @@ def test_verdict_rests_on_both_models_and_explains_from_its_numbers():
     assert [r["learner"] for r in verdict.rests_on] == ["icl_regressor", "m2icl"]
     assert [run["seed"] for run in verdict.rests_on[1]["runs"]] == [0, 1, 2]
     assert verdict.numbers["decisive"]["effect"] == pytest.approx(0.3, abs=0.01)
+    # of (a) 0.3 and (b) 0.7, (a) is the closer to failing; (b) ICL without adaptation is 1.5x worse
+    assert assert_decisive_is_a_log_ratio_the_rule_reads(verdict) == "adapted"
     assert verdict.numbers["shrink"][0] > 0  # the synthetic gain shrinks with K
     text = experiment.explain(verdict)
     assert "above +m: supports" in text and "M2-ICL adapted has the lower error on 12 of 12 domains" in text
@@ -339,6 +366,7 @@ def test_verdict_rests_on_both_models_and_explains_from_its_numbers():
 
     (verdict,) = experiment.verdicts(_synthetic_results(0.0, icl_converged=False))
     assert verdict.outcome == "inconclusive" and verdict.notes["ungated_outcome"] == "not reproduced"
+    assert assert_decisive_is_a_log_ratio_the_rule_reads(verdict) == "adapted"  # (a) within ±m: the failing one
     text = experiment.explain(verdict)
     assert "within ±m: contradicts" in text and "no significant change" in text
     assert "So the outcome is inconclusive: not converged: ICL pre-training (seeds 0, 1, 2)" in text

@@ -79,7 +79,7 @@ from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
 from uni_icl.tasks import RegressionDomain, TaskFamily, domain_task, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train
 from uni_icl.uncertainty import seeded_difference
-from uni_icl.verdicts import ClaimVerdict
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
 ARMS = ("ICL (no adaptation)", "ICL adapted", "M2-ICL adapted", "M2-ICL (no adaptation)", "least squares")
 CHAPTER = "book/06_m2icl"
@@ -547,6 +547,14 @@ def decide_4b(adapted: Difference, unadapted: Difference, margin: float = LOG_MA
     return "inconclusive"
 
 
+def comparisons_4b(adapted: Difference, unadapted: Difference, size: int) -> list[Comparison]:
+    """The two comparisons of RULE_4B at adaptation size ``size`` (the smallest), each needed above +m."""
+    return [
+        Comparison(f"log(ICL adapted / M2-ICL adapted error), K = {size}", adapted, LOG_MARGIN, "above +m"),
+        Comparison(f"log(ICL unadapted / M2-ICL adapted error), K = {size}", unadapted, LOG_MARGIN, "above +m"),
+    ]
+
+
 def gates_4b(icl_error: float, records: dict[str, list[dict]]) -> list[str]:
     """The reasons RULE_4B gives 'inconclusive' whatever the intervals (empty: none), in words."""
     reasons = []
@@ -615,12 +623,7 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
         "shrink": _pair(shrink),
         "per_domain_log_ratio_adapted": [r["mean"] for r in per_domain_log_ratios(rows, "ICL adapted", small)],
         "validation_check": domain_sets_difference(results["validation_check"]),
-        "decisive": {
-            "label": f"log(ICL adapted / M2-ICL adapted) at K = {small}",
-            "effect": adapted[small].mean,
-            "ci": adapted[small].ci,
-            "margin": LOG_MARGIN,
-        },
+        "decisive": decisive(comparisons_4b(adapted[small], unadapted, small), ungated),
     }
     result = ClaimVerdict(
         claim="4b",
