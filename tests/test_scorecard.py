@@ -233,3 +233,51 @@ def test_a_stored_verdict_with_a_malformed_decisive_effect_is_not_a_verdict():
         card = scorecard.Scorecard("smoke", [ClaimVerdict(**{**asdict(good), "numbers": {"decisive": broken}})], 1.0)
         with pytest.raises(ValueError, match="decisive"):
             check_scorecard_dict(card.to_dict())
+
+
+def card_with_effects(effects):
+    """A card of claims 1, 3a and 4a, each verdict stating the decisive effect given for it (None: none)."""
+    verdicts = [
+        ClaimVerdict(claim, "smoke", "q", {} if effect is None else {"decisive": effect}, "rule", outcome, "book/0x")
+        for (claim, outcome), effect in zip(
+            (("1", "reproduced"), ("3a", "not reproduced"), ("4a", "inconclusive")), effects, strict=True
+        )
+    ]
+    return scorecard.Scorecard("smoke", verdicts, 1.0)
+
+
+EFFECTS = [
+    {"label": "ICL imitation − ProtoNet, agreement with MatchNet", "effect": 0.03, "ci": 0.01, "margin": 0.01},
+    {"label": "ICL on mixture − selector, radius episodes", "effect": -0.05, "ci": 0.02, "margin": 0.01},
+    {"label": "log(steps without / with the paper's curriculum)", "effect": 0.2, "ci": 0.3, "margin": math.log(1.1)},
+]
+
+
+def test_the_figure_is_a_forest_of_decisive_effects_in_units_of_margins_when_every_verdict_states_one():
+    card = card_with_effects(EFFECTS)
+    fig = scorecard_page.plot_scorecard(card)
+    try:
+        (ax,) = fig.axes
+        assert len(ax.containers) == 3 and "margin" in ax.get_xlabel()  # one errorbar per claim
+        points = [container.lines[0].get_xdata()[0] for container in ax.containers]
+        assert points == pytest.approx([3.0, -5.0, 0.2 / math.log(1.1)])  # effect / margin
+        assert fig.get_size_inches()[0] <= 9
+        fig.canvas.draw()  # every text beside the effects lies inside the figure
+        extents = [text.get_window_extent() for text in ax.texts]
+        assert extents and all(0 <= extent.x0 < extent.x1 <= fig.bbox.width for extent in extents)
+        assert "ICL on mixture − selector" in " ".join(text.get_text() for text in ax.texts)
+    finally:
+        plt.close(fig)
+    assert "units of their margins" in scorecard_page.figure_caption(card)
+
+
+def test_the_figure_falls_back_to_the_outcome_table_when_a_verdict_states_no_decisive_effect():
+    card = card_with_effects([EFFECTS[0], None, EFFECTS[2]])
+    fig = scorecard_page.plot_scorecard(card)
+    try:
+        (ax,) = fig.axes
+        assert not ax.containers and not ax.axison
+        assert "not reproduced" in [text.get_text() for text in ax.texts]
+    finally:
+        plt.close(fig)
+    assert scorecard_page.figure_caption(card).endswith("these do not: 3a.")

@@ -111,9 +111,30 @@ def plot_scorecard(card: Scorecard) -> plt.Figure:
     return _outcome_table(card)
 
 
+def figure_caption(card: Scorecard) -> str:
+    """Markdown: how to read the figure :func:`plot_scorecard` draws for ``card`` (forest plot or table)."""
+    missing = [verdict.claim for verdict in card.verdicts if decisive_effect(verdict) is None]
+    if card.verdicts and not missing:
+        return (
+            "*How to read it.* One row per claim. The dot is the effect that decided the claim's outcome (the text "
+            "on the right names the outcome and what the effect is: a difference of accuracies, or the log of a "
+            "ratio of errors or of steps) and the bar its 95% interval. Each claim's effect and interval are "
+            "divided by its rule's margin m, so all claims share one axis in units of their margins: the dotted "
+            "lines at -1 and +1 are -m and +m, the solid line at 0 is no difference. Most rules need the interval "
+            "above +1 (the claim's effect exceeds the margin); the rules above say which side each claim needs."
+        )
+    return (
+        "*How to read it.* Each claim's outcome, and how many of the training runs it compares passed the "
+        "convergence test (a verdict that compares a run which did not is *inconclusive*). The forest plot of "
+        "the decisive effects needs every verdict to state its effect; these do not: "
+        + ", ".join(missing or ["(no claims)"])
+        + "."
+    )
+
+
 def _claim_label(verdict, width: int = 44) -> str:
-    """'2-single: Learnability, single type', wrapped to ``width`` characters a line."""
-    return textwrap.fill(f"{verdict.claim}: {CLAIMS[verdict.claim].split(':')[0]}", width)
+    """'2-single: Learnability, single type', wrapped to ``width`` characters a line (not at hyphens)."""
+    return textwrap.fill(f"{verdict.claim}: {CLAIMS[verdict.claim].split(':')[0]}", width, break_on_hyphens=False)
 
 
 def _converged_text(verdict) -> str:
@@ -148,28 +169,35 @@ def _outcome_table(card: Scorecard) -> plt.Figure:
     return fig
 
 
+FOREST_LABEL_WIDTH = 34  # characters a line of the text beside each effect (outcome, then the effect's label)
+
+
 def _forest(card: Scorecard, effects: list[dict]) -> plt.Figure:
+    """Each claim's decisive effect and 95% interval in units of its margin, one row per claim, with
+    the claim on the left and its outcome and what the effect is on the right (inside 9 inches)."""
     rows = len(card.verdicts)
-    fig, ax = plt.subplots(figsize=(9, 0.55 * rows + 1.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 0.6 * rows + 1.2), layout="constrained")
     for row, (verdict, effect) in enumerate(zip(card.verdicts, effects, strict=True)):
         colour = OUTCOME_COLOURS[verdict.outcome]
         # each claim on its own scale: effect and interval in units of its margin
         scale = effect["margin"] or 1.0
         ax.errorbar(effect["effect"] / scale, row, xerr=effect["ci"] / scale, fmt="o", color=colour, capsize=3)
-        ax.text(
-            1.02,
-            row,
-            f"{verdict.outcome}: {effect['label']}",
-            transform=ax.get_yaxis_transform(),
+        ax.annotate(
+            f"{verdict.outcome}\n{textwrap.fill(effect['label'], FOREST_LABEL_WIDTH)}",
+            xy=(1.0, row),
+            xycoords=("axes fraction", "data"),
+            xytext=(6, 0),
+            textcoords="offset points",
             va="center",
             fontsize=8,
             color=colour,
+            annotation_clip=False,
         )
     for x in (-1, 1):
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(rows), [_claim_label(v) for v in card.verdicts])
-    ax.invert_yaxis()
+    ax.set_yticks(range(rows), [_claim_label(v, width=36) for v in card.verdicts], fontsize=9)
+    ax.set_ylim(rows - 0.5, -0.5)
     ax.set_xlabel("decisive effect in units of the rule's margin (dotted: ±margin), 95% interval")
     ax.set_title(f"The paper's claims at preset '{card.preset}'", loc="left")
     return fig
