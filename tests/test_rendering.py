@@ -42,12 +42,32 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urldefrag
 
+import matplotlib.image
+import numpy as np
 import pytest
 import yaml
+
+from uni_icl.book.palette import BOOK_DPI
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
+# The browser window, in CSS pixels, for the whole session: set once by --window-size when the
+# session's Chromium starts and never resized (every test shares the one ``browser`` fixture), a
+# laptop's browser window. ``page_problems`` checks that each page really sees this width, since
+# the figure check below (MIN_FIGURE_SCALE) is stated at this width.
+WINDOW = (1280, 1600)
+# Figures must stay readable where the page shrinks them into its text column. The rule: the body
+# text of a figure, matplotlib's default 10 pt (seaborn's notebook theme, which the book uses, draws
+# tick labels at 11 pt and axis labels at 12 pt), is drawn at the book's 150 dpi (BOOK_DPI in
+# uni_icl.book.palette) as 10/72 in * 150 px/in = 20.8 px in the image; on screen a reader needs it
+# at least 9 CSS px (the page's own text is 16 px; below 9 px text is read only by zooming). So each
+# figure must be displayed at no less than 9 / 20.8 = 0.43 of its natural width, at the width of
+# WINDOW. (A 9.5-inch figure, 1425 px, needs a text column of at least 616 px; a 15-inch one 972 px.)
+FIGURE_TEXT_PT = 10.0
+FIGURE_DPI = BOOK_DPI  # 150: the dots per inch of every figure of the book
+MIN_TEXT_PX = 9.0
+MIN_FIGURE_SCALE = MIN_TEXT_PX / (FIGURE_TEXT_PT / 72 * FIGURE_DPI)  # about 0.43
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
@@ -58,7 +78,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--window-size=1280,1600",
+    f"--window-size={WINDOW[0]},{WINDOW[1]}",  # the one window of the whole run (see WINDOW)
     # The book must work offline: every host but the local server fails at once (no waiting on a CDN).
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 )
@@ -187,10 +207,14 @@ prose.querySelectorAll('pre, code, script, style, mjx-container').forEach(el => 
 const images = Array.from(document.images).map(img => ({
     src: img.currentSrc || img.src || '', loaded: img.complete && img.naturalWidth > 0,
     // a figure: an image in the article that is not a frame of a to_jshtml animation (checked apart)
-    figure: article.contains(img) && !img.closest('.animation')}));
+    figure: article.contains(img) && !img.closest('.animation'),
+    // its width on screen (CSS px, 0 when not rendered, e.g. in a closed toggle) and in the file
+    displayed: img.getClientRects().length ? img.getBoundingClientRect().width : 0,
+    natural: img.naturalWidth}));
 const outputs = Array.from(document.querySelectorAll('.cell_output, .output')).map(el => el.innerText).join('\\n');
 return {
     title: document.title,
+    window: [window.innerWidth, window.innerHeight],
     h1: Array.from(article.querySelectorAll('h1')).map(h => h.innerText.trim()).filter(Boolean),
     images: images,
     text: document.body.innerText,
@@ -254,6 +278,10 @@ def _fetch(url: str) -> tuple[int, str]:
         return error.code, ""
 
 
+def _image_name(src: str) -> str:
+    return "embedded" if src.startswith("data:") else src.rsplit("/", 1)[-1][:16]
+
+
 def page_problems(driver, url: str, base: str, *, needs_figure: bool) -> list[str]:
     """Everything wrong with the page at ``url`` as a reader would see it (empty list: fine)."""
     facts = open_page(driver, url)
@@ -268,6 +296,19 @@ def page_problems(driver, url: str, base: str, *, needs_figure: bool) -> list[st
     figures = [image for image in facts["images"] if image["figure"] and image["loaded"]]
     if needs_figure and not figures:
         problems.append("no figure image in the page")
+    if facts["window"][0] != WINDOW[0]:
+        problems.append(f"the page is {facts['window'][0]} px wide, not the {WINDOW[0]} px the checks assume")
+    squeezed = [
+        f"figure {number} of {len(figures)}, {_image_name(image['src'])} "
+        f"({image['displayed']:.0f} of {image['natural']} px, {image['displayed'] / image['natural']:.2f})"
+        for number, image in enumerate(figures, start=1)
+        if image["displayed"] > 0 and image["displayed"] / image["natural"] < MIN_FIGURE_SCALE
+    ]
+    if squeezed:
+        problems.append(
+            f"figures shrunk below {MIN_FIGURE_SCALE:.2f} of their width, text unreadably small "
+            f"(make them narrower, at most ~9.5 in at {FIGURE_DPI} dpi): {squeezed}"
+        )
     if "Traceback (most recent call last)" in facts["text"] or facts["error_outputs"]:
         problems.append("a Python traceback or error output is shown")
     paths = [path for path in MACHINE_PATHS if path in facts["text"]]
@@ -367,7 +408,18 @@ def test_slider_changes_frame_when_moved(site: str, browser, slider_page: str) -
 def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
     """The page checks fail on a page with a missing figure, a traceback, a raw pipe table, a machine path,
     a dead link, MathJax from a CDN (which cannot load offline), raw TeX, an alpha citation label, a
-    file name linkified into a web address, a script from a CDN (require.js), a widget and a progress bar."""
+    file name linkified into a web address, a script from a CDN (require.js), a widget, a progress bar,
+    and a figure far too wide for the text column (20 inches at 150 dpi, shrunk to fit 700 px)."""
+    # figures 20 and 9.5 inches wide at the book's dpi, in a column of 700 px whose images are no wider
+    # than it (as in the book's theme): the first is shrunk to 0.23 of its width, the second to 0.49
+    for name, inches in (("wide.png", 20), ("fits.png", 9.5)):
+        matplotlib.image.imsave(tmp_path / name, np.ones((40, round(inches * FIGURE_DPI), 3)))
+    (tmp_path / "squeezed.html").write_text(
+        '<html><head><meta charset="utf-8"><title>Squeezed</title>'
+        "<style>article { max-width: 700px; } img { max-width: 100%; }</style></head>"
+        '<body><article><h1>Squeezed</h1><img src="wide.png"><img src="fits.png"></article></body></html>',
+        encoding="utf-8",
+    )
     (tmp_path / "broken.html").write_text(
         '<html><head><meta charset="utf-8"><title>Broken</title>'
         '<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'
@@ -388,6 +440,7 @@ def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
     server, base = serve(tmp_path)
     try:
         problems = "; ".join(page_problems(browser, f"{base}broken.html", base, needs_figure=True))
+        squeezed = page_problems(browser, f"{base}squeezed.html", base, needs_figure=True)
     finally:
         server.shutdown()
     expected_problems = (
@@ -408,6 +461,9 @@ def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
     )
     for expected in (*expected_problems, "gone.html: HTTP 404"):
         assert expected in problems, f"the checks missed {expected!r}: {problems}"
+    assert len(squeezed) == 1 and "figures shrunk below 0.43" in squeezed[0], squeezed
+    assert "wide.png (700 of 3000 px, 0.23)" in squeezed[0], squeezed  # ...and only the figure too wide
+    assert "fits.png" not in squeezed[0], squeezed
 
 
 def test_mathjax_is_served_with_the_book(built: Path) -> None:
