@@ -282,3 +282,13 @@ def test_the_prototype_bayes_row_carries_its_monte_carlo_error(isolated_cache):
     assert len(prototype["per_seed_episode_mean"]) == 2
     assert prototype["per_seed_episode_mean"][0] != prototype["per_seed_episode_mean"][1]  # the sampler's noise
     assert amortized["exact"] and len(amortized["per_seed_episode_mean"]) == 1
+
+
+def test_the_mixture_prior_bayes_rows_carry_their_monte_carlo_error(isolated_cache):
+    scale = PRESETS["smoke"].classification
+    rows, posteriors = lrn.mixture_prior_rows(scale, n_samples=16, n_sampler_seeds=2)
+    assert [row["test_family"] for row in rows] == list(lrn.SINGLE_FAMILIES)
+    for row in rows:
+        assert row["sampler_seeds"] == [0, 1] and len(row["per_seed_episode_mean"]) == 2
+    assert any(row["per_seed_episode_mean"][0] != row["per_seed_episode_mean"][1] for row in rows)
+    assert set(posteriors) == set(lrn.SINGLE_FAMILIES)

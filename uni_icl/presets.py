@@ -175,7 +175,7 @@ class LearnabilityScale:
     authors_families: tuple[str, ...]  # families on which the authors' ICLer is trained (faithfulness)
     # which forms of it: "icl_authors_prefix" (their computation: non-causal, re-run per prefix) and/or
     # "icl_authors" (the same network made causal and one-pass, about 2.4x cheaper per step)
-    authors_variants: tuple[str, ...] = ("icl_authors",)
+    authors_variants: tuple[str, ...] = ("icl_authors_prefix", "icl_authors")
     bayes_seed: int = 0  # seed of the prototype sampler
     # the budget sweep (does mixing cost less with more training?): learners, single-family step
     # budgets (doubling; the mixture gets 3x), seeds; constant lr, no early stopping
@@ -191,7 +191,6 @@ LEARNABILITY_SCALES = {
         region_resolution=24,
         region_bayes_samples=32,
         authors_families=("pairwise",),
-        authors_variants=("icl_authors_prefix", "icl_authors"),
     ),
     "quick": LearnabilityScale(
         bayes_samples=512,
@@ -207,7 +206,6 @@ LEARNABILITY_SCALES = {
         region_resolution=80,
         region_bayes_samples=512,
         authors_families=SINGLE_FAMILIES,
-        authors_variants=("icl_authors_prefix", "icl_authors"),
         sweep_learners=("icl", "matchnet", "protonet", "cnp"),
         sweep_budgets=(12_500, 25_000, 50_000, 100_000),
         sweep_seeds=(0, 1, 2),

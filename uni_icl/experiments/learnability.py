@@ -169,37 +169,45 @@ def bayes_rows(
 
 
 def mixture_prior_rows(
-    scale: ClassificationScale, *, n_samples: int, bayes_seed: int = 0
+    scale: ClassificationScale, *, n_samples: int, bayes_seed: int = 0, n_sampler_seeds: int = 1
 ) -> tuple[list[dict], dict[str, list[float]]]:
     """The Bayes predictor of the mixture prior (it must infer the family) on each single family's
     test episodes: rows in the format of :func:`cross_table` (learner_id ``bayes_mixture``, training
-    family ``mixture``), and per family the mean P(true family | prefix) at each shot count.
+    family ``mixture``), and per family the mean P(true family | prefix) at each shot count (first
+    sampler seed).
 
-    One sampler seed: its Monte-Carlo error (from the prototype component) is not in its interval.
+    It is an approximation on every family: the family posterior weighs the prototype component's
+    Monte-Carlo evidence. It is run with ``n_sampler_seeds`` sampler seeds, which enter its row like
+    training seeds, so every interval that reads it includes the Monte-Carlo error.
     """
     rows, posteriors = [], {}
     prior = classification_task(scale, MIXED_FAMILY)
+    sampler_seeds = [bayes_seed + k for k in range(n_sampler_seeds)]
     for family in SINGLE_FAMILIES:
-        stored = evaluate_prior_bayes_or_load(
-            prior,
-            classification_task(scale, family),
-            n_tasks=scale.n_test_tasks,
-            seed=scale.test_seed,
-            bayes_seed=bayes_seed,
-            n_samples=n_samples,
-        )
+        stored = [
+            evaluate_prior_bayes_or_load(
+                prior,
+                classification_task(scale, family),
+                n_tasks=scale.n_test_tasks,
+                seed=scale.test_seed,
+                bayes_seed=sampler_seed,
+                n_samples=n_samples,
+            )
+            for sampler_seed in sampler_seeds
+        ]
         rows.append(
             {
                 "learner": MIXTURE_BAYES_NAME,
                 "learner_id": "bayes_mixture",
                 "train_family": MIXED_FAMILY,
                 "test_family": family,
-                **seeded_row([EvalResult(**stored["result"])]),
+                **seeded_row([EvalResult(**entry["result"]) for entry in stored]),
                 "exact": False,
+                "sampler_seeds": sampler_seeds,
                 "preset": scale.preset,
             }
         )
-        posteriors[family] = stored["true_family_posterior"]
+        posteriors[family] = stored[0]["true_family_posterior"]
     return rows, posteriors
 
 
@@ -348,7 +356,9 @@ def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
         bayes_seed=extras.bayes_seed,
         n_sampler_seeds=len(scale.seeds),
     )
-    prior_part, type_posterior = mixture_prior_rows(scale, n_samples=extras.bayes_samples, bayes_seed=extras.bayes_seed)
+    prior_part, type_posterior = mixture_prior_rows(
+        scale, n_samples=extras.bayes_samples, bayes_seed=extras.bayes_seed, n_sampler_seeds=len(scale.seeds)
+    )
     authors_shapes = cross_table(authors_shape_scale(scale), META_LEARNERS, SINGLE_FAMILIES, progress=progress)
     results = LearnabilityResults(
         preset.name,
@@ -435,7 +445,7 @@ def tables(results: LearnabilityResults) -> dict[str, pd.DataFrame]:
 def price_of_type_table(results: LearnabilityResults) -> pd.DataFrame:
     """Per family: what any learner must lose when the family is unknown (single-family Bayes minus
     mixture-prior Bayes) beside what mixing cost ICL (ICL single minus ICL mixed), with intervals
-    (over episodes for the Bayes predictors, over seeds and episodes for ICL)."""
+    (over sampler seeds and episodes for the Bayes predictors, over seeds and episodes for ICL)."""
     records = []
     for family in SINGLE_FAMILIES:
         single_bayes, prior_bayes = (
