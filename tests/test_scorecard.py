@@ -261,6 +261,7 @@ def test_the_figure_is_a_forest_of_decisive_effects_in_units_of_margins_when_eve
         assert len(ax.containers) == 3 and "margin" in ax.get_xlabel()  # one errorbar per claim
         points = [container.lines[0].get_xdata()[0] for container in ax.containers]
         assert points == pytest.approx([3.0, -5.0, 0.2 / math.log(1.1)])  # effect / margin
+        assert ax.get_xscale() == "symlog" and ax.xaxis.get_transform().linthresh == 1.0  # linear within ±margin
         assert fig.get_size_inches()[0] <= 9
         fig.canvas.draw()  # every text beside the effects lies inside the figure
         extents = [text.get_window_extent() for text in ax.texts]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 
 from uni_icl.learners import display_name
 from uni_icl.scorecard import EXPERIMENTS, Scorecard
@@ -120,8 +121,10 @@ def figure_caption(card: Scorecard) -> str:
             "on the right names the outcome and what the effect is: a difference of accuracies, or the log of a "
             "ratio of errors or of steps) and the bar its 95% interval. Each claim's effect and interval are "
             "divided by its rule's margin m, so all claims share one axis in units of their margins: the dotted "
-            "lines at -1 and +1 are -m and +m, the solid line at 0 is no difference. Most rules need the interval "
-            "above +1 (the claim's effect exceeds the margin); the rules above say which side each claim needs."
+            "lines at -1 and +1 are -m and +m, the solid line at 0 is no difference. The axis is linear between -1 "
+            "and +1 and logarithmic beyond, so that large effects do not squeeze the margins together (an interval "
+            "beyond a margin stays beyond it). Most rules need the interval above +1 (the claim's effect exceeds the "
+            "margin); the rules above say which side each claim needs."
         )
     return (
         "*How to read it.* Each claim's outcome, and how many of the training runs it compares passed the "
@@ -196,9 +199,15 @@ def _forest(card: Scorecard, effects: list[dict]) -> plt.Figure:
     for x in (-1, 1):
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
     ax.axvline(0, color="black", linewidth=0.8)
+    # linear within the margins, logarithmic beyond: large effects do not squeeze the margins together
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.xaxis.set_major_locator(SymmetricalLogLocator(linthresh=1.0, base=10, subs=(1, 3)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_yticks(range(rows), [_claim_label(v, width=36) for v in card.verdicts], fontsize=9)
     ax.set_ylim(rows - 0.5, -0.5)
-    ax.set_xlabel("decisive effect in units of the rule's margin (dotted: ±margin), 95% interval")
+    ax.set_xlabel(
+        "decisive effect in units of the rule's margin (dotted: ±margin), 95% interval; log scale beyond ±margin"
+    )
     ax.set_title(f"The paper's claims at preset '{card.preset}'", loc="left")
     return fig
 
