@@ -118,6 +118,23 @@ def test_mixed_rule_outcomes_and_flips():
     assert lrn.decide_mixed({**icl_same, "amortized": _d(-0.01, 0.005)}, biased) == "inconclusive"
 
 
+def test_the_decisive_effect_is_the_comparison_that_decided():
+    """For the scorecard's forest plot: a failing ICL comparison decides 2-single even when a premise
+    comparison lies further out (the premise cannot make it 'not reproduced'); the furthest-out
+    failure decides 2-mixed, whichever group it is in."""
+    families = lrn.SINGLE_FAMILIES
+    good = {f: _d(0.0) for f in families}
+    icl_behind = {**good, "prototype": _d(-0.03)}
+    premise_far_out = {**{f: _d(0.03) for f in families}, "pairwise": _d(-0.2)}
+    chosen = lrn.single_decisive(icl_behind, premise_far_out, "not reproduced")
+    assert chosen == {"label": "ICL − best meta-learner, prototype", "effect": -0.03, "ci": 0.002, "margin": lrn.MARGIN}
+    chosen = lrn.single_decisive(good, premise_far_out, "inconclusive")
+    assert chosen["label"] == "MatchNet − best other meta-learner, pairwise"
+    biased = {m: _d(-0.04) for m in lrn.META_LEARNERS}
+    chosen = lrn.mixed_decisive({f: _d(-0.002) for f in families}, {**biased, "cnp": _d(0.02)}, "not reproduced")
+    assert chosen["label"] == "CNP bias effect (off − on its bias)" and chosen["effect"] == 0.02
+
+
 def test_the_bias_effect_is_a_difference_in_differences():
     """A meta-learner that loses 0.05 on both families off its bias and 0.01 on its own has a bias
     effect of -0.04, whatever its accuracy relative to other learners."""
@@ -202,6 +219,13 @@ def test_run_and_verdicts_at_smoke(isolated_cache):
         assert set(lrn.SINGLE_FAMILIES) <= set(verdict.numbers)
     assert not (isolated_cache / "verdicts").exists()  # verdicts are pure: only reproduce stores the scorecard
     _check_premise_for_both_shapes(results, found[0])
+    single, mixed = found
+    assert single.numbers["decisive"] == lrn.single_decisive(
+        *lrn.single_evidence(results)[:2], single.notes["ungated_outcome"]
+    )
+    assert mixed.numbers["decisive"] == lrn.mixed_decisive(
+        *lrn.mixed_evidence(results)[:2], mixed.notes["ungated_outcome"]
+    )
 
 
 def _check_premise_for_both_shapes(results, single_verdict):

@@ -57,7 +57,7 @@ from uni_icl.presets import ClassificationScale, Preset
 from uni_icl.runs import evaluate_or_load
 from uni_icl.uncertainty import combined_difference, seeded_difference
 from uni_icl.validation import check_choice, check_int
-from uni_icl.verdicts import ClaimVerdict
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
 LEARNERS = ("icl", *META_LEARNERS)
 AUTHORS_VARIANTS = ("icl_authors_prefix", "icl_authors")  # their computation, and its causal one-pass form
@@ -736,6 +736,27 @@ def _scores(a: dict, b: dict) -> tuple[list, list]:
     return a["per_seed_episode_mean"], b["per_seed_episode_mean"]
 
 
+def single_decisive(icl_vs_best: dict[str, Difference], matching_vs_other: dict[str, Difference], outcome: str) -> dict:
+    """The comparison that decided claim 2-single (:func:`uni_icl.verdicts.decisive`): only ICL's
+    comparisons can make it 'not reproduced'; the premise's enter the other outcomes."""
+    icl = [Comparison(f"ICL − best meta-learner, {f}", d, MARGIN, "above -m") for f, d in icl_vs_best.items()]
+    premise = [
+        Comparison(f"{display_name(MATCHING_LEARNER[f])} − best other meta-learner, {f}", d, MARGIN, "above -m")
+        for f, d in matching_vs_other.items()
+    ]
+    return decisive(icl if outcome == "not reproduced" else icl + premise, outcome)
+
+
+def mixed_decisive(icl_drops: dict[str, Difference], bias_effects: dict[str, Difference], outcome: str) -> dict:
+    """The comparison that decided claim 2-mixed (:func:`uni_icl.verdicts.decisive`)."""
+    comparisons = [Comparison(f"ICL mixed − ICL single, {f}", d, MARGIN, "above -m") for f, d in icl_drops.items()]
+    comparisons += [
+        Comparison(f"{display_name(learner)} bias effect (off − on its bias)", d, MARGIN, "below -m")
+        for learner, d in bias_effects.items()
+    ]
+    return decisive(comparisons, outcome)
+
+
 def rests_on(results: LearnabilityResults, train_families: Iterable[str]) -> list[dict]:
     """The models of LEARNERS trained on ``train_families``, each with its seeds' steps and convergence."""
     records = []
@@ -762,6 +783,10 @@ def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
     icl_mixed_vs_single, bias_effects, mixed_numbers = mixed_evidence(results)
     single_models = rests_on(results, SINGLE_FAMILIES)
     mixed_models = rests_on(results, TRAIN_FAMILIES)
+    single_outcome = decide_single(icl_vs_best, matching_vs_other)
+    mixed_outcome = decide_mixed(icl_mixed_vs_single, bias_effects)
+    single_numbers["decisive"] = single_decisive(icl_vs_best, matching_vs_other, single_outcome)
+    mixed_numbers["decisive"] = mixed_decisive(icl_mixed_vs_single, bias_effects, mixed_outcome)
     return [
         ClaimVerdict(
             claim="2-single",
@@ -769,12 +794,12 @@ def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
             quantity="mean accuracy over shot counts on each family's test episodes (95% CIs; paired differences)",
             numbers={"margin": MARGIN, **single_numbers},
             rule=RULE_SINGLE,
-            outcome=gated(decide_single(icl_vs_best, matching_vs_other), single_models),
+            outcome=gated(single_outcome, single_models),
             chapter=CHAPTER,
             wall_seconds=results.seconds,
             notes={
                 "unconverged": unconverged(single_models),
-                "ungated_outcome": decide_single(icl_vs_best, matching_vs_other),
+                "ungated_outcome": single_outcome,
             },
             rests_on=single_models,
         ),
@@ -784,12 +809,12 @@ def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
             quantity="mean accuracy over shot counts of mixture-trained learners on each family (paired differences)",
             numbers={"margin": MARGIN, **mixed_numbers},
             rule=RULE_MIXED,
-            outcome=gated(decide_mixed(icl_mixed_vs_single, bias_effects), mixed_models),
+            outcome=gated(mixed_outcome, mixed_models),
             chapter=CHAPTER,
             wall_seconds=results.seconds,
             notes={
                 "unconverged": unconverged(mixed_models),
-                "ungated_outcome": decide_mixed(icl_mixed_vs_single, bias_effects),
+                "ungated_outcome": mixed_outcome,
             },
             rests_on=mixed_models,
         ),
