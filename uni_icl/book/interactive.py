@@ -69,6 +69,7 @@ from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure
 
 from uni_icl.book.palette import learner_colours
+from uni_icl.book.plotting import FIGURE_WIDTH, legend_below, wrap_panel_text
 from uni_icl.validation import check_choice, check_int, check_positive
 
 ExtraPanel = Callable[[plt.Axes, dict], None]
@@ -227,7 +228,7 @@ class GridExplorer:
             numeric = pd.api.types.is_numeric_dtype(self.frame[column])
             widget_type = ipywidgets.SelectionSlider if numeric and len(values) > 1 else ipywidgets.Dropdown
             self.widgets[column] = widget_type(options=values, value=values[0], description=column)
-        width = 11.0 if extra_panel is not None else 6.5
+        width = FIGURE_WIDTH if extra_panel is not None else 6.5  # two panels: the book's widest
         self.figure = Figure(figsize=figsize or (width, 4.0), layout="constrained")
         self.axes = list(np.atleast_1d(self.figure.subplots(1, 2 if extra_panel is not None else 1)))
         self.output = ipywidgets.Output()
@@ -362,9 +363,12 @@ def small_multiples(
 ) -> sns.FacetGrid:
     """The whole grid as panels: one per ``col`` (and ``row``) value, ``y`` against ``x``, lines by ``hue``.
 
-    Every panel shares the y scale; the legend names the ``hue`` values. Call ``plt.show()``
-    after it in a notebook. Returns the :class:`seaborn.FacetGrid`. Raises ValueError on an
-    unknown column or a grid with an axis no role covers (fix it with ``where``).
+    Every panel shares the y scale; the legend, below the panels, names the ``hue`` values. Each
+    panel is ``height`` inches tall and ``aspect`` times as wide: keep at most three panels a row
+    (``col_wrap``), about 9 inches in all, for the book's text column
+    (:data:`uni_icl.book.plotting.FIGURE_WIDTH`). Call ``plt.show()`` after it in a notebook.
+    Returns the :class:`seaborn.FacetGrid`. Raises ValueError on an unknown column or a grid with an
+    axis no role covers (fix it with ``where``).
     """
     if col_wrap is not None:
         check_int("col_wrap", col_wrap, minimum=1)
@@ -391,6 +395,7 @@ def small_multiples(
         sharex=True,
         sharey=True,
         despine=False,
+        legend_out=False,  # the legend goes below the panels (legend_below), not beside them
     )
     for key, ax in grid.axes_dict.items() if (row or col) else [(None, grid.ax)]:
         keys = key if isinstance(key, tuple) else (key,)
@@ -400,9 +405,12 @@ def small_multiples(
         draw_lines(ax, data[mask], x=x, y=y, hue=hue, ci=ci, palette=palette)
         _label_axes(ax, x, y, xlabel, ylabel, ylim)
     grid.set_titles(row_template=f"{row} = {{row_name}}", col_template=f"{col} = {{col_name}}", template=None, size=10)
+    wrap_panel_text(grid.figure)  # titles and labels longer than a panel: on more lines
+    grid.tight_layout()
     if hue is not None:
         handles, labels = grid.axes.flat[0].get_legend_handles_labels()
         grid.add_legend(legend_data=dict(zip(labels, handles, strict=True)), title=hue)
+        legend_below(grid, ncols=3)
     if title:
         grid.figure.suptitle(title, y=1.02)
     return grid
