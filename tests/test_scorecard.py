@@ -272,8 +272,21 @@ def test_the_figure_is_a_forest_of_decisive_effects_in_units_of_margins_when_eve
     assert "units of their margins" in scorecard_page.figure_caption(card)
 
 
-def test_the_figure_falls_back_to_the_outcome_table_when_a_verdict_states_no_decisive_effect():
+def test_a_claim_without_a_decisive_effect_keeps_its_row_in_the_forest():
     card = card_with_effects([EFFECTS[0], None, EFFECTS[2]])
+    fig = scorecard_page.plot_scorecard(card)
+    try:
+        (ax,) = fig.axes
+        assert len(ax.containers) == 2 and len(ax.get_yticks()) == 3  # two effects drawn, three rows
+        texts = [text.get_text() for text in ax.texts]
+        assert "not reproduced\nno effect to plot" in texts
+    finally:
+        plt.close(fig)
+    assert "Claim 3a states no decisive effect" in scorecard_page.figure_caption(card)
+
+
+def test_the_figure_falls_back_to_the_outcome_table_when_no_verdict_states_a_decisive_effect():
+    card = card_with_effects([None, None, None])
     fig = scorecard_page.plot_scorecard(card)
     try:
         (ax,) = fig.axes
@@ -281,4 +294,4 @@ def test_the_figure_falls_back_to_the_outcome_table_when_a_verdict_states_no_dec
         assert "not reproduced" in [text.get_text() for text in ax.texts]
     finally:
         plt.close(fig)
-    assert scorecard_page.figure_caption(card).endswith("these do not: 3a.")
+    assert scorecard_page.figure_caption(card).endswith("so there is no forest plot.")

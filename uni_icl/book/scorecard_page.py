@@ -102,12 +102,13 @@ def plot_scorecard(card: Scorecard) -> plt.Figure:
     """The scorecard at a glance.
 
     A forest plot (each claim's decisive effect with its 95% interval and the rule's margin) when
-    every verdict states that effect (:func:`decisive_effect`); otherwise a table-figure: per claim,
-    its statement, its outcome in the outcome's colour, and how many of the runs it compares passed
-    the convergence test. No run times: a claim whose results were stored takes no time here, and
+    some verdict states that effect (:func:`decisive_effect`; a claim without one keeps its row,
+    with its outcome and "no effect to plot"); otherwise a table-figure: per claim, its statement,
+    its outcome in the outcome's colour, and how many of the runs it compares passed the
+    convergence test. No run times: a claim whose results were stored takes no time here, and
     that says nothing about the claim."""
     effects = [decisive_effect(verdict) for verdict in card.verdicts]
-    if card.verdicts and all(effect is not None for effect in effects):
+    if any(effect is not None for effect in effects):
         return _forest(card, effects)
     return _outcome_table(card)
 
@@ -115,7 +116,16 @@ def plot_scorecard(card: Scorecard) -> plt.Figure:
 def figure_caption(card: Scorecard) -> str:
     """Markdown: how to read the figure :func:`plot_scorecard` draws for ``card`` (forest plot or table)."""
     missing = [verdict.claim for verdict in card.verdicts if decisive_effect(verdict) is None]
-    if card.verdicts and not missing:
+    if len(missing) < len(card.verdicts):
+        without = (
+            ""
+            if not missing
+            else (" Claim " if len(missing) == 1 else " Claims ")
+            + ", ".join(missing)
+            + (" states" if len(missing) == 1 else " state")
+            + " no decisive effect at this preset (e.g. a speed-up that no run reached), so their rows "
+            "show only the outcome."
+        )
         return (
             "*How to read it.* One row per claim. The dot is the effect that decided the claim's outcome (the text "
             "on the right names the outcome and what the effect is: a difference of accuracies, or the log of a "
@@ -124,14 +134,12 @@ def figure_caption(card: Scorecard) -> str:
             "lines at -1 and +1 are -m and +m, the solid line at 0 is no difference. The axis is linear between -1 "
             "and +1 and logarithmic beyond, so that large effects do not squeeze the margins together (an interval "
             "beyond a margin stays beyond it). Most rules need the interval above +1 (the claim's effect exceeds the "
-            "margin); the rules above say which side each claim needs."
+            "margin); the rules above say which side each claim needs." + without
         )
     return (
         "*How to read it.* Each claim's outcome, and how many of the training runs it compares passed the "
-        "convergence test (a verdict that compares a run which did not is *inconclusive*). The forest plot of "
-        "the decisive effects needs every verdict to state its effect; these do not: "
-        + ", ".join(missing or ["(no claims)"])
-        + "."
+        "convergence test (a verdict that compares a run which did not is *inconclusive*). No verdict states a "
+        "decisive effect at this preset, so there is no forest plot."
     )
 
 
@@ -182,11 +190,12 @@ def _forest(card: Scorecard, effects: list[dict]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 0.6 * rows + 1.2), layout="constrained")
     for row, (verdict, effect) in enumerate(zip(card.verdicts, effects, strict=True)):
         colour = OUTCOME_COLOURS[verdict.outcome]
-        # each claim on its own scale: effect and interval in units of its margin
-        scale = effect["margin"] or 1.0
-        ax.errorbar(effect["effect"] / scale, row, xerr=effect["ci"] / scale, fmt="o", color=colour, capsize=3)
+        label = "no effect to plot" if effect is None else effect["label"]
+        if effect is not None:  # each claim on its own scale: effect and interval in units of its margin
+            scale = effect["margin"] or 1.0
+            ax.errorbar(effect["effect"] / scale, row, xerr=effect["ci"] / scale, fmt="o", color=colour, capsize=3)
         ax.annotate(
-            f"{verdict.outcome}\n{textwrap.fill(effect['label'], FOREST_LABEL_WIDTH)}",
+            f"{verdict.outcome}\n{textwrap.fill(label, FOREST_LABEL_WIDTH)}",
             xy=(1.0, row),
             xycoords=("axes fraction", "data"),
             xytext=(6, 0),
