@@ -176,6 +176,7 @@ def fake_results(icl_seeds: list[list[float]], selector_seeds: list[list[float]]
         row(experiment.SELECTOR, selector_seeds),
         row(experiment.ORACLE, selector_seeds),
         row(experiment.ICL_RADIUS, icl_seeds),
+        row(experiment.RADIUS_BAYES, [shifted(BASE, 0.2)]),  # exact: one row, no training seeds
     ]
     trainings = [{"learner": "icl", "train_family": "mixture", "layout": None, "runs": _runs(converged)}]
     trainings += [
@@ -207,6 +208,9 @@ def test_claim_3a_verdict_reads_the_seeded_difference():
     assert verdict.outcome == "reproduced"
     assert verdict.numbers["icl_minus_selector"][0] == pytest.approx(0.1)
     assert verdict.numbers["icl_minus_selector_per_seed"] == pytest.approx([0.1, 0.1])
+    assert verdict.numbers["bayes_radius"][0] == pytest.approx(sum(BASE) / len(BASE) + 0.2)
+    assert verdict.numbers["bayes_minus_icl_radius_ceiling"][0] == pytest.approx(0.095)  # the ceiling is ICL here
+    assert "The radius Bayes predictor, the ceiling of any learner there, reaches 0.856" in experiment.explain(verdict)
     assert experiment.verdicts(fake_results(two, better))[0].outcome == "not reproduced"
     tiny = [[v + 0.001 * (-1) ** i for i, v in enumerate(seed)] for seed in two]
     assert experiment.verdicts(fake_results(tiny, two))[0].outcome == "not reproduced"  # within the margin

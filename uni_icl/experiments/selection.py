@@ -396,6 +396,7 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
     selector = results.row(SELECTOR, UNSEEN_FAMILY)
     oracle = results.row(ORACLE, UNSEEN_FAMILY)
     ceiling = results.row(ICL_RADIUS, UNSEEN_FAMILY)
+    bayes = results.row(RADIUS_BAYES, UNSEEN_FAMILY)
     difference = row_difference(icl, selector)
     versus_oracle = row_difference(icl, oracle)
     ungated = decide_3a(difference)
@@ -414,6 +415,10 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
         "icl_minus_oracle": [versus_oracle.mean, versus_oracle.ci],
         "icl_minus_oracle_per_seed": per_seed_difference(icl, oracle),
         "icl_radius_ceiling": [ceiling["mean"], ceiling["ci"]],
+        # not used by the rule: the radius Bayes predictor, the ceiling of any learner on radius
+        "bayes_radius": [bayes["mean"], bayes["ci"]],
+        "bayes_minus_icl_radius_ceiling": list(row_difference(bayes, ceiling)),
+        "bayes_minus_icl_mixture": list(row_difference(bayes, icl)),
         "decisive": decisive(
             [Comparison("ICL on mixture − selector, radius episodes", difference, MARGIN, "above +m")], ungated
         ),
@@ -484,6 +489,12 @@ def explain(verdict: ClaimVerdict) -> str | None:
         f" Against the best meta-learner in hindsight ({numbers['oracle_radius_candidate']}), not part of the rule: "
         f"{_pm(numbers['icl_minus_oracle'])}."
     )
+    if "bayes_radius" in numbers:
+        text += (
+            f" The radius Bayes predictor, the ceiling of any learner there, reaches {numbers['bayes_radius'][0]:.3f}; "
+            f"it is {_pm(numbers['bayes_minus_icl_mixture'])} above ICL trained on the mixture and "
+            f"{_pm(numbers['bayes_minus_icl_radius_ceiling'])} above ICL trained on radius."
+        )
     variants = numbers.get("variants", {})
     if len(variants) > 1:
         sides = {layout: side(Difference(*v["minus_selector"]), margin) for layout, v in variants.items()}
