@@ -311,9 +311,18 @@ def run(preset: Preset, *, progress: bool = True) -> ShiftResults:
             for identity, selector in zip(identities, selectors, strict=True)
         ]
 
-    def reference(family: str, task: TaskFamily) -> EvalResult:
-        count = n_ref if family == "prototype" else n_tasks  # the Monte-Carlo reference on a prefix
-        return evaluate_bayes_or_load(task, n_tasks=count, seed=seed, n_samples=sizes.bayes_samples).result
+    def reference(family: str, task: TaskFamily) -> list[EvalResult]:
+        """The Bayes predictor of the test distribution: exact, except on prototype, where the
+        Monte-Carlo reference runs on a prefix of the episodes with one sampler seed per training
+        seed, so the gaps' intervals include its Monte-Carlo error."""
+        if family != "prototype":
+            return [evaluate_bayes_or_load(task, n_tasks=n_tasks, seed=seed, n_samples=sizes.bayes_samples).result]
+        return [
+            evaluate_bayes_or_load(
+                task, n_tasks=n_ref, seed=seed, bayes_seed=sampler_seed, n_samples=sizes.bayes_samples
+            ).result
+            for sampler_seed in range(len(seeds))
+        ]
 
     evaluators: dict[str, Evaluator] = {
         ICL_MIXTURE: stored(lambda family: icl_mixture),
