@@ -260,7 +260,11 @@ def plot_example(example: dict, title: str = "") -> plt.Figure:
     names = list(example["predictions"])
     n_cols = max(len(support), len(queries))
     fig, axes = plt.subplots(
-        2, n_cols, figsize=(1.05 * n_cols, 2.9 + 0.2 * len(names)), squeeze=False, gridspec_kw={"hspace": 0.5}
+        2,
+        n_cols,
+        figsize=(min(1.05, 9.0 / n_cols) * n_cols, 2.9 + 0.2 * len(names)),  # at most 9 in wide
+        squeeze=False,
+        gridspec_kw={"hspace": 0.5},
     )
     for ax in axes.ravel():
         ax.axis("off")
@@ -293,7 +297,8 @@ def plot_episode_rows(episode, n_images: int = 10, title: str = "") -> plt.Figur
     titled with its episode label and the digit behind it."""
     check_int("n_images", n_images, minimum=1, maximum=episode.n_points)
     rows = episode.batch_size
-    fig, axes = plt.subplots(rows, n_images, figsize=(1.05 * n_images, 1.35 * rows + 0.4), squeeze=False)
+    width = min(1.05, 9.0 / n_images)  # at most 9 in wide: legible in the book's text column
+    fig, axes = plt.subplots(rows, n_images, figsize=(width * n_images, 1.35 * rows + 0.4), squeeze=False)
     for b in range(rows):
         for i in range(n_images):
             label = int(episode.ys[b, i])
