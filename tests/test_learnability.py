@@ -241,7 +241,10 @@ def _check_premise_for_both_shapes(results, single_verdict):
     assert len(premise) == 2 * len(lrn.SINGLE_FAMILIES)
     for record in premise.to_dict("records"):
         lower = record["matching - best other"] - record["difference ci"]
-        assert record["premise holds"] == (lower > -lrn.MARGIN)
+        upper = record["matching - best other"] + record["difference ci"]
+        expected = "holds" if lower > -lrn.MARGIN else "fails" if upper < -lrn.MARGIN else "undetermined"
+        assert record["premise"] == expected
+        assert sum(record["per seed"]) / len(record["per seed"]) == pytest.approx(record["matching - best other"])
     authors_rows = premise[premise["shape"] == "authors' 2-2-2"].set_index("family")
     for family in lrn.SINGLE_FAMILIES:
         stored = single_verdict.numbers[family]["authors_shape_matching_minus_best_other"]

@@ -188,6 +188,10 @@ def test_decisive_of_an_inconclusive_rule_is_the_widest_straddle_else_the_closes
     assert picked(above, "inconclusive") == "Y"
     below = [("X", (-0.011, 0.002), "below -m"), ("Y", (-0.02, 0.015), "below -m"), ("tie", (0.0, 0.005), "below -m")]
     assert picked(below, "inconclusive") == "Y"
+    # only the bound a direction reads counts: crossing +m says nothing about 'above -m' (chapter 2's
+    # 2-single at quick: amortized (+0.001, +0.013) crosses +m, pairwise (-0.012, 0.000) crosses -m)
+    pair = [("amortized", (0.007, 0.006), "above -m"), ("pairwise", (-0.006, 0.006), "above -m")]
+    assert picked(pair, "inconclusive") == "pairwise"
     # nothing crosses ±m (a tie within the margin, a clear gain): the closest to failing
     assert picked([("tie", (0.0, 0.005), "above +m"), ("gain", (0.05, 0.01), "above +m")], "inconclusive") == "tie"
 

@@ -100,11 +100,14 @@ def slack_and_beyond(comparison: Comparison) -> tuple[float, float]:
 
 
 def straddle(comparison: Comparison) -> float:
-    """How far a comparison's interval reaches across -m or +m on both sides, in units of its margin:
-    max over b in (-m, +m) of min(b - lower, upper - b) / m (> 0: the interval crosses that b)."""
+    """How far a comparison's interval reaches across the bound its direction reads, on both sides,
+    in units of its margin: max over those bounds b of min(b - lower, upper - b) / m (> 0: the
+    interval crosses b). The bounds: -m for 'above -m' and 'below -m', +m for 'above +m' and
+    'below +m', both for 'within ±m' (an interval that crosses +m says nothing about 'above -m')."""
     mean, ci = _mean_ci(comparison.interval)
     margin = comparison.margin
-    return max(min(bound - (mean - ci), mean + ci - bound) for bound in (-margin, margin)) / margin
+    bounds = {"-": (-margin,), "+": (margin,), "±": (-margin, margin)}[comparison.direction[-2]]
+    return max(min(bound - (mean - ci), mean + ci - bound) for bound in bounds) / margin
 
 
 def decisive(comparisons: Iterable[Comparison | tuple], outcome: str) -> dict:

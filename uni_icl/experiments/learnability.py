@@ -472,8 +472,8 @@ def price_of_type_table(results: LearnabilityResults) -> pd.DataFrame:
 
 def premise_table(results: LearnabilityResults) -> pd.DataFrame:
     """The premise of claim 2-single for both meta-learner shapes: per family and shape, the matching
-    meta-learner minus the best other one (paired, 95% interval over seeds and episodes) and whether
-    it holds as the rule reads it (the interval lies above -MARGIN)."""
+    meta-learner minus the best other one (paired, 95% interval over seeds and episodes), per seed,
+    and how the rule reads it (:func:`premise_reading`)."""
     shapes = {"book (wider)": results.rows, "authors' 2-2-2": results.authors_shapes}
     records = []
     for shape, rows in shapes.items():
@@ -494,10 +494,22 @@ def premise_table(results: LearnabilityResults) -> pd.DataFrame:
                     "best other accuracy": metas[best_other]["mean"],
                     "matching - best other": diff.mean,
                     "difference ci": diff.ci,
-                    "premise holds": matches(diff),
+                    "premise": premise_reading(diff),
+                    "per seed": per_seed_difference(metas[matching], metas[best_other]),
                 }
             )
     return pd.DataFrame(records)
+
+
+def per_seed_difference(a: dict, b: dict) -> list[float]:
+    """a - b per training seed (mean over the shared test episodes) for two rows with the same seeds."""
+    return [first - second for first, second in zip(a["seed_means"], b["seed_means"], strict=True)]
+
+
+def premise_reading(diff: Difference, margin: float = MARGIN) -> str:
+    """'holds' (the interval lies above -margin, as the rule requires), 'fails' (it lies below
+    -margin) or 'undetermined' (it crosses -margin)."""
+    return "holds" if matches(diff, margin) else "fails" if falls_behind(diff, margin) else "undetermined"
 
 
 def _is_meta_on(row: dict, family: str) -> bool:
@@ -873,16 +885,12 @@ def _authors_premise_text(numbers: dict, families: list[str]) -> str:
     measured = [f for f in families if key in numbers[f]]
     if not measured:
         return "The authors' 2-2-2 meta-learners were not trained at this preset."
-    holds = [f for f in measured if numbers[f][key][0] - numbers[f][key][1] > -numbers["margin"]]
-    detail = ", ".join(f"{f} {_pm(numbers[f][key])}" for f in measured)
-    verdict = (
-        "holds there: it fails only for the book's wider networks"
-        if holds == measured
-        else "fails on " + ", ".join(f for f in measured if f not in holds) + " too"
-        if not holds
-        else "holds on " + ", ".join(holds) + " only"
+    readings = {f: premise_reading(Difference(*numbers[f][key]), numbers["margin"]) for f in measured}
+    detail = ", ".join(f"{f} {_pm(numbers[f][key])}, {readings[f]}" for f in measured)
+    return (
+        f"With the authors' 2-2-2 meta-learners, the matching one minus the best other one there: {detail} "
+        "(not part of the decision)."
     )
-    return f"With the authors' 2-2-2 meta-learners (matching minus best other: {detail}) the premise {verdict}."
 
 
 def _explain_mixed(numbers: dict) -> str:
