@@ -346,6 +346,13 @@ def test_decisive_comparison_is_the_one_that_decided_rule_4b():
     outcome = experiment.decide_4b(adapted, unadapted)
     chosen = decisive(experiment.comparisons_4b(adapted, unadapted, 64), outcome)
     assert outcome == "inconclusive" and chosen["effect"] == 0.4
+    # (a) within ±m contradicts; (b) crosses -m, undecided, yet its upper bound lies further below +m:
+    # the decisive comparison is (a), the one the rule read as contradicting
+    margin = experiment.LOG_MARGIN
+    adapted, unadapted = Difference(0.0, 0.5 * margin), Difference(-1.4 * margin, 1.6 * margin)
+    outcome = experiment.decide_4b(adapted, unadapted)
+    chosen = experiment.decisive_4b(adapted, unadapted, 64, outcome)
+    assert outcome == "not reproduced" and chosen["label"] == "log(ICL adapted / M2-ICL adapted error), K = 64"
 
 
 def test_verdict_rests_on_both_models_and_explains_from_its_numbers():

@@ -307,6 +307,14 @@ def test_decisive_growth_comes_from_a_family_that_decided_the_outcome():
     decisions = {"pairwise": "supports", "prototype": "contradicts", "amortized": "contradicts"}
     chosen = shift.decisive_growth(comparisons, decisions, "not reproduced")
     assert chosen["label"] == "ICL: gap-to-Bayes growth, amortized"  # below even -m
+    # a family that contradicts because every explicit algorithm degrades while ICL degrades too: the
+    # explicit comparison decided it (ICL's supports the claim), unless another family's contradicts more
+    degrading = shift.family_comparisons("prototype", _d(0.1), {shift.NCM: _d(0.05), shift.KNN: _d(0.08)}, {})
+    chosen = shift.decisive_growth({**comparisons, "prototype": degrading}, decisions, "not reproduced")
+    assert chosen["label"] == "ICL: gap-to-Bayes growth, amortized"
+    only = {"prototype": degrading}
+    chosen = shift.decisive_growth(only, {"prototype": "contradicts"}, "not reproduced")
+    assert chosen["label"] == "Nearest class mean: gap-to-Bayes growth, prototype"
     comparisons["prototype"] = compared("prototype", (0.012, 0.005))  # crosses +m
     decisions = {"pairwise": "supports", "prototype": "undetermined", "amortized": "contradicts"}
     chosen = shift.decisive_growth(comparisons, decisions, "inconclusive")

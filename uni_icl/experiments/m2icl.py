@@ -555,6 +555,16 @@ def comparisons_4b(adapted: Difference, unadapted: Difference, size: int) -> lis
     ]
 
 
+def decisive_4b(adapted: Difference, unadapted: Difference, size: int, outcome: str) -> dict:
+    """The comparison that decided RULE_4B's ``outcome`` (:func:`uni_icl.verdicts.decisive`): for
+    'not reproduced' only a comparison the rule read as contradicting (an undecided one may lie
+    further from +m, but did not decide it)."""
+    comparisons = comparisons_4b(adapted, unadapted, size)
+    if outcome == "not reproduced":
+        comparisons = [c for c in comparisons if reading(c.interval) == "contradicts"]
+    return decisive(comparisons, outcome)
+
+
 def gates_4b(icl_error: float, records: dict[str, list[dict]]) -> list[str]:
     """The reasons RULE_4B gives 'inconclusive' whatever the intervals (empty: none), in words."""
     reasons = []
@@ -623,7 +633,7 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
         "shrink": _pair(shrink),
         "per_domain_log_ratio_adapted": [r["mean"] for r in per_domain_log_ratios(rows, "ICL adapted", small)],
         "validation_check": domain_sets_difference(results["validation_check"]),
-        "decisive": decisive(comparisons_4b(adapted[small], unadapted, small), ungated),
+        "decisive": decisive_4b(adapted[small], unadapted, small, ungated),
     }
     result = ClaimVerdict(
         claim="4b",

@@ -512,7 +512,18 @@ def decisive_growth(comparisons: Mapping[str, list[Comparison]], decisions: Mapp
     """The decisive comparison of RULE_3B (:func:`uni_icl.verdicts.decisive`) among the families whose
     decision gave ``outcome`` (every family if none did); ``comparisons``: family -> its two comparisons."""
     deciding = [family for family, decision in decisions.items() if decision == DECIDING_FAMILIES[outcome]]
-    return decisive([c for family in deciding or list(decisions) for c in comparisons[family]], outcome)
+    families = deciding or list(decisions)
+    if outcome == "not reproduced":  # in a contradicting family, the comparison that contradicted
+        return decisive([_contradicting(*comparisons[family]) for family in families], outcome)
+    return decisive([c for family in families for c in comparisons[family]], outcome)
+
+
+def _contradicting(icl: Comparison, explicit: Comparison) -> Comparison:
+    """Of a contradicting family's two comparisons, the one RULE_3B read as contradicting: ICL's
+    growth if its interval lies below +m (ICL does not degrade), else the explicit algorithm's (every
+    explicit algorithm degrades, the one closest to insensitive included)."""
+    mean, ci = icl.interval
+    return icl if mean + ci < icl.margin else explicit
 
 
 def verdicts(results: ShiftResults) -> list[ClaimVerdict]:
