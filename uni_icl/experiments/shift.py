@@ -90,11 +90,17 @@ CHAPTER = "book/04_shift"
 CLAIMS = ("3b",)
 # Written before any result at quick was seen (issue 17): an equivalence test for "insensitive", a
 # paired interval for the growth, non-learned explicit rules beside the meta-learners, one margin.
+# Later (issue 17, before the first quick run of this rule in that session): the prototype Bayes
+# reference runs with one sampler seed per training seed, which enter the interval like training
+# seeds. For the rules with nothing trained this turns an interval over episodes (t with n - 1
+# degrees of freedom) into one over sampler seeds and episodes (t with S - 1): wider on prototype,
+# and it includes the reference's Monte-Carlo error, which was in no interval before.
 RULE_3B = (
     "Per family (pairwise, prototype, amortized) and learner: gap = Bayes reference accuracy - learner accuracy "
     "(mean over shot counts) and growth = gap at the largest test noise_std - gap at noise_std = 1, computed per test "
     "episode (the same episodes at both levels; for prototype the first episodes, where the Monte-Carlo reference "
-    "ran) and per training seed, with a 95% interval over seeds and episodes. With the margin m = "
+    "ran) and per training seed (per sampler seed of the prototype reference for a rule with nothing trained), "
+    "with a 95% interval over seeds and episodes. With the margin m = "
     f"{MARGIN}, a learner 'degrades' if the interval of its growth lies above +m, and is 'insensitive' if it lies "
     "entirely within (-m, +m). The explicit algorithms are the family's matching meta-learner and three rules with "
     "nothing trained: nearest class mean, a 5-nearest-neighbour vote and per-prefix logistic regression. A family "
@@ -415,7 +421,8 @@ def growth(results: ShiftResults, family: str, learner: str, low: float = 1.0, h
 
 
 def growth_per_seed(results: ShiftResults, family: str, learner: str) -> list[float]:
-    """Each training seed's mean gap growth (one value for a learner without training)."""
+    """Each seed's mean gap growth: per training seed, or per sampler seed of the prototype Bayes
+    reference for a learner without training (one value on the exact families)."""
     return growth_matrix(results, family, learner).mean(1).tolist()
 
 
