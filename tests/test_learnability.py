@@ -319,3 +319,25 @@ def test_the_mixture_prior_bayes_rows_carry_their_monte_carlo_error(isolated_cac
         assert row["sampler_seeds"] == [0, 1] and len(row["per_seed_episode_mean"]) == 2
     assert any(row["per_seed_episode_mean"][0] != row["per_seed_episode_mean"][1] for row in rows)
     assert set(posteriors) == set(lrn.SINGLE_FAMILIES)
+
+
+def test_the_2_single_explanation_names_every_premise_that_does_not_hold():
+    """Computed from the numbers: an ICL interval that crosses -m is named, and a premise that fails or
+    is undetermined is reported with the authors' 2-2-2 reading beside it."""
+    numbers = {"margin": 0.01}
+    for family, icl, premise, authors in (
+        ("pairwise", (-0.006, 0.006), (-0.023, 0.005), (0.073, 0.235)),
+        ("prototype", (0.003, 0.006), (-0.005, 0.007), (0.008, 0.004)),
+        ("amortized", (0.007, 0.006), (0.011, 0.003), (0.009, 0.004)),
+    ):
+        numbers[family] = {
+            "icl_minus_best_meta": list(icl),
+            "matching_minus_best_other": list(premise),
+            "authors_shape_matching_minus_best_other": list(authors),
+            "best_meta_learner": "cnp",
+        }
+    text = lrn._explain_single(numbers)
+    assert "On pairwise that interval crosses -0.01" in text
+    assert "does not hold on pairwise (fails;" in text and "prototype (undetermined;" in text
+    assert "pairwise +0.073 ± 0.235, undetermined, prototype +0.008 ± 0.004, holds" in text
+    assert "amortized (" not in text and "the core of the claim" not in text

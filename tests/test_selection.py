@@ -210,7 +210,8 @@ def test_claim_3a_verdict_reads_the_seeded_difference():
     assert verdict.numbers["icl_minus_selector_per_seed"] == pytest.approx([0.1, 0.1])
     assert verdict.numbers["bayes_radius"][0] == pytest.approx(sum(BASE) / len(BASE) + 0.2)
     assert verdict.numbers["bayes_minus_icl_radius_ceiling"][0] == pytest.approx(0.095)  # the ceiling is ICL here
-    assert "The radius Bayes predictor, the ceiling of any learner there, reaches 0.856" in experiment.explain(verdict)
+    text = experiment.explain(verdict)
+    assert "The radius Bayes predictor, the ceiling of any learner there, reaches 0.856; Bayes minus" in text
     assert experiment.verdicts(fake_results(two, better))[0].outcome == "not reproduced"
     tiny = [[v + 0.001 * (-1) ** i for i, v in enumerate(seed)] for seed in two]
     assert experiment.verdicts(fake_results(tiny, two))[0].outcome == "not reproduced"  # within the margin

@@ -858,23 +858,26 @@ def _pm(pair) -> str:
 def _explain_single(numbers: dict) -> str:
     families = [f for f in ("pairwise", "prototype", "amortized") if f in numbers]
     margin = numbers["margin"]
-    premise_fails = [f for f in families if sum(numbers[f]["matching_minus_best_other"]) < -margin]
-    icl_matches = [
-        f for f in families if numbers[f]["icl_minus_best_meta"][0] - numbers[f]["icl_minus_best_meta"][1] > -margin
-    ]
+    icl = {f: premise_reading(Difference(*numbers[f]["icl_minus_best_meta"]), margin) for f in families}
+    premise = {f: premise_reading(Difference(*numbers[f]["matching_minus_best_other"]), margin) for f in families}
     gaps = ", ".join(f"{f} {_pm(numbers[f]['icl_minus_best_meta'])}" for f in families)
     parts = [f"ICL minus the best meta-learner: {gaps}."]
-    if premise_fails:
+    crossing = [f for f in families if icl[f] == "undetermined"]
+    if crossing:
+        parts.append(f"On {', '.join(crossing)} that interval crosses -{margin}: ICL neither matches nor falls behind.")
+    not_holding = [f for f in families if premise[f] != "holds"]
+    if not_holding:
         detail = ", ".join(
-            f"{f} (best: {numbers[f]['best_meta_learner']}; "
-            f"the matching one {_pm(numbers[f]['matching_minus_best_other'])})"
-            for f in premise_fails
+            f"{f} ({premise[f]}; best: {numbers[f]['best_meta_learner']}; "
+            f"the matching one minus the best other {_pm(numbers[f]['matching_minus_best_other'])})"
+            for f in not_holding
         )
         parts.append(
-            f"The paper's premise, that the matching meta-learner is the best one on its own family, fails on {detail}."
+            f"The paper's premise, that the matching meta-learner is the best one on its own family, does not hold on "
+            f"{detail}."
         )
-        parts.append(_authors_premise_text(numbers, premise_fails))
-    if icl_matches == families:
+        parts.append(_authors_premise_text(numbers, not_holding))
+    if all(reading == "holds" for reading in icl.values()):
         parts.append("ICL itself matches or beats the best meta-learner on every family, the core of the claim.")
     return " ".join(parts)
 

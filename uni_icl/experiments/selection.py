@@ -492,8 +492,8 @@ def explain(verdict: ClaimVerdict) -> str | None:
     if "bayes_radius" in numbers:
         text += (
             f" The radius Bayes predictor, the ceiling of any learner there, reaches {numbers['bayes_radius'][0]:.3f}; "
-            f"it is {_pm(numbers['bayes_minus_icl_mixture'])} above ICL trained on the mixture and "
-            f"{_pm(numbers['bayes_minus_icl_radius_ceiling'])} above ICL trained on radius."
+            f"Bayes minus ICL trained on the mixture: {_pm(numbers['bayes_minus_icl_mixture'])}, Bayes minus ICL "
+            f"trained on radius: {_pm(numbers['bayes_minus_icl_radius_ceiling'])}."
         )
     variants = numbers.get("variants", {})
     if len(variants) > 1:
