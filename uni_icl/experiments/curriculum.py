@@ -615,6 +615,11 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
     return [result]
 
 
+def _placed(where: str) -> str:
+    """evidence.side's reading as a verb phrase: 'lies above +m', 'crosses ±m'."""
+    return where if where.startswith("crosses") else f"lies {where}"
+
+
 def explain(verdict: ClaimVerdict) -> str | None:
     """Why the outcome came out as it did, every sentence computed from the verdict's numbers and notes.
     None for a verdict stored under an earlier rule, whose numbers have another form."""
@@ -636,8 +641,9 @@ def explain(verdict: ClaimVerdict) -> str | None:
         interval = Difference(*numbers["log_speedup"])
         parts.append(
             f"Speed-up ratio (geometric mean over {len(per_seed)} seeds): {value:.2f} [{low:.2f}, {high:.2f}] "
-            f"(95% t-interval over seeds); its log interval [{interval.lower:+.3f}, {interval.upper:+.3f}] lies "
-            f"{side(interval, numbers['margin'])} (m = log 1.1), which alone gives '{notes.get('ungated_outcome')}'."
+            f"(95% t-interval over seeds); its log interval [{interval.lower:+.3f}, {interval.upper:+.3f}] "
+            f"{_placed(side(interval, numbers['margin']))} (m = log 1.1), which alone gives "
+            f"'{notes.get('ungated_outcome')}'."
         )
     else:
         parts.append("The speed-up is undefined: a run of a compared arm never reached the threshold.")
