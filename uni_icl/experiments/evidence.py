@@ -96,6 +96,12 @@ def row_difference(a: dict, b: dict) -> Difference:
     return seeded_difference(a["per_seed_episode_mean"], b["per_seed_episode_mean"])
 
 
+def per_seed_difference(a: dict, b: dict) -> list[float]:
+    """Each seed's mean of a - b (rows of one test family; a single-row side is paired with every seed)."""
+    first, second = np.asarray(a["per_seed_episode_mean"]), np.asarray(b["per_seed_episode_mean"])
+    return (first - second).mean(1).tolist()
+
+
 def side(interval: Difference, margin: float = MARGIN) -> str:
     """Where an interval lies against a symmetric margin: 'above +m', 'below -m', 'within ±m' or 'crosses ±m'."""
     if interval.lower > margin:

@@ -44,6 +44,7 @@ from uni_icl.experiments.evidence import (
     MARGIN,
     RULE_CONVERGED,
     gated,
+    per_seed_difference,
     row_difference,
     run_columns,
     seeded_row,
@@ -499,11 +500,6 @@ def premise_table(results: LearnabilityResults) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(records)
-
-
-def per_seed_difference(a: dict, b: dict) -> list[float]:
-    """a - b per training seed (mean over the shared test episodes) for two rows with the same seeds."""
-    return [first - second for first, second in zip(a["seed_means"], b["seed_means"], strict=True)]
 
 
 def premise_reading(diff: Difference, margin: float = MARGIN) -> str:

@@ -43,6 +43,7 @@ from uni_icl.experiments.evidence import (
     CONVERGENCE_TOLERANCE,
     MARGIN,
     gated,
+    per_seed_difference,
     row_difference,
     run_columns,
     seeded_row,
@@ -88,13 +89,10 @@ RULE_3A = (
 
 def decide_3a(difference: Difference, margin: float = MARGIN) -> str:
     """Outcome of ``RULE_3A`` (before the convergence gate) for d = ICL (mixture) - selector on radius."""
-    if difference.lower > margin:
-        return "reproduced"
-    if difference.upper < -margin:
-        return "not reproduced"
-    if difference.lower > -margin and difference.upper < margin:
-        return "not reproduced"  # no practical difference
-    return "inconclusive"
+    # within ±m: no practical difference, which does not support the claim either
+    return {"above +m": "reproduced", "below -m": "not reproduced", "within ±m": "not reproduced"}.get(
+        side(difference, margin), "inconclusive"
+    )
 
 
 @dataclass
@@ -363,12 +361,6 @@ def accuracy_table(results: SelectionResults, learners: Iterable[str], families:
 def _with_seeds(row: dict) -> str:
     seeds = ", ".join(f"{value:.3f}" for value in row["seed_means"])
     return f"{row['mean']:.3f} ± {row['ci']:.3f} ({seeds})"
-
-
-def per_seed_difference(a: dict, b: dict) -> list[float]:
-    """Each seed's mean of a - b (rows of one test family; a single-row side is paired with every seed)."""
-    first, second = np.asarray(a["per_seed_episode_mean"]), np.asarray(b["per_seed_episode_mean"])
-    return (first - second).mean(1).tolist()
 
 
 # ----------------------------------------------------------------------------- verdict
