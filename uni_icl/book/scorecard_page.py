@@ -13,7 +13,7 @@ from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 
 from uni_icl.learners import display_name
 from uni_icl.scorecard import EXPERIMENTS, Scorecard
-from uni_icl.verdicts import CLAIMS
+from uni_icl.verdicts import CLAIMS, check_decisive
 
 OUTCOME_COLOURS = {"reproduced": "#1b7837", "not reproduced": "#b2182b", "inconclusive": "#d6a21e"}
 GPU_RESULTS = Path(__file__).resolve().parents[2] / "gpu_results"
@@ -89,13 +89,11 @@ def decisive_effect(verdict) -> dict | None:
     ``{"label": str, "effect": float, "ci": float, "margin": float}`` (the estimate, its 95%
     half-width and the rule's margin, on one scale, e.g. an accuracy difference); else None."""
     decisive = verdict.numbers.get("decisive")
-    if not isinstance(decisive, dict) or not {"label", "effect", "ci", "margin"} <= decisive.keys():
-        return None
     try:
-        values = {key: float(decisive[key]) for key in ("effect", "ci", "margin")}
-    except (TypeError, ValueError):
+        check_decisive(decisive)
+    except ValueError:
         return None
-    return {"label": str(decisive["label"]), **values}
+    return {"label": decisive["label"], **{key: float(decisive[key]) for key in ("effect", "ci", "margin")}}
 
 
 def plot_scorecard(card: Scorecard) -> plt.Figure:

@@ -483,8 +483,7 @@ def premise_table(results: LearnabilityResults) -> pd.DataFrame:
             if not metas:
                 continue
             matching = MATCHING_LEARNER[family]
-            best_other = max((m for m in metas if m != matching), key=lambda learner: metas[learner]["mean"])
-            diff = row_difference(metas[matching], metas[best_other])
+            best_other, diff = matching_vs_best_other(metas, family)
             records.append(
                 {
                     "shape": shape,
@@ -500,6 +499,15 @@ def premise_table(results: LearnabilityResults) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(records)
+
+
+def matching_vs_best_other(metas: dict[str, dict], family: str) -> tuple[str, Difference]:
+    """The premise's comparison on ``family``: of the meta-learners in ``metas`` (rows keyed by learner,
+    trained and tested on ``family``), the best one other than the matching one, and the matching one
+    minus it (paired, 95% interval over seeds and episodes)."""
+    matching = MATCHING_LEARNER[family]
+    best_other = max((m for m in metas if m != matching), key=lambda learner: metas[learner]["mean"])
+    return best_other, row_difference(metas[matching], metas[best_other])
 
 
 def premise_reading(diff: Difference, margin: float = MARGIN) -> str:
@@ -666,11 +674,9 @@ def single_evidence(results: LearnabilityResults) -> tuple[dict[str, Difference]
     for family in SINGLE_FAMILIES:
         metas = {learner: results.row(learner, family, family) for learner in META_LEARNERS}
         best = max(metas, key=lambda learner: metas[learner]["mean"])
-        matching = MATCHING_LEARNER[family]
-        best_other = max((m for m in META_LEARNERS if m != matching), key=lambda learner: metas[learner]["mean"])
         icl = results.row("icl", family, family)
         icl_vs_best[family] = row_difference(icl, metas[best])
-        matching_vs_other[family] = row_difference(metas[matching], metas[best_other])
+        matching_vs_other[family] = matching_vs_best_other(metas, family)[1]
         limit = results.row("bayes", family, family)
         numbers[family] = {
             "icl": [icl["mean"], icl["ci"]],
