@@ -12,7 +12,7 @@ first on the idle machine, then beside one busy process that this script starts 
 ratios, and how much of its idle speed each way keeps when a core is taken. The last line reads
 ``parallel speed-up: R.Rx``: parallel vs the faster sequential way, idle machine.
 
-    python scripts/benchmark_training.py            # about 5 minutes on 2 cores
+    python scripts/benchmark_training.py            # about 13 minutes on 2 cores
     python scripts/benchmark_training.py --steps 50 # a quicker look
 """
 
@@ -69,7 +69,7 @@ def measure(steps: int, workers: int, threads: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="training steps per model (default 200)")
+    parser.add_argument("--steps", type=int, default=500, help="training steps per model (default 500)")
     parser.add_argument("--workers", type=int, default=worker_count(), help="parallel workers (default: cores)")
     parser.add_argument("--threads", type=int, default=worker_count(), help="threads of the plain sequential way")
     args = parser.parse_args()
