@@ -41,7 +41,9 @@ def main() -> None:
             preset_spec = classification_run(scale, "icl", classification_task(scale, family))
             specs[(family, "preset")] = preset_spec
             for budget in BUDGETS:
-                train = replace(preset_spec.train, max_steps=budget, patience=0, lr_schedule="warmup_cosine")
+                train = replace(
+                    preset_spec.train, max_steps=budget, patience=0, stop_tolerance=0.0, lr_schedule="warmup_cosine"
+                )
                 specs[(family, budget)] = replace(preset_spec, train=train)
         train_all([run_job(spec, root=root) for spec in specs.values()], progress=False)
         for family in args.families:
