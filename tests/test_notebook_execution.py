@@ -53,6 +53,16 @@ def test_a_silent_busy_cell_is_not_a_stall(tmp_path: Path) -> None:
     assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0]["text"].strip() == "done"
 
 
+def test_a_silent_cell_waiting_on_busy_child_processes_is_not_a_stall(tmp_path: Path) -> None:
+    """Training on worker processes (the parallel trainer) leaves the kernel itself idle and silent in
+    a built book: the CPU of its child processes counts as the kernel computing."""
+    child = "import time\nend = time.monotonic() + 6\nwhile time.monotonic() < end:\n    sum(range(1000))"
+    cell = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}], check=True)\nprint('done')"
+    source = notebook(tmp_path / "workers.ipynb", cell)
+    execute_notebook(source, tmp_path / "out.ipynb", cwd=tmp_path, limits=ExecutionLimits(silence_s=2), log=print)
+    assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0]["text"].strip() == "done"
+
+
 def test_a_cell_past_its_time_limit_fails(tmp_path: Path) -> None:
     busy = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n    sum(range(1000))"
     source = notebook(tmp_path / "long.ipynb", busy)

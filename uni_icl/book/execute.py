@@ -11,14 +11,15 @@ wake-up that is lost (the same symptom as jupyter/nbclient#312, a cell with ipyw
    :data:`POLL_SLICE_S`; a slice that times out ends in a real, synchronous ``zmq_poll``, so a
    message whose wake-up was lost is read at the next slice instead of never.
 2. **A watchdog.** A cell fails with :class:`NotebookStalledError`, naming the notebook and the cell,
-   when the kernel sent nothing *and* did not compute (its process used less than a quarter of a
-   core) for ``silence_s`` seconds, or when the cell ran longer than ``cell_timeout_s``. A long
+   when the kernel sent nothing *and* did not compute (its process and the processes it started,
+   such as training workers, used less than a quarter of a core) for ``silence_s`` seconds, or when the cell ran longer than ``cell_timeout_s``. A long
    silent computation (training without a progress bar) keeps the kernel's CPU busy and is not
    a stall. :func:`execute_notebook` retries a stalled notebook once, in a fresh kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,12 +78,21 @@ class WatchedClient(nbclient.NotebookClient):
         self._cpu_mark = (self._cell_started, self._kernel_cpu_seconds())
 
     def _kernel_cpu_seconds(self) -> float:
+        """CPU seconds used by the kernel and every process it started (the parallel trainer's workers:
+        the kernel itself waits idle and silent while they train), live or already reaped."""
         pid = getattr(self.km.provisioner, "pid", None) if self.km is not None else None
         try:
-            times = psutil.Process(pid).cpu_times()
+            kernel = psutil.Process(pid)
+            children = kernel.children(recursive=True)
+            times = kernel.cpu_times()
         except (psutil.Error, TypeError, ValueError):
             return 0.0
-        return times.user + times.system
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+        return total
 
     def _where(self) -> str:
         index, first_line = self._cell
