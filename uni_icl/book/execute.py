@@ -12,9 +12,10 @@ wake-up that is lost (the same symptom as jupyter/nbclient#312, a cell with ipyw
    message whose wake-up was lost is read at the next slice instead of never.
 2. **A watchdog.** A cell fails with :class:`NotebookStalledError`, naming the notebook and the cell,
    when the kernel sent nothing *and* did not compute (its process and the processes it started,
-   such as training workers, used less than a quarter of a core) for ``silence_s`` seconds, or when the cell ran longer than ``cell_timeout_s``. A long
-   silent computation (training without a progress bar) keeps the kernel's CPU busy and is not
-   a stall. :func:`execute_notebook` retries a stalled notebook once, in a fresh kernel.
+   such as training workers, used less than a quarter of a core) for ``silence_s`` seconds, or
+   when the cell ran longer than ``cell_timeout_s``. A long silent computation (training without
+   a progress bar, in the kernel or on its workers) keeps that CPU busy and is not a stall.
+   :func:`execute_notebook` retries a stalled notebook once, in a fresh kernel.
 """
 
 from __future__ import annotations
