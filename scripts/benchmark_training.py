@@ -12,7 +12,7 @@ first on the idle machine, then beside one busy process that this script starts 
 ratios, and how much of its idle speed each way keeps when a core is taken. The last line reads
 ``parallel speed-up: R.Rx``: parallel vs the faster sequential way, idle machine.
 
-    python scripts/benchmark_training.py            # about 13 minutes on 2 cores
+    python scripts/benchmark_training.py            # about 14 minutes on 2 cores (measured)
     python scripts/benchmark_training.py --steps 50 # a quicker look
 """
 
