@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main command (README.md): build the whole book at $UNI_ICL_PRESET (default quick) into _build/html.
-# Every notebook is executed (warnings are errors); trained models and results come from, and go to,
-# the train-or-load cache ($UNI_ICL_CACHE, default ~/.cache/uni_icl), so a rebuild is fast.
+# First every chapter's models are trained as one grid on all workers (what is stored is loaded), then
+# every notebook is executed, as many at a time as there are workers (the scorecard page last), and
+# the book is rendered (warnings are errors); trained models and results come from, and go to, the
+# train-or-load cache ($UNI_ICL_CACHE, default ~/.cache/uni_icl), so a rebuild is fast.
 # Each notebook runs under a watchdog (uni_icl/book/execute.py): a cell that stays silent with an
 # idle kernel for --silence seconds (default 180) fails the build naming the notebook and the cell,
 # after one retry of that notebook. Extra arguments go to `python -m uni_icl.book.build`

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from uni_icl.book.build import OneLineParser, main, toc_files
+from uni_icl.book.build import SCORECARD_PAGE, OneLineParser, execute_pages, main, pages_at_once, toc_files
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +95,64 @@ def test_bad_build_arguments_give_one_line_and_status_2(capsys) -> None:
         main(["--silence", "soon"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_a_bad_preset_or_worker_count_gives_one_line_and_status_2_before_any_work(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    for name, value, allowed in [("UNI_ICL_PRESET", "huge", "quick"), ("UNI_ICL_WORKERS", "two", "positive integer")]:
+        monkeypatch.setenv(name, value)
+        assert main(["--output", str(tmp_path / "site")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and allowed in error
+        monkeypatch.delenv(name)
+    assert not (tmp_path / "site").exists()
+
+
+def test_pages_at_once_never_asks_for_more_threads_than_workers() -> None:
+    assert pages_at_once({"UNI_ICL_WORKERS": "2"}) == 2
+    assert pages_at_once({"UNI_ICL_WORKERS": "2", "UNI_ICL_THREADS": "2"}) == 1
+    assert pages_at_once({"UNI_ICL_WORKERS": "4", "UNI_ICL_THREADS": "2"}) == 2
+    assert pages_at_once({"UNI_ICL_WORKERS": "1", "UNI_ICL_THREADS": "4"}) == 1
+
+
+def timed_page(root: Path, page: str, log: Path, seconds: float) -> str:
+    """A notebook at ``root/page.ipynb`` that appends (page, start, end) to ``log`` around a sleep."""
+    cell = (
+        f"import time\nstart = time.time()\ntime.sleep({seconds})\n"
+        f"with open({str(log)!r}, 'a') as f:\n    f.write(f'{page} {{start}} {{time.time()}}\\n')"
+    )
+    notebook(root / f"{page}.ipynb", cell)
+    return page
+
+
+def intervals(log: Path) -> dict[str, tuple[float, float]]:
+    return {page: (float(a), float(b)) for page, a, b in (line.split() for line in log.read_text().splitlines())}
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_pages_run_side_by_side_and_the_scorecard_page_last(tmp_path: Path, at_once: int) -> None:
+    (tmp_path / "book").mkdir()
+    log = tmp_path / "times.txt"
+    pages = [timed_page(tmp_path, page, log, 3) for page in ("book/01_a", SCORECARD_PAGE, "book/02_b")]
+    execute_pages(pages, tmp_path / "staged", ExecutionLimits(), at_once, root=tmp_path)
+    times = intervals(log)
+    first, second, card = times["book/01_a"], times["book/02_b"], times[SCORECARD_PAGE]
+    overlap = min(first[1], second[1]) - max(first[0], second[0])
+    assert (overlap > 1.0) if at_once == 2 else (overlap < 0)
+    assert card[0] >= max(first[1], second[1])
+    assert all((tmp_path / "staged" / f"{page}.ipynb").exists() for page in pages)
+
+
+def test_a_failing_page_fails_the_build_and_later_pages_do_not_start(tmp_path: Path) -> None:
+    from nbclient.exceptions import CellExecutionError
+
+    (tmp_path / "book").mkdir()
+    notebook(tmp_path / "book" / "01_bad.ipynb", "raise ValueError('boom')")
+    later = timed_page(tmp_path, "book/02_later", tmp_path / "times.txt", 0)
+    with pytest.raises(CellExecutionError, match="boom"):
+        execute_pages(["book/01_bad", later], tmp_path / "staged", ExecutionLimits(), 1, root=tmp_path)
+    assert not (tmp_path / "times.txt").exists() and not (tmp_path / "staged" / f"{later}.ipynb").exists()
 
 
 def test_toc_files_lists_every_notebook_in_order() -> None:

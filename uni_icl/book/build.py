@@ -4,12 +4,17 @@
 
 1. The sources (``_config.yml``, ``_toc.yml``, ``book/``) are copied to ``DIR/_build/source``,
    with ``uni_icl/`` linked beside them, so pages can quote the package's code.
-2. Each notebook of the table of contents is executed in a fresh kernel with ``book/`` as its
+2. Every chapter's models are trained, or loaded, at the preset of ``UNI_ICL_PRESET``, as one
+   grid on all workers (:func:`~uni_icl.parallel.train_all`): no core idles at the end of one
+   chapter's grid, and no page later waits, idle and silent, on a model another page trains.
+3. Each notebook of the table of contents is executed in a fresh kernel with ``book/`` as its
    working directory, under :mod:`uni_icl.book.execute`'s watchdog (a stalled notebook is retried
    once, then the build fails naming the notebook and the cell), and written with its outputs
    into the copy. ``UNI_ICL_BOOK_BUILD=1`` tells the notebooks they build static pages:
-   no progress bars and no machine paths in the output.
-3. ``jupyter-book build`` renders the copy with execution off, warnings as errors, into
+   no progress bars and no machine paths in the output. Pages run as many at a time as the
+   thread policy allows (:func:`pages_at_once`: workers over torch threads per process, so
+   never more threads than cores), the scorecard page last and alone: it reruns every chapter.
+4. ``jupyter-book build`` renders the copy with execution off, warnings as errors, into
    ``DIR/_build/html``.
 
 The notebooks in ``book/`` are never written: they stay without outputs.
@@ -32,7 +37,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -40,8 +48,15 @@ from nbclient.exceptions import CellExecutionError
 
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
 from uni_icl.book.notebook import BOOK_BUILD_ENV
+from uni_icl.device import policy_thread_count
+from uni_icl.experiments import digits
+from uni_icl.parallel import train_all, worker_count
+from uni_icl.presets import Preset, preset_from_env
+from uni_icl.scorecard import CHAPTERS
 
 ROOT = Path(__file__).resolve().parents[2]
+BOOK_CHAPTERS = (*CHAPTERS, digits)  # every experiment a page runs: the scorecard's and the digits chapter
+SCORECARD_PAGE = "book/99_scorecard"  # reruns every chapter (reproduce): executed after them, alone
 MATHJAX_PACKAGE = "django-static-mathjax"  # on PyPI; installs the Python package "mathjax"
 MATHJAX_SCRIPT = "tex-mml-chtml.js"  # the combined component Sphinx loads by default, from a CDN
 MATHJAX_STATIC = "mathjax"  # its folder under the built book's _static/
@@ -77,19 +92,60 @@ def stage_sources(root: Path, staged: Path) -> None:
     (staged / "uni_icl").symlink_to(root / "uni_icl", target_is_directory=True)
 
 
-def build(output: Path, limits: ExecutionLimits, root: Path = ROOT) -> float:
-    """Execute and render the book into ``output/_build/html``; returns the wall time in seconds."""
+def train_book(preset: Preset) -> list[str]:
+    """Train every model of every chapter at ``preset`` that is not stored, as one grid on all workers;
+    returns the labels trained (none when the cache is warm)."""
+    plan = [job for chapter in BOOK_CHAPTERS for job in chapter.training_plan(preset)]
+    return train_all(plan, description=f"the book's models ({preset.name})")
+
+
+def pages_at_once(environ: Mapping[str, str] = os.environ) -> int:
+    """How many notebooks execute at a time: workers (one per core) over torch threads per kernel."""
+    return max(1, worker_count(environ) // policy_thread_count(environ))
+
+
+def execute_pages(pages: list[str], staged: Path, limits: ExecutionLimits, at_once: int, root: Path = ROOT) -> None:
+    """Execute ``pages`` (paths without suffix) into ``staged``, ``at_once`` at a time, the scorecard
+    page last and alone. The first failure, in page order, is raised once the running pages finish;
+    pages not started by then are not started."""
+
+    failed = threading.Event()
+
+    def execute(page: str) -> None:
+        if failed.is_set():
+            return
+        source = root / f"{page}.ipynb"
+        print(f"executing {page}.ipynb ...", flush=True)
+
+        def log(message: str) -> None:
+            print(f"{page}.ipynb: {message}", flush=True)
+
+        try:
+            seconds = execute_notebook(source, staged / f"{page}.ipynb", cwd=source.parent, limits=limits, log=log)
+        except BaseException:
+            failed.set()
+            raise
+        print(f"executed {page}.ipynb in {seconds:.1f} s", flush=True)
+
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        futures = [pool.submit(execute, page) for page in pages if page != SCORECARD_PAGE]
+    for future in futures:
+        future.result()
+    if SCORECARD_PAGE in pages:
+        execute(SCORECARD_PAGE)
+
+
+def build(output: Path, limits: ExecutionLimits, preset: Preset, root: Path = ROOT) -> float:
+    """Train the book's models, execute and render the book into ``output/_build/html``; returns the
+    wall time in seconds."""
     started = time.monotonic()
     staged = output / "_build" / "source"
     stage_sources(root, staged)
     os.environ[BOOK_BUILD_ENV] = "1"  # inherited by every kernel started below
-    for page in toc_files(root):
-        source = root / f"{page}.ipynb"
-        if not source.exists():
-            continue
-        print(f"executing {page}.ipynb ...", flush=True)
-        seconds = execute_notebook(source, staged / f"{page}.ipynb", cwd=source.parent, limits=limits)
-        print(f"executed {page}.ipynb in {seconds:.1f} s", flush=True)
+    trained = train_book(preset)
+    print(f"trained {len(trained)} models in {time.monotonic() - started:.0f} s", flush=True)
+    pages = [page for page in toc_files(root) if (root / f"{page}.ipynb").exists()]
+    execute_pages(pages, staged, limits, pages_at_once(), root)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     command = [str(jupyter_book), "build", str(staged), "--path-output", str(output), "--all", "-W", "--keep-going"]
     subprocess.run(command, check=True)
@@ -206,11 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         limits = ExecutionLimits(silence_s=args.silence, cell_timeout_s=args.cell_timeout)
+        preset = preset_from_env()
+        pages_at_once()  # UNI_ICL_WORKERS and UNI_ICL_THREADS, checked before any work
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        seconds = build(args.output.resolve(), limits)
+        seconds = build(args.output.resolve(), limits, preset)
     except NotebookStalledError as error:
         print(f"error: the book did not build: {error}", file=sys.stderr)
         return 1
