@@ -11,7 +11,7 @@ from scipy import stats
 
 from uni_icl.convergence import convergence
 from uni_icl.evaluation import paired_difference
-from uni_icl.uncertainty import seeded_difference
+from uni_icl.uncertainty import seeded_difference, t_interval, t_quantile
 
 
 def _coverage(seed_sd: float, episode_sd: float, n_seeds: int = 3, n_episodes: int = 200, reps: int = 2000) -> float:
@@ -101,3 +101,12 @@ def test_a_difference_in_differences_covers_its_true_value():
         did = combined_difference([(1.0, mixed_1, single_1), (-1.0, mixed_2, single_2)])
         hits += did.lower <= -0.02 <= did.upper
     assert hits / reps >= 0.94
+
+
+def test_t_interval_by_hand_and_with_one_row():
+    mean, half = t_interval(np.array([[1.0, 10.0], [2.0, 10.0], [3.0, 10.0]]))
+    assert mean.tolist() == [2.0, 10.0]
+    assert half[0] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6) and half[1] == 0.0  # sd 1, t(2) = 4.3027
+    assert t_quantile(2) == pytest.approx(stats.t.ppf(0.975, 2), rel=1e-12)
+    mean, half = t_interval(np.array([[0.5, 0.7]]))
+    assert mean.tolist() == [0.5, 0.7] and half.tolist() == [0.0, 0.0]

@@ -30,6 +30,22 @@ from scipy.special import stdtrit  # the Student-t quantile, without importing s
 from uni_icl.evaluation import Difference
 
 
+def t_quantile(dof: float) -> float:
+    """The 97.5% quantile of Student's t with ``dof`` degrees of freedom: a 95% half-width in standard errors."""
+    return float(stdtrit(dof, 0.975))
+
+
+def t_interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 95% Student-t half-width of ``values`` (n, ...) along axis 0, over its n rows as
+    independent draws (zero width with one row: one draw says nothing about the spread)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0]
+    mean = values.mean(0)
+    if n < 2:
+        return mean, np.zeros_like(mean)
+    return mean, t_quantile(n - 1) * values.std(0, ddof=1) / math.sqrt(n)
+
+
 def seeded_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> Difference:
     """a - b with a 95% interval over seeds and test episodes (see the module docstring).
 
@@ -51,7 +67,7 @@ def seeded_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]
     if variance == 0.0:
         return Difference(float(diff.mean()), 0.0)
     dof = n_seeds - 1 if n_seeds > 1 else n_episodes - 1
-    return Difference(float(diff.mean()), float(stdtrit(dof, 0.975) * math.sqrt(variance)))
+    return Difference(float(diff.mean()), t_quantile(dof) * math.sqrt(variance))
 
 
 def combined_difference(
@@ -80,4 +96,4 @@ def combined_difference(
     seed_part = per_seed.var(ddof=1) / n_seeds if n_seeds > 1 else 0.0
     variance = seed_part + episode_part
     dof = n_seeds - 1 if n_seeds > 1 else max(1, min(len(t[1][0]) for t in terms) - 1)
-    return Difference(float(per_seed.mean()), float(stdtrit(dof, 0.975) * math.sqrt(variance)))
+    return Difference(float(per_seed.mean()), t_quantile(dof) * math.sqrt(variance))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy.special import nctdtr
 from tqdm.auto import tqdm
 
 from uni_icl.convergence import Convergence, convergence
@@ -45,6 +45,7 @@ from uni_icl.storage import CacheWarning, atomic_torch_save, cache_root, cached_
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import Callback, check_history, train
+from uni_icl.uncertainty import t_quantile
 from uni_icl.validation import check_choice, check_keys, check_state_dict
 from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
@@ -379,7 +380,7 @@ def speedup_interval(values: Sequence[float]) -> Difference:
         raise ValueError(f"values: expected finite per-seed log speed-ups, got {list(values)}")
     if array.size == 1:
         return Difference(float(array[0]), math.inf)
-    half = stats.t.ppf(0.975, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size)
+    half = t_quantile(array.size - 1) * array.std(ddof=1) / math.sqrt(array.size)
     return Difference(float(array.mean()), float(half))
 
 
@@ -405,7 +406,7 @@ def rule_power(log_speedup: float, sd: float, n_seeds: int, margin: float = LOG_
     if dof < 1:
         return 0.0
     ncp = (log_speedup - margin) / (sd / math.sqrt(n_seeds))
-    return float(stats.nct.sf(stats.t.ppf(0.975, dof), dof, ncp))
+    return float(1.0 - nctdtr(dof, ncp, t_quantile(dof)))  # the noncentral t's upper tail
 
 
 def run_records(results: dict, arms: Sequence[str] = COMPARED_ARMS) -> list[dict]:

@@ -14,13 +14,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from uni_icl.convergence import convergence
 from uni_icl.evaluation import Difference, EvalResult
 from uni_icl.learners import display_name
 from uni_icl.runs import TrainedLearner
-from uni_icl.uncertainty import seeded_difference
+from uni_icl.uncertainty import seeded_difference, t_interval
 from uni_icl.verdicts import ClaimVerdict
 
 # The one decision margin of every claim's rule (accuracy), used symmetrically: a difference whose
@@ -78,14 +77,13 @@ def seeded_row(results: list[EvalResult]) -> dict:
     total = seeded_difference(per_seed, np.zeros((1, per_seed.shape[1])))
     curves = np.array([result.per_position for result in results])
     episode_ci = np.array([result.per_position_ci for result in results]).mean(0)
-    seed_se = curves.std(0, ddof=1) / math.sqrt(len(results)) if len(results) > 1 else np.zeros(curves.shape[1])
-    t = stats.t.ppf(0.975, len(results) - 1) if len(results) > 1 else 1.0
+    mean_curve, seed_half = t_interval(curves)
     return {
         "mean": total.mean,
         "ci": total.ci,
         "seed_means": [result.mean for result in results],
-        "per_position": curves.mean(0).tolist(),
-        "per_position_ci": (t * seed_se + episode_ci).tolist(),
+        "per_position": mean_curve.tolist(),
+        "per_position_ci": (seed_half + episode_ci).tolist(),
         "per_episode_mean": per_seed.mean(0).tolist(),
         "per_seed_episode_mean": per_seed.tolist(),
     }

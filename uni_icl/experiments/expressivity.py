@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -56,7 +55,7 @@ from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, mo
 from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
 from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
-from uni_icl.uncertainty import seeded_difference
+from uni_icl.uncertainty import seeded_difference, t_interval
 from uni_icl.validation import check_choice
 from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
@@ -420,15 +419,14 @@ def seeded_curves(per_seed: np.ndarray) -> dict:
     total = seeded_difference(by_episode, np.zeros((1, n)))
     curves = per_seed.mean(axis=1)  # (S, N)
     episode_ci = np.stack([_ci(per_seed[s]) for s in range(S)]).mean(0)
-    seed_se = curves.std(0, ddof=1) / math.sqrt(S) if S > 1 else np.zeros(curves.shape[1])
-    t = stats.t.ppf(0.975, S - 1) if S > 1 else 1.0
+    mean_curve, seed_half = t_interval(curves)
     return {
         "mean": total.mean,
         "ci": total.ci,
         "seed_means": by_episode.mean(axis=1).tolist(),
         "per_seed_episode": by_episode.tolist(),
-        "per_position": curves.mean(0).tolist(),
-        "per_position_ci": (t * seed_se + episode_ci).tolist(),
+        "per_position": mean_curve.tolist(),
+        "per_position_ci": (seed_half + episode_ci).tolist(),
     }
 
 

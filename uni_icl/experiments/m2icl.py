@@ -54,7 +54,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 from tqdm.auto import tqdm
 
 from uni_icl.convergence import convergence
@@ -78,7 +77,7 @@ from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, mo
 from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
 from uni_icl.tasks import RegressionDomain, TaskFamily, domain_task, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train
-from uni_icl.uncertainty import seeded_difference
+from uni_icl.uncertainty import seeded_difference, t_interval, t_quantile
 from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
 ARMS = ("ICL (no adaptation)", "ICL adapted", "M2-ICL adapted", "M2-ICL (no adaptation)", "least squares")
@@ -316,9 +315,7 @@ def domain_sets_difference(checks: list[dict]) -> dict:
     n1, n2 = len(validation), len(held_out)
     v1, v2 = validation.var(ddof=1) / n1, held_out.var(ddof=1) / n2
     dof = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1)) if v1 + v2 > 0 else 1.0
-    difference = Difference(
-        float(validation.mean() - held_out.mean()), float(stats.t.ppf(0.975, dof) * math.sqrt(v1 + v2))
-    )
+    difference = Difference(float(validation.mean() - held_out.mean()), t_quantile(dof) * math.sqrt(v1 + v2))
     return {
         "log_ratio": [difference.mean, difference.ci],
         "validation_geometric": math.exp(float(validation.mean())),
@@ -386,15 +383,6 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
         "rows": rows,
         "wall_seconds": time.perf_counter() - started,
     }
-
-
-def t_interval(values: np.ndarray) -> tuple[float, float]:
-    """Mean and half-width of the Student-t 95% interval of ``values`` along axis 0."""
-    n = values.shape[0]
-    mean = values.mean(0)
-    if n < 2:
-        return mean, np.zeros_like(mean)
-    return mean, stats.t.ppf(0.975, n - 1) * values.std(0, ddof=1) / math.sqrt(n)
 
 
 def seeds_of(rows: list[dict]) -> list[int]:
