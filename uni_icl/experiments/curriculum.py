@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import Convergence, convergence
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import Difference, EvalResult, evaluate
-from uni_icl.experiments.evidence import LOG_MARGIN, side
+from uni_icl.experiments.evidence import LOG_MARGIN, OUTCOME_OF_READING, reading, side
 from uni_icl.learners import LearnerSpec
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import CurriculumScale, Preset
@@ -386,9 +386,7 @@ def speedup_interval(values: Sequence[float]) -> Difference:
 
 def decide_speedup(interval: Difference, margin: float = LOG_MARGIN) -> str:
     """The interval part of RULE_4A: the outcome read from the log speed-up's interval alone."""
-    return {"above +m": "reproduced", "below -m": "not reproduced", "within ±m": "not reproduced"}.get(
-        side(interval, margin), "inconclusive"
-    )
+    return OUTCOME_OF_READING[reading(interval, margin)]
 
 
 def rule_power(log_speedup: float, sd: float, n_seeds: int, margin: float = LOG_MARGIN) -> float:

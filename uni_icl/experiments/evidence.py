@@ -111,6 +111,18 @@ def side(interval: Difference, margin: float = MARGIN) -> str:
     return "crosses ±m"
 
 
+def reading(interval: Difference, margin: float = MARGIN) -> str:
+    """How ``interval`` (of a - b) reads for a claim that a beats b by more than the margin: 'supports'
+    (above +m), 'contradicts' (below -m, or within ±m: no practical difference does not support a
+    claim of superiority either) or 'undecided' (it crosses +m or -m)."""
+    return {"above +m": "supports", "below -m": "contradicts", "within ±m": "contradicts"}.get(
+        side(interval, margin), "undecided"
+    )
+
+
+OUTCOME_OF_READING = {"supports": "reproduced", "contradicts": "not reproduced", "undecided": "inconclusive"}
+
+
 def run_columns(run: dict) -> dict:
     """The columns a chapter's training table shows for one run of :func:`training_record`."""
     return {

@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import convergence
 from uni_icl.device import default_device
 from uni_icl.evaluation import Difference
-from uni_icl.experiments.evidence import LOG_MARGIN, side
+from uni_icl.experiments.evidence import LOG_MARGIN, reading, side
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.maml import (
     LOG_FLOOR,
@@ -517,13 +517,6 @@ RULE_4B = (
 )
 
 
-def reading(interval: Difference, margin: float = LOG_MARGIN) -> str:
-    """'supports', 'contradicts' or 'undecided': one comparison of RULE_4B read against the margin."""
-    return {"above +m": "supports", "below -m": "contradicts", "within ±m": "contradicts"}.get(
-        side(interval, margin), "undecided"
-    )
-
-
 def decide_4b(adapted: Difference, unadapted: Difference, margin: float = LOG_MARGIN) -> str:
     """RULE_4B without its gates, on the log ratios (a) ICL adapted / M2-ICL adapted and (b) ICL without
     adaptation / M2-ICL adapted at the smallest adaptation size."""
@@ -549,7 +542,7 @@ def decisive_4b(adapted: Difference, unadapted: Difference, size: int, outcome: 
     further from +m, but did not decide it)."""
     comparisons = comparisons_4b(adapted, unadapted, size)
     if outcome == "not reproduced":
-        comparisons = [c for c in comparisons if reading(c.interval) == "contradicts"]
+        comparisons = [c for c in comparisons if reading(c.interval, LOG_MARGIN) == "contradicts"]
     return decisive(comparisons, outcome)
 
 

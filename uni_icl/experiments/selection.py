@@ -42,8 +42,10 @@ from uni_icl.experiments.common import (
 from uni_icl.experiments.evidence import (
     CONVERGENCE_TOLERANCE,
     MARGIN,
+    OUTCOME_OF_READING,
     gated,
     per_seed_difference,
+    reading,
     row_difference,
     run_columns,
     seeded_row,
@@ -89,10 +91,7 @@ RULE_3A = (
 
 def decide_3a(difference: Difference, margin: float = MARGIN) -> str:
     """Outcome of ``RULE_3A`` (before the convergence gate) for d = ICL (mixture) - selector on radius."""
-    # within ±m: no practical difference, which does not support the claim either
-    return {"above +m": "reproduced", "below -m": "not reproduced", "within ±m": "not reproduced"}.get(
-        side(difference, margin), "inconclusive"
-    )
+    return OUTCOME_OF_READING[reading(difference, margin)]
 
 
 @dataclass
