@@ -178,6 +178,17 @@ def check_verdict(data) -> None:
     check_rests_on(data["rests_on"])
 
 
+def model_record(learner: str, train_family: str, runs: Iterable[dict]) -> dict:
+    """One entry of a verdict's ``rests_on``: a compared model (learner, training family) and, per seed,
+    the seed, the steps run and whether the run passed the convergence test (read from ``runs``, the
+    chapters' training records)."""
+    return {
+        "learner": learner,
+        "train_family": train_family,
+        "runs": [{"seed": r["seed"], "steps": r["steps"], "converged": bool(r["converged"])} for r in runs],
+    }
+
+
 def check_rests_on(records) -> None:
     """Raise a ValueError unless ``records`` is a verdict's list of compared models with their runs."""
     if not isinstance(records, list):

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import Convergence, convergence
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import Difference, EvalResult, evaluate
-from uni_icl.experiments.evidence import LOG_MARGIN, OUTCOME_OF_READING, reading, side
+from uni_icl.experiments.evidence import LOG_MARGIN, OUTCOME_OF_READING, reading, side, unconverged
 from uni_icl.learners import LearnerSpec
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import CurriculumScale, Preset
@@ -47,7 +47,7 @@ from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import Callback, check_history, train
 from uni_icl.uncertainty import t_quantile
 from uni_icl.validation import check_choice, check_keys, check_state_dict
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
 
 ARMS = ("none", "paper", "garg")
 ARM_NAMES = {
@@ -407,30 +407,13 @@ def rule_power(log_speedup: float, sd: float, n_seeds: int, margin: float = LOG_
     return float(1.0 - nctdtr(dof, ncp, t_quantile(dof)))  # the noncentral t's upper tail
 
 
+def _arm_name(record: dict) -> str:
+    return ARM_NAMES[record["train_family"]]
+
+
 def run_records(results: dict, arms: Sequence[str] = COMPARED_ARMS) -> list[dict]:
     """What the verdict rests on: per compared arm, the regressor's runs with their steps and convergence."""
-    return [
-        {
-            "learner": "icl_regressor",
-            "train_family": arm,
-            "runs": [
-                {"seed": r["seed"], "steps": r["steps"], "converged": bool(r["converged"])}
-                for r in results["rows"]
-                if r["arm"] == arm
-            ],
-        }
-        for arm in arms
-    ]
-
-
-def _not_converged(records: list[dict]) -> list[str]:
-    return [
-        f"{ARM_NAMES[r['train_family']]} (seeds "
-        + ", ".join(str(run["seed"]) for run in r["runs"] if not run["converged"])
-        + ")"
-        for r in records
-        if not all(run["converged"] for run in r["runs"])
-    ]
+    return [model_record("icl_regressor", arm, (r for r in results["rows"] if r["arm"] == arm)) for arm in arms]
 
 
 def gates_4a(
@@ -449,7 +432,7 @@ def gates_4a(
             f"{baseline_error / least_squares_error:.2f} times least squares' {least_squares_error:.3f} "
             f"(the rule asks at most {PREMISE_FACTOR})"
         )
-    failed = _not_converged(records)
+    failed = unconverged(records, _arm_name)
     if failed:
         reasons.append("not converged: " + "; ".join(failed))
     return reasons
@@ -607,7 +590,7 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
         notes={
             "gates": reasons,
             "ungated_outcome": ungated_4a(paper["per_seed"]),
-            "unconverged": _not_converged(records),
+            "unconverged": unconverged(records, _arm_name),
         },
         rests_on=records,
     )

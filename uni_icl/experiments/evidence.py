@@ -12,6 +12,7 @@ Shared by the chapters' rules (one margin, one convergence tolerance, one way to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -138,12 +139,16 @@ def run_columns(run: dict) -> dict:
     }
 
 
-def unconverged(records: list[dict]) -> list[str]:
-    """'learner on family (seeds ...)' for every model with a seed that failed the convergence test."""
+def model_name(record: dict) -> str:
+    """'learner on family': how a ``rests_on`` record names its model."""
+    return f"{display_name(record['learner'])} on {record['train_family']}"
+
+
+def unconverged(records: list[dict], name: Callable[[dict], str] = model_name) -> list[str]:
+    """'<name> (seeds ...)' for every model of ``records`` (``rests_on`` entries) with a seed that failed
+    the convergence test."""
     return [
-        f"{display_name(r['learner'])} on {r['train_family']} (seeds "
-        + ", ".join(str(run["seed"]) for run in r["runs"] if not run["converged"])
-        + ")"
+        f"{name(r)} (seeds " + ", ".join(str(run["seed"]) for run in r["runs"] if not run["converged"]) + ")"
         for r in records
         if not all(run["converged"] for run in r["runs"])
     ]

@@ -57,7 +57,7 @@ from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
 from uni_icl.uncertainty import seeded_difference, t_interval
 from uni_icl.validation import check_choice
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
 
 TEACHERS = MATCHED_FAMILY  # teacher (meta-learner) -> the family it is trained on
 CLAIMS = ("1",)
@@ -649,17 +649,11 @@ def rests_on(results: ImitationResults) -> list[dict]:
     records = []
     for name, by_seed in results.teachers.items():
         runs = [teacher_record(model) for model in by_seed]
-        records.append({"learner": name, "train_family": TEACHERS[name], "runs": _slim(runs)})
+        records.append(model_record(name, TEACHERS[name], runs))
     for name, by_seed in results.students.items():
         runs = [student_record(student) for student in by_seed]
-        records.append(
-            {"learner": f"ICL imitating {display_name(name)}", "train_family": TEACHERS[name], "runs": _slim(runs)}
-        )
+        records.append(model_record(f"ICL imitating {display_name(name)}", TEACHERS[name], runs))
     return records
-
-
-def _slim(runs: list[dict]) -> list[dict]:
-    return [{"seed": run["seed"], "steps": run["steps"], "converged": run["converged"]} for run in runs]
 
 
 def evidence(results: ImitationResults) -> tuple[dict[str, dict[str, Difference]], dict]:

@@ -58,7 +58,7 @@ from uni_icl.presets import ClassificationScale, Preset
 from uni_icl.runs import evaluate_or_load
 from uni_icl.uncertainty import combined_difference, seeded_difference
 from uni_icl.validation import check_choice, check_int
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
 
 LEARNERS = ("icl", *META_LEARNERS)
 AUTHORS_VARIANTS = ("icl_authors_prefix", "icl_authors")  # their computation, and its causal one-pass form
@@ -778,16 +778,7 @@ def rests_on(results: LearnabilityResults, train_families: Iterable[str]) -> lis
         tested_on = family if family in SINGLE_FAMILIES else SINGLE_FAMILIES[0]  # every test row has the runs
         for learner in LEARNERS:
             row = results.row(learner, family, tested_on)
-            records.append(
-                {
-                    "learner": learner,
-                    "train_family": family,
-                    "runs": [
-                        {"seed": run["seed"], "steps": run["steps"], "converged": run["converged"]}
-                        for run in row["runs"]
-                    ],
-                }
-            )
+            records.append(model_record(learner, family, row["runs"]))
     return records
 
 

@@ -78,7 +78,7 @@ from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
 from uni_icl.tasks import RegressionDomain, TaskFamily, domain_task, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train
 from uni_icl.uncertainty import seeded_difference, t_interval, t_quantile
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
 
 ARMS = ("ICL (no adaptation)", "ICL adapted", "M2-ICL adapted", "M2-ICL (no adaptation)", "least squares")
 CHAPTER = "book/06_m2icl"
@@ -570,14 +570,7 @@ NAMES = {"icl": "ICL pre-training", "m2icl": "M2-ICL meta-training"}
 def rests_on(records: dict[str, list[dict]]) -> list[dict]:
     """The compared models with their seeds' steps and convergence (the verdict's ``rests_on``)."""
     learners = {"icl": "icl_regressor", "m2icl": "m2icl"}
-    return [
-        {
-            "learner": learners[model],
-            "train_family": "regression_domains",
-            "runs": [{"seed": r["seed"], "steps": r["steps"], "converged": bool(r["converged"])} for r in runs],
-        }
-        for model, runs in records.items()
-    ]
+    return [model_record(learners[model], "regression_domains", runs) for model, runs in records.items()]
 
 
 def _pair(interval: Difference) -> list[float]:

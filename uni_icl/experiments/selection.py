@@ -62,7 +62,7 @@ from uni_icl.presets import ClassificationScale, Preset
 from uni_icl.runs import RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.tasks import TaskFamily
 from uni_icl.uncertainty import seeded_difference
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
 
 CLAIMS = ("3a",)
 CANDIDATES = tuple(MATCHING_LEARNER[family] for family in SINGLE_FAMILIES)  # matchnet, protonet, cnp
@@ -368,17 +368,7 @@ def _with_seeds(row: dict) -> str:
 def rests_on(results: SelectionResults) -> list[dict]:
     """The models RULE_3A compares: ICL on the mixture and the three candidates of the selector."""
     compared = [("icl", MIXED_FAMILY), *((learner, family) for family, learner in MATCHING_LEARNER.items())]
-    return [
-        {
-            "learner": learner,
-            "train_family": family,
-            "runs": [
-                {"seed": run["seed"], "steps": run["steps"], "converged": run["converged"]}
-                for run in results.training(learner, family)["runs"]
-            ],
-        }
-        for learner, family in compared
-    ]
+    return [model_record(learner, family, results.training(learner, family)["runs"]) for learner, family in compared]
 
 
 def verdicts(results: SelectionResults) -> list[ClaimVerdict]:

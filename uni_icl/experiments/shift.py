@@ -73,7 +73,7 @@ from uni_icl.runs import TrainedLearner, evaluate_or_load, prepare, train_or_loa
 from uni_icl.tasks import TaskFamily, make_generator
 from uni_icl.uncertainty import seeded_difference
 from uni_icl.validation import check_choice, check_int, check_positive
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, slack_and_beyond
+from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record, slack_and_beyond
 
 ICL_MIXTURE = "ICL (trained on mixture)"
 ICL_OWN = "ICL (trained on the family)"
@@ -475,17 +475,7 @@ def rests_on(results: ShiftResults) -> list[dict]:
     compared = [("icl", family) for family in SINGLE_FAMILIES] + list(
         (learner, family) for family, learner in MATCHING_LEARNER.items()
     )
-    return [
-        {
-            "learner": learner,
-            "train_family": family,
-            "runs": [
-                {"seed": run["seed"], "steps": run["steps"], "converged": run["converged"]}
-                for run in results.training(learner, family)["runs"]
-            ],
-        }
-        for learner, family in compared
-    ]
+    return [model_record(learner, family, results.training(learner, family)["runs"]) for learner, family in compared]
 
 
 def _entry(results: ShiftResults, family: str, learner: str, margin: float) -> dict:
