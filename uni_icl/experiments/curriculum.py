@@ -45,7 +45,7 @@ from uni_icl.storage import CacheWarning, atomic_torch_save, cache_root, cached_
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import Callback, check_history, train
-from uni_icl.uncertainty import t_quantile
+from uni_icl.uncertainty import t_interval, t_quantile
 from uni_icl.validation import check_choice, check_keys, check_state_dict
 from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
 
@@ -380,8 +380,8 @@ def speedup_interval(values: Sequence[float]) -> Difference:
         raise ValueError(f"values: expected finite per-seed log speed-ups, got {list(values)}")
     if array.size == 1:
         return Difference(float(array[0]), math.inf)
-    half = t_quantile(array.size - 1) * array.std(ddof=1) / math.sqrt(array.size)
-    return Difference(float(array.mean()), float(half))
+    mean, half = t_interval(array)
+    return Difference(float(mean), float(half))
 
 
 def decide_speedup(interval: Difference, margin: float = LOG_MARGIN) -> str:

@@ -542,7 +542,7 @@ def decisive_4b(adapted: Difference, unadapted: Difference, size: int, outcome: 
     further from +m, but did not decide it)."""
     comparisons = comparisons_4b(adapted, unadapted, size)
     if outcome == "not reproduced":
-        comparisons = [c for c in comparisons if reading(c.interval, LOG_MARGIN) == "contradicts"]
+        comparisons = [c for c in comparisons if reading(c.interval, c.margin) == "contradicts"]
     return decisive(comparisons, outcome)
 
 
