@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from uni_icl.book import plotting
 from uni_icl.evaluation import episode_scores
 from uni_icl.experiments import common, evidence
 from uni_icl.experiments import learnability as lrn
@@ -341,3 +342,31 @@ def test_the_2_single_explanation_names_every_premise_that_does_not_hold():
     assert "does not hold on pairwise (fails;" in text and "prototype (undetermined;" in text
     assert "pairwise +0.073 ± 0.235, undetermined, prototype +0.008 ± 0.004, holds" in text
     assert "amortized (" not in text and "the core of the claim" not in text
+
+
+def test_decision_regions_are_computed_once_then_loaded(isolated_cache, monkeypatch):
+    preset = PRESETS["smoke"]
+    scale, extras = preset.classification, preset.learnability
+    regions = lrn.decision_regions(preset)
+    size = extras.region_resolution
+    assert regions.axis.shape == (size,)
+    for family in lrn.SINGLE_FAMILIES:
+        for shots in extras.region_shots:
+            for predictor in lrn.region_predictors(family):
+                probs = regions.panel(family, shots, predictor)
+                assert probs.shape == (size, size) and ((probs >= 0) & (probs <= 1)).all()
+    shots = extras.region_shots[-1]
+    support_xs, support_ys = lrn.region_support(scale, "prototype", shots)
+    model = common.trained(scale, "icl", "prototype", progress=False).learner
+    _, _, direct = plotting.class_probabilities_on_grid(
+        model, support_xs, support_ys, extent=lrn.REGION_EXTENT, resolution=size
+    )
+    assert (regions.panel("prototype", shots, "icl") == direct).all()  # the stored grid is the model's
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("a stored decision-region grid was recomputed")
+
+    monkeypatch.setattr(lrn, "class_probabilities_on_grid", recompute)
+    again = lrn.decision_regions(preset)
+    assert all((again.probs[key] == regions.probs[key]).all() for key in regions.probs)
+    assert lrn.predictor_name("bayes") == "Bayes" and lrn.predictor_name("protonet") == "ProtoNet"

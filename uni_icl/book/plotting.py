@@ -270,13 +270,34 @@ def plot_decision_regions(
     resolution: int = 80,
     colorbar: bool = True,
 ) -> plt.Axes:
-    """P(class 1) as a colour map, the 0.5 contour, and the support points coloured by label.
+    """P(class 1) of ``predictor`` as a colour map, the 0.5 contour, and the support points coloured
+    by label (:func:`class_probabilities_on_grid`, then :func:`draw_decision_regions`).
 
     ``colorbar=False`` leaves out the panel's own colour bar: a grid of panels then shares one,
     drawn by :func:`probability_colorbar` (every panel uses the same colours for the same P)."""
     grid_x, grid_y, probs = class_probabilities_on_grid(
         predictor, support_xs, support_ys, extent=extent, resolution=resolution
     )
+    return draw_decision_regions(
+        ax, grid_x, grid_y, probs, support_xs, support_ys, title=title, extent=extent, colorbar=colorbar
+    )
+
+
+def draw_decision_regions(
+    ax: plt.Axes,
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    probs: np.ndarray,
+    support_xs: torch.Tensor,
+    support_ys: torch.Tensor,
+    *,
+    title: str = "",
+    extent: float = 3.0,
+    colorbar: bool = True,
+) -> plt.Axes:
+    """Draw probabilities already computed: grid_x (R,), grid_y (R,), probs (R, R) as
+    :func:`class_probabilities_on_grid` returns them (or a stored grid); arguments as
+    :func:`plot_decision_regions`."""
     image = ax.contourf(grid_x, grid_y, probs, levels=PROBABILITY_LEVELS, cmap="coolwarm", alpha=0.75)
     ax.contour(grid_x, grid_y, probs, levels=[0.5], colors="black", linewidths=1.2)
     draw_support_set(ax, support_xs, support_ys, extent=extent, title=title)

@@ -7,6 +7,8 @@ Building blocks, each usable alone:
 - ``bayes_scores`` / ``evaluate_bayes_or_load``: the Bayes-optimal in-context predictor of
   :mod:`uni_icl.learners.bayes` scored on exactly the test episodes the learners see (same number, same
   seed, same batches), cached in the result store, with Monte-Carlo diagnostics for ``prototype``.
+- ``decision_regions``: P(y = 1) of ICL, the matching meta-learner and the Bayes predictor on a
+  grid of queries after a few labelled points, stored like a result table.
 - ``row_difference``: mean difference of two learners on the same test episodes, over their
   training seeds, with a 95% interval over seeds and episodes (:mod:`uni_icl.uncertainty`).
 - ``decide_single`` / ``decide_mixed``: the decision rules of claims "2-single" and "2-mixed",
@@ -22,9 +24,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
+from uni_icl.book.plotting import class_probabilities_on_grid
+from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import Difference, EvalResult
 from uni_icl.experiments import budget_sweep
 from uni_icl.experiments.common import (
@@ -34,6 +40,8 @@ from uni_icl.experiments.common import (
     MIXED_FAMILY,
     SINGLE_FAMILIES,
     BayesEvaluation,
+    bayes_code_hash,
+    bayes_predictor,
     classification_job,
     classification_task,
     evaluate_bayes_or_load,
@@ -55,9 +63,10 @@ from uni_icl.experiments.evidence import (
 from uni_icl.learners import TRAINABLE_CLASSIFIERS, display_name
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import ClassificationScale, Preset
-from uni_icl.runs import evaluate_or_load
+from uni_icl.runs import CODE_VERSION, evaluate_or_load
+from uni_icl.storage import cache_root, cached_entry, config_hash
 from uni_icl.uncertainty import combined_difference, seeded_difference
-from uni_icl.validation import check_choice, check_int
+from uni_icl.validation import check_choice, check_int, check_keys
 from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
 
 LEARNERS = ("icl", *META_LEARNERS)
@@ -839,6 +848,96 @@ def region_support(scale: ClassificationScale, family: str, n_support: int, seed
     check_int("n_support", n_support, minimum=0, maximum=scale.n_points)
     episode = classification_task(scale, family).sample(1, seed=seed)
     return episode.xs[0, :n_support], episode.ys[0, :n_support]
+
+
+REGION_EXTENT = 3.0  # the decision-region grid spans [-3, 3] on both axes
+
+
+def region_predictors(family: str) -> tuple[str, str, str]:
+    """Whose decision regions are drawn on ``family``: ICL, the matching meta-learner, the Bayes predictor."""
+    return ("icl", MATCHING_LEARNER[family], "bayes")
+
+
+def predictor_name(predictor: str) -> str:
+    """The display name of a learner id, or of ``"bayes"`` (the Bayes predictor)."""
+    return BAYES_NAME if predictor == "bayes" else display_name(predictor)
+
+
+@dataclass(frozen=True)
+class DecisionRegions:
+    """P(y = 1) on a square grid for each family, support size and predictor (learners: seed 0,
+    trained on the family), given the first points of :func:`region_support`'s episode.
+
+    ``axis`` (R,): the grid's coordinates on both axes; ``probs["family/shots/predictor"]`` (R, R),
+    row j at x_2 = axis[j], column i at x_1 = axis[i] (as :func:`class_probabilities_on_grid` returns).
+    """
+
+    axis: np.ndarray
+    probs: dict[str, np.ndarray]
+
+    def panel(self, family: str, shots: int, predictor: str) -> np.ndarray:
+        return self.probs[f"{family}/{shots}/{predictor}"]
+
+
+def decision_regions(preset: Preset) -> DecisionRegions:
+    """The chapter's decision-region grids, computed once and stored (cached by configuration).
+
+    The prototype Bayes predictor is a Monte-Carlo sampler run per grid point (R * R episodes per
+    panel): most of the chapter's page time when recomputed on every build.
+    """
+    scale, extras = preset.classification, preset.learnability
+    models = {
+        f"{family}/{learner}": trained(scale, learner, family, progress=False)
+        for family in SINGLE_FAMILIES
+        for learner in region_predictors(family)[:2]
+    }
+    keys = [
+        f"{family}/{shots}/{predictor}"
+        for family in SINGLE_FAMILIES
+        for shots in extras.region_shots
+        for predictor in region_predictors(family)
+    ]
+    config = {
+        "code_version": CODE_VERSION,
+        "bayes_code": bayes_code_hash(),
+        "models": {name: model.spec.config() for name, model in models.items()},
+        "tasks": {family: classification_task(scale, family).config() for family in SINGLE_FAMILIES},
+        "shots": list(extras.region_shots),
+        "resolution": extras.region_resolution,
+        "extent": REGION_EXTENT,
+        "bayes": {"seed": extras.bayes_seed, "n_samples": extras.region_bayes_samples},
+        "device": default_device().type,
+    }
+    path = cache_root() / "results" / f"decision-regions-{config_hash(config)}.pt"
+
+    def compute() -> dict[str, torch.Tensor]:
+        grids = {}
+        with policy_threads():
+            for family in SINGLE_FAMILIES:
+                predictors = {name: models[f"{family}/{name}"].learner for name in region_predictors(family)[:2]}
+                predictors["bayes"] = bayes_predictor(
+                    classification_task(scale, family), seed=extras.bayes_seed, n_samples=extras.region_bayes_samples
+                )
+                for shots in extras.region_shots:
+                    support_xs, support_ys = region_support(scale, family, shots)
+                    for name, predictor in predictors.items():
+                        axis, _, probs = class_probabilities_on_grid(
+                            predictor, support_xs, support_ys, extent=REGION_EXTENT, resolution=extras.region_resolution
+                        )
+                        grids[f"{family}/{shots}/{name}"] = torch.from_numpy(probs)
+        grids["axis"] = torch.from_numpy(axis)
+        return grids
+
+    def validate(grids) -> None:
+        check_keys("decision regions", grids, [*keys, "axis"])
+        size = extras.region_resolution
+        for key in keys:
+            probs = grids[key]
+            if tuple(probs.shape) != (size, size) or not bool(((probs >= 0) & (probs <= 1)).all()):
+                raise ValueError(f"decision regions: {key} is not a ({size}, {size}) grid of probabilities")
+
+    grids, _ = cached_entry(path, compute, validate, tensors=True)
+    return DecisionRegions(grids["axis"].numpy(), {key: grids[key].numpy() for key in keys})
 
 
 # ----------------------------------------------------------------------------- explanations
