@@ -8,7 +8,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from uni_icl.book.build import SCORECARD_PAGE, OneLineParser, execute_pages, main, pages_at_once, toc_files
+from uni_icl.book.build import (
+    SCORECARD_PAGE,
+    OneLineParser,
+    execute_pages,
+    main,
+    pages_at_once,
+    scorecard_inputs,
+    toc_files,
+)
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,13 +124,14 @@ def test_pages_at_once_never_asks_for_more_threads_than_workers() -> None:
     assert pages_at_once({"UNI_ICL_WORKERS": "1", "UNI_ICL_THREADS": "4"}) == 1
 
 
-def timed_page(root: Path, page: str, log: Path, seconds: float) -> str:
-    """A notebook at ``root/page.ipynb`` that appends (page, start, end) to ``log`` around a sleep."""
+def timed_page(root: Path, page: str, log: Path, seconds: float, *, imports: str = "") -> str:
+    """A notebook at ``root/page.ipynb`` that appends (page, start, end) to ``log`` around a sleep,
+    then runs ``imports`` in a second cell (how a page shows which chapters it runs)."""
     cell = (
         f"import time\nstart = time.time()\ntime.sleep({seconds})\n"
         f"with open({str(log)!r}, 'a') as f:\n    f.write(f'{page} {{start}} {{time.time()}}\\n')"
     )
-    notebook(root / f"{page}.ipynb", cell)
+    notebook(root / f"{page}.ipynb", cell, *([imports] if imports else []))
     return page
 
 
@@ -130,18 +139,38 @@ def intervals(log: Path) -> dict[str, tuple[float, float]]:
     return {page: (float(a), float(b)) for page, a, b in (line.split() for line in log.read_text().splitlines())}
 
 
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return min(a[1], b[1]) - max(a[0], b[0])
+
+
 @pytest.mark.parametrize("at_once", [1, 2])
-def test_pages_run_side_by_side_and_the_scorecard_page_last(tmp_path: Path, at_once: int) -> None:
+def test_the_scorecard_page_starts_after_the_claim_pages_and_before_the_others(tmp_path: Path, at_once: int) -> None:
     (tmp_path / "book").mkdir()
     log = tmp_path / "times.txt"
-    pages = [timed_page(tmp_path, page, log, 3) for page in ("book/01_a", SCORECARD_PAGE, "book/02_b")]
+    claim = "from uni_icl.experiments import selection"
+    pages = [
+        timed_page(tmp_path, "book/00_other", log, 3),
+        timed_page(tmp_path, "book/01_a", log, 3, imports=claim),
+        timed_page(tmp_path, "book/02_b", log, 3, imports=claim.replace("selection", "m2icl")),
+        timed_page(tmp_path, SCORECARD_PAGE, log, 3),
+        timed_page(tmp_path, "book/90_last", log, 3),
+    ]
+    assert scorecard_inputs(pages, tmp_path) == {"book/01_a", "book/02_b"}
     execute_pages(pages, tmp_path / "staged", ExecutionLimits(), at_once, root=tmp_path)
     times = intervals(log)
     first, second, card = times["book/01_a"], times["book/02_b"], times[SCORECARD_PAGE]
-    overlap = min(first[1], second[1]) - max(first[0], second[0])
-    assert (overlap > 1.0) if at_once == 2 else (overlap < 0)
-    assert card[0] >= max(first[1], second[1])
+    assert (overlap(first, second) > 1.0) if at_once == 2 else (overlap(first, second) < 0)
+    assert card[0] >= max(first[1], second[1])  # never beside a claim page
+    assert card[0] < times["book/90_last"][0]  # ahead of the pages still waiting
+    if at_once == 2:
+        assert max(overlap(card, times[page]) for page in ("book/00_other", "book/90_last")) > 1.0
     assert all((tmp_path / "staged" / f"{page}.ipynb").exists() for page in pages)
+
+
+def test_the_scorecard_inputs_are_the_claim_chapters_pages() -> None:
+    pages = [page for page in toc_files(ROOT) if (ROOT / f"{page}.ipynb").exists()]
+    inputs = scorecard_inputs(pages, ROOT)
+    assert inputs == {page for page in pages if page.split("/")[-1][:2] in {"01", "02", "03", "04", "05", "06"}}
 
 
 def test_a_failing_page_fails_the_build_and_later_pages_do_not_start(tmp_path: Path) -> None:

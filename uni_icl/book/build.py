@@ -13,7 +13,8 @@
    into the copy. ``UNI_ICL_BOOK_BUILD=1`` tells the notebooks they build static pages:
    no progress bars and no machine paths in the output. Pages run as many at a time as the
    thread policy allows (:func:`pages_at_once`: workers over torch threads per process, so
-   never more threads than cores), the scorecard page last and alone: it reruns every chapter.
+   never more threads than cores); the scorecard page, which reruns every claim's chapter, starts
+   when their pages have finished (:func:`execute_pages`).
 4. ``jupyter-book build`` renders the copy with execution off, warnings as errors, into
    ``DIR/_build/html``.
 
@@ -33,14 +34,15 @@ This module is also the book's Sphinx extension (``_config.yml``: ``sphinx: extr
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -56,7 +58,7 @@ from uni_icl.scorecard import CHAPTERS
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOK_CHAPTERS = (*CHAPTERS, digits)  # every experiment a page runs: the scorecard's and the digits chapter
-SCORECARD_PAGE = "book/99_scorecard"  # reruns every chapter (reproduce): executed after them, alone
+SCORECARD_PAGE = "book/99_scorecard"  # reruns every claim's chapter (reproduce): executed after their pages
 MATHJAX_PACKAGE = "django-static-mathjax"  # on PyPI; installs the Python package "mathjax"
 MATHJAX_SCRIPT = "tex-mml-chtml.js"  # the combined component Sphinx loads by default, from a CDN
 MATHJAX_STATIC = "mathjax"  # its folder under the built book's _static/
@@ -104,35 +106,83 @@ def pages_at_once(environ: Mapping[str, str] = os.environ) -> int:
     return max(1, worker_count(environ) // policy_thread_count(environ))
 
 
-def execute_pages(pages: list[str], staged: Path, limits: ExecutionLimits, at_once: int, root: Path = ROOT) -> None:
-    """Execute ``pages`` (paths without suffix) into ``staged``, ``at_once`` at a time, the scorecard
-    page last and alone. The first failure, in page order, is raised once the running pages finish;
-    pages not started by then are not started."""
+def scorecard_inputs(pages: list[str], root: Path = ROOT) -> set[str]:
+    """The pages that run a chapter the scorecard reruns: notebooks whose code imports one of its
+    modules (``from uni_icl.experiments import learnability as lrn``, ...)."""
+    modules = {chapter.__name__.rsplit(".", 1)[-1] for chapter in CHAPTERS}
+    found = set()
+    for page in pages:
+        cells = json.loads((root / f"{page}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+        imported = set(re.findall(r"^from uni_icl\.experiments import (\w+)", code, flags=re.MULTILINE))
+        if imported & modules:
+            found.add(page)
+    return found
 
-    failed = threading.Event()
+
+def execute_pages(pages: list[str], staged: Path, limits: ExecutionLimits, at_once: int, root: Path = ROOT) -> None:
+    """Execute ``pages`` (paths without suffix) into ``staged``, ``at_once`` at a time.
+
+    The scorecard page reruns every claim's chapter: beside a page of one of them it could wait,
+    idle and silent, on an entry that page computes (the watchdog would call that a stall). So it
+    starts when every page of :func:`scorecard_inputs` has finished, ahead of the pages still
+    waiting, which may run beside it. Those pages run first, in page order, then the others. The
+    first failure, in page order, is raised once the running pages finish; pages not started by
+    then are not started.
+    """
+    inputs = scorecard_inputs([page for page in pages if page != SCORECARD_PAGE], root)
+    waiting = [page for page in pages if page in inputs] + [
+        page for page in pages if page not in inputs and page != SCORECARD_PAGE
+    ]
+    card_waits = SCORECARD_PAGE in pages
+    finished: set[str] = set()
+    errors: dict[str, BaseException] = {}
+    changed = threading.Condition()
+
+    def next_page() -> str | None:
+        nonlocal card_waits
+        with changed:
+            while not errors:
+                if card_waits and inputs <= finished:
+                    card_waits = False
+                    return SCORECARD_PAGE
+                if waiting:
+                    return waiting.pop(0)
+                if not card_waits:
+                    return None
+                changed.wait()
+            return None
 
     def execute(page: str) -> None:
-        if failed.is_set():
-            return
         source = root / f"{page}.ipynb"
         print(f"executing {page}.ipynb ...", flush=True)
 
         def log(message: str) -> None:
             print(f"{page}.ipynb: {message}", flush=True)
 
-        try:
-            seconds = execute_notebook(source, staged / f"{page}.ipynb", cwd=source.parent, limits=limits, log=log)
-        except BaseException:
-            failed.set()
-            raise
+        seconds = execute_notebook(source, staged / f"{page}.ipynb", cwd=source.parent, limits=limits, log=log)
         print(f"executed {page}.ipynb in {seconds:.1f} s", flush=True)
 
-    with ThreadPoolExecutor(max_workers=at_once) as pool:
-        futures = [pool.submit(execute, page) for page in pages if page != SCORECARD_PAGE]
-    for future in futures:
-        future.result()
-    if SCORECARD_PAGE in pages:
-        execute(SCORECARD_PAGE)
+    def work() -> None:
+        while (page := next_page()) is not None:
+            try:
+                execute(page)
+            except BaseException as error:
+                with changed:
+                    errors[page] = error
+                    changed.notify_all()
+                return
+            with changed:
+                finished.add(page)
+                changed.notify_all()
+
+    threads = [threading.Thread(target=work) for _ in range(max(1, at_once))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[min(errors, key=pages.index)]
 
 
 def build(output: Path, limits: ExecutionLimits, preset: Preset, root: Path = ROOT) -> float:
