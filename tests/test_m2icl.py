@@ -406,6 +406,26 @@ def test_validation_check_runs_the_held_out_procedure_on_the_validation_domains(
     assert len(check["validation_domains"]) == scale.maml.n_val_domains and check["held_out"] == [0.5] * 3
 
 
+def test_validation_check_is_computed_once_per_key_then_loaded(monkeypatch):
+    scale = PRESETS["smoke"].m2icl
+    torch.manual_seed(0)
+    model = CausalRegressionTransformer(scale.d, RegressorConfig(**scale.regressor))
+    small = min(scale.adaptation_sizes)
+    rows = [
+        {"seed": 0, "domain": k, "arm": "M2-ICL adapted", "size": small, "per_position": [0.5] * scale.n_points}
+        for k in range(scale.n_test_domains)
+    ]
+    first = experiment.stored_validation_check(scale, model, rows, key={"model": "a"}, seed=0)
+    fresh = experiment.validation_check(scale, model, rows, seed=0)
+    assert first["validation_domains"] == pytest.approx(fresh["validation_domains"], rel=1e-6)
+    calls = []
+    monkeypatch.setattr(experiment, "validation_check", lambda *args: calls.append(args) or fresh)
+    assert experiment.stored_validation_check(scale, model, rows, key={"model": "a"}, seed=0) == first
+    assert calls == []  # loaded
+    experiment.stored_validation_check(scale, model, rows, key={"model": "b"}, seed=0)
+    assert len(calls) == 1  # another model: computed
+
+
 def test_training_plan_lists_every_seed_of_both_models():
     preset = PRESETS["smoke"]
     plan = experiment.training_plan(preset)

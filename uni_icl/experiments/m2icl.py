@@ -306,6 +306,15 @@ def validation_check(scale: M2ICLScale, model: torch.nn.Module, rows: list[dict]
     }
 
 
+def stored_validation_check(
+    scale: M2ICLScale, model: torch.nn.Module, rows: list[dict], *, key: dict, seed: int
+) -> dict:
+    """:func:`validation_check`, computed once per adaptation-table key and seed, then loaded (it fine-tunes
+    on every validation domain: 3 s a seed at quick, every time the chapter or the scorecard ran)."""
+    path = cache_root() / "results" / f"m2icl-validation-{config_hash({**key, 'seed_of_models': seed})}.json"
+    return json_entry(path, lambda: validation_check(scale, model, rows, seed))
+
+
 def domain_sets_difference(checks: list[dict]) -> dict:
     """log(geometric mean over the validation domains / over the held-out domains) of M2-ICL adapted at the
     smallest size, averaged over seeds, with a Welch 95% interval over the two sets of domains (each domain's
@@ -364,7 +373,7 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
         }
         seed_rows = adaptation_table(scale, icl.learner, m2icl, key=key, seed=seed, progress=progress)
         rows += seed_rows
-        checks.append(validation_check(scale, m2icl, seed_rows, seed))
+        checks.append(stored_validation_check(scale, m2icl, seed_rows, key=key, seed=seed))
         icl_histories[seed], meta_histories[seed] = icl.history.to_dict(), meta_history
         icl_records.append(training_record(icl.history.to_dict(), seed, scale.pretrain.stop_tolerance))
         meta_records.append(training_record(meta_history, seed, scale.meta_tolerance))
