@@ -37,8 +37,8 @@ tests use.
 **Rendered book**: :func:`small_multiples` draws the whole grid as seaborn small multiples
 (panels by ``col`` and ``row``) and returns the :class:`seaborn.FacetGrid`; :func:`slider` returns
 an :class:`IPython.display.HTML` animation over one column (``over``) made with
-``matplotlib.animation.FuncAnimation(...).to_jshtml()``: a real slider in the static HTML page
-that works offline (every frame is an embedded image).
+matplotlib's ``HTMLWriter`` (what ``FuncAnimation.to_jshtml`` writes): a real slider in the static
+HTML page that works offline (every frame is an embedded image).
 
 Example (in a notebook; ``frame`` holds the columns shown above)::
 
@@ -60,12 +60,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.animation import FuncAnimation
+from matplotlib.animation import HTMLWriter
 from matplotlib.figure import Figure
 
 from uni_icl.book.palette import learner_colours
@@ -434,8 +436,8 @@ def slider(
 ):
     """An animation of ``y`` against ``x`` with one frame per value of ``over`` and a slider to pick it.
 
-    Made with ``FuncAnimation(...).to_jshtml()``: the frames are embedded images and the slider is
-    plain JavaScript, so it works in the static book, offline. Every frame shares the y scale; the
+    Made with matplotlib's ``HTMLWriter``, as ``FuncAnimation.to_jshtml`` does: the frames are embedded
+    images and the slider is plain JavaScript, so it works in the static book, offline. Every frame shares the y scale; the
     legend lies below the axes, clear of the lines. Each frame is ``figsize`` inches at ``dpi``: the
     default, 650 px wide, fits the book's text column unshrunk, its 10-pt text 14 px tall (below
     about 65 dpi text is too small to read). Returns an :class:`IPython.display.HTML` (display it, or
@@ -463,9 +465,18 @@ def slider(
             ax.legend(title=hue, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, frameon=False)
         return []
 
-    animation = FuncAnimation(figure, draw_frame, frames=len(values), interval=interval_ms, repeat=False)
-    # the frames are saved at savefig.dpi (the book's 150), not at the figure's: make it ``dpi``
-    with plt.rc_context({"savefig.dpi": dpi}):
-        html = animation.to_jshtml(default_mode="once")
+    # what FuncAnimation.to_jshtml writes, but each frame drawn once (the animation also redraws the
+    # canvas after every frame, for a screen: twice the time of the book's sliders); one draw first
+    # lets the constrained layout settle, so that frames 0 and 1 share it
+    writer = HTMLWriter(fps=1000 / interval_ms, embed_frames=True, default_mode="once")
+    with TemporaryDirectory() as folder, plt.rc_context({"savefig.bbox": None}):
+        path = Path(folder, "slider.html")
+        with writer.saving(figure, str(path), dpi):
+            for index in range(len(values)):
+                draw_frame(index)
+                if index == 0:
+                    figure.canvas.draw()
+                writer.grab_frame()
+        html = path.read_text()
     plt.close(figure)
     return HTML(html)
