@@ -43,6 +43,7 @@ from uni_icl.experiments.common import (
     bayes_code_hash,
     bayes_predictor,
     classification_job,
+    classification_run,
     classification_task,
     evaluate_bayes_or_load,
     evaluate_prior_bayes_or_load,
@@ -63,7 +64,7 @@ from uni_icl.experiments.evidence import (
 from uni_icl.learners import TRAINABLE_CLASSIFIERS, display_name
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import ClassificationScale, Preset
-from uni_icl.runs import CODE_VERSION, evaluate_or_load
+from uni_icl.runs import CODE_VERSION, evaluate_or_load, train_or_load
 from uni_icl.storage import cache_root, cached_entry, config_hash
 from uni_icl.uncertainty import combined_difference, seeded_difference
 from uni_icl.validation import check_choice, check_int, check_keys
@@ -886,8 +887,8 @@ def decision_regions(preset: Preset) -> DecisionRegions:
     panel): most of the chapter's page time when recomputed on every build.
     """
     scale, extras = preset.classification, preset.learnability
-    models = {
-        f"{family}/{learner}": trained(scale, learner, family, progress=False)
+    specs = {  # seed 0's runs: the key needs their configurations, only a computation their weights
+        f"{family}/{learner}": classification_run(scale, learner, classification_task(scale, family))
         for family in SINGLE_FAMILIES
         for learner in region_predictors(family)[:2]
     }
@@ -900,7 +901,7 @@ def decision_regions(preset: Preset) -> DecisionRegions:
     config = {
         "code_version": CODE_VERSION,
         "bayes_code": bayes_code_hash(),
-        "models": {name: model.spec.config() for name, model in models.items()},
+        "models": {name: spec.config() for name, spec in specs.items()},
         "tasks": {family: classification_task(scale, family).config() for family in SINGLE_FAMILIES},
         "shots": list(extras.region_shots),
         "resolution": extras.region_resolution,
@@ -914,7 +915,10 @@ def decision_regions(preset: Preset) -> DecisionRegions:
         grids = {}
         with policy_threads():
             for family in SINGLE_FAMILIES:
-                predictors = {name: models[f"{family}/{name}"].learner for name in region_predictors(family)[:2]}
+                predictors = {
+                    name: train_or_load(specs[f"{family}/{name}"], progress=False).learner
+                    for name in region_predictors(family)[:2]
+                }
                 predictors["bayes"] = bayes_predictor(
                     classification_task(scale, family), seed=extras.bayes_seed, n_samples=extras.region_bayes_samples
                 )
