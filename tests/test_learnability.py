@@ -220,6 +220,10 @@ def test_run_and_verdicts_at_smoke(isolated_cache):
         assert set(lrn.SINGLE_FAMILIES) <= set(verdict.numbers)
     assert not (isolated_cache / "verdicts").exists()  # verdicts are pure: only reproduce stores the scorecard
     _check_premise_for_both_shapes(results, found[0])
+    faith = tables["faithfulness"]
+    assert not faith.empty
+    differences = faith["authors' ICLer"] - faith["default ICL, seed 0"]
+    assert differences.to_numpy() == pytest.approx(faith["ICLer - default"].to_numpy(), abs=1e-9)  # columns add up
     single, mixed = found
     assert single.numbers["decisive"] == lrn.single_decisive(
         *lrn.single_evidence(results)[:2], single.notes["ungated_outcome"]
