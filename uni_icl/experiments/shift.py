@@ -695,8 +695,12 @@ def region_figure(
     """Decision regions: one row per learner, one column per noise level, same sampled episode per column."""
     noise_levels = list(noise_levels)
     learners = [name for name in (learners or LEARNER_ORDER) if name in results.models]
-    figure, axes = plt.subplots(
-        len(learners), len(noise_levels), figsize=(2.6 * len(noise_levels), 2.5 * len(learners)), squeeze=False
+    figure, axes = plt.subplots(  # constrained: the title above the column titles, not over them
+        len(learners),
+        len(noise_levels),
+        figsize=(2.6 * len(noise_levels), 2.5 * len(learners)),
+        squeeze=False,
+        layout="constrained",
     )
     for column, sigma in enumerate(noise_levels):
         support_xs, support_ys = support_set(results.scale, family, sigma, n_shots, seed=seed)
@@ -707,9 +711,10 @@ def region_figure(
                 ax, results.learner(name, family, sigma), support_xs, support_ys, extent=extent, resolution=resolution
             )
             ax.set_title(f"noise_std = {sigma}" if row == 0 else "", fontsize=10)
-            ax.set_ylabel(f"{name}\n$x_2$" if column == 0 else "", fontsize=8)
-    figure.suptitle(f"{family}: P(y = 1) after {n_shots} shots (red = 1, blue = 0; black: the 0.5 boundary)")
-    figure.tight_layout()
+            ax.set_ylabel(f"{name}\n$x_2$" if column == 0 else "", fontsize=9)
+            if row < len(learners) - 1:  # one x label per column, under its last panel
+                ax.set_xlabel("")
+    figure.suptitle(f"{family}: P(y = 1) after {n_shots} shots\n(red = 1, blue = 0; black: the 0.5 boundary)")
     return figure
 
 
