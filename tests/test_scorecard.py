@@ -71,6 +71,14 @@ def make_card(outcomes):
     return scorecard.Scorecard("smoke", verdicts, 2.0)
 
 
+def test_the_table_says_n_a_for_a_number_that_does_not_apply():
+    card = make_card({"4a": "inconclusive"})
+    card.verdicts[0].numbers.update({"upper_bound": None, "ratio": float("nan"), "pair": [0.5, None]})
+    text = scorecard.format_table(card)
+    assert "upper_bound: n/a" in text and "ratio: n/a" in text and "pair: [0.5000, n/a]" in text
+    assert "None" not in text and "nan" not in text
+
+
 def test_table_frame_figure_and_discussion():
     card = make_card({"1": "reproduced", "4b": "not reproduced", "4a": "inconclusive"})  # claims without explainer
     text = scorecard.format_table(card)

@@ -12,6 +12,7 @@ them and collects what they return.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -152,8 +153,10 @@ def flatten_numbers(numbers: dict, prefix: str = "") -> dict:
 
 
 def _format_number(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"  # a quantity that does not apply (stored as null): not "None" or "nan"
     if isinstance(value, float):
         return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
-    if isinstance(value, (list, tuple)) and all(isinstance(v, float) for v in value):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_format_number(v) for v in value) + "]"
     return str(value)
