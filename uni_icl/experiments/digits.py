@@ -276,18 +276,16 @@ def plot_example(example: dict, title: str = "") -> plt.Figure:
         truth = int(example["query_ys"][i])
         axes[1, i].imshow(image.reshape(IMAGE_SIDE, IMAGE_SIDE).numpy(), cmap="gray_r", vmin=0, vmax=1)
         axes[1, i].set_title(f"query\ntrue label {truth}", fontsize=8)
-        for k, name in enumerate(names):
+        for k, name in enumerate(names):  # the learners' names once, left of the first query
             guess = int(example["predictions"][name][i])
+            y = -0.08 - 0.17 * k
+            if i == 0:
+                axes[1, i].text(-0.15, y, name, transform=axes[1, i].transAxes, ha="right", va="top", fontsize=7)
+            colour = "tab:green" if guess == truth else "tab:red"
             axes[1, i].text(
-                0.5,
-                -0.08 - 0.17 * k,
-                f"{name}: {guess}",
-                transform=axes[1, i].transAxes,
-                ha="center",
-                va="top",
-                fontsize=7,
-                color="tab:green" if guess == truth else "tab:red",
+                0.5, y, str(guess), transform=axes[1, i].transAxes, ha="center", va="top", fontsize=7, color=colour
             )
+    fig.subplots_adjust(left=0.14)  # room for the learners' names
     fig.suptitle(title or "support set (top) and queries with predicted labels (bottom)", fontsize=10)
     return fig
 
