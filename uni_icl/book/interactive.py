@@ -437,12 +437,12 @@ def slider(
     """An animation of ``y`` against ``x`` with one frame per value of ``over`` and a slider to pick it.
 
     Made with matplotlib's ``HTMLWriter``, as ``FuncAnimation.to_jshtml`` does: the frames are embedded
-    images and the slider is plain JavaScript, so it works in the static book, offline. Every frame shares the y scale; the
-    legend lies below the axes, clear of the lines. Each frame is ``figsize`` inches at ``dpi``: the
-    default, 650 px wide, fits the book's text column unshrunk, its 10-pt text 14 px tall (below
-    about 65 dpi text is too small to read). Returns an :class:`IPython.display.HTML` (display it, or
-    make it the last line of a cell). Raises ValueError on an unknown column or a grid with an axis
-    no role covers.
+    images and the slider is plain JavaScript, so it works in the static book, offline. Every frame
+    shares the y scale; the legend lies below the axes, clear of the lines. Each frame is ``figsize``
+    inches at ``dpi``: the default, 650 px wide, fits the book's text column unshrunk, its 10-pt text
+    14 px tall (below about 65 dpi text is too small to read). Returns an
+    :class:`IPython.display.HTML` (display it, or make it the last line of a cell). Raises ValueError
+    on an unknown column or a grid with an axis no role covers.
     """
     from IPython.display import HTML
 
