@@ -3,8 +3,9 @@
 The key of a trained model covers the task family and its parameters, the learner and its
 parameters, the training settings (seeds included), the curriculum if any, and the version of the
 experiment code (``CODE_VERSION``); an evaluation's key adds the test family, the number of test
-episodes and the test seed. Change any of them and the entry is recomputed; leave them and a
-rebuild loads it instantly.
+episodes, the test seed and the content hash of the weights it was computed from
+(:func:`~uni_icl.storage.weights_hash`), so replacing a model's entry makes its evaluations stale.
+Change any of them and the entry is recomputed; leave them and a rebuild loads it instantly.
 
 Loaded entries are checked (a model's weights against the learner, an evaluation's keys, ranges
 and finiteness) and a bad one is recomputed; a computed evaluation with a non-finite number is
@@ -25,7 +26,7 @@ from torch import nn
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import EvalResult, evaluate
 from uni_icl.learners import LearnerSpec, display_name
-from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
+from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry, weights_hash
 from uni_icl.tasks import TaskFamily
 from uni_icl.training import TaskSchedule, TrainConfig, TrainHistory, check_history, train
 from uni_icl.validation import NonFiniteError, check_choice, check_int, check_keys, check_numbers, check_state_dict
@@ -71,6 +72,11 @@ class TrainedLearner:
     learner: nn.Module
     history: TrainHistory = field(default_factory=TrainHistory)
     loaded_from_cache: bool = False
+
+    @property
+    def weights_hash(self) -> str:
+        """The content hash of the learner's weights (part of every key computed from them)."""
+        return weights_hash(self.learner)
 
 
 def build_seeded(learner: LearnerSpec, task: TaskFamily, seed: int) -> nn.Module:
@@ -119,6 +125,20 @@ def model_entry_validator(learner: nn.Module) -> Callable[[object], None]:
     return validate
 
 
+def derived_model_validator(learner: nn.Module, sources: dict[str, str | None]) -> Callable[[object], None]:
+    """The check of a model trained from other models' weights (a distilled student, M2-ICL from its
+    pre-trained ICL): :func:`model_entry_validator`, and the entry's ``sources`` (name -> weights hash)
+    must equal ``sources``. An entry computed from weights that were since replaced is stale."""
+    check_model = model_entry_validator(learner)
+
+    def validate(stored) -> None:
+        if not isinstance(stored, dict) or stored.get("sources") != sources:
+            raise ValueError(f"computed from other weights than the stored {', '.join(sources)} (stale)")
+        check_model({name: value for name, value in stored.items() if name != "sources"})
+
+    return validate
+
+
 def prepare(spec: RunSpec | LearnerSpec, **kwargs) -> TrainedLearner:
     """Train-or-load a trainable learner; build a parameter-free baseline directly."""
     if isinstance(spec, RunSpec):
@@ -139,6 +159,7 @@ def evaluate_or_load(
         "test_task": test_task.config(),
         "n_tasks": n_tasks,
         "seed": seed,
+        "weights": trained.weights_hash,
     }
     name = spec.learner.name if isinstance(spec, RunSpec) else spec.name
     path = (root or cache_root()) / "results" / f"{name}-{test_task.name}-{config_hash(config)}.json"

@@ -93,6 +93,21 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def weights_hash(weights: dict[str, torch.Tensor] | torch.nn.Module) -> str:
+    """Stable 16-hex-digit content hash of a model's weights (names, dtypes, shapes and values, in order).
+
+    Derived entries (evaluations, tables, distilled students) put it in their key, so replacing a
+    model's weights (retrained elsewhere, restored, edited) makes what was computed from them stale.
+    """
+    state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _write_atomic(path: Path, payload: bytes, *, checksum: bool = True) -> None:
     """Write ``payload`` (after its checksum line) to ``path`` through a temporary file and ``os.replace``.
 

@@ -121,8 +121,13 @@ def training_summary(model: TrainedLearner) -> dict:
 
 
 def selector_identity(candidates: dict[str, TrainedLearner]) -> dict:
-    """The cache identity of a selector built from ``candidates`` (their RunSpec configs, in order)."""
-    return {name: model.spec.config() for name, model in candidates.items() if isinstance(model.spec, RunSpec)}
+    """The cache identity of a selector built from ``candidates``: their RunSpec configs and the hashes
+    of their weights, in order."""
+    return {
+        name: {"run": model.spec.config(), "weights": model.weights_hash}
+        for name, model in candidates.items()
+        if isinstance(model.spec, RunSpec)
+    }
 
 
 def cached_evaluation(

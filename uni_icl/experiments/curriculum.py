@@ -41,7 +41,15 @@ from uni_icl.learners import LearnerSpec
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import CurriculumScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, build_seeded, check_eval_result, evaluate_or_load, prepare
-from uni_icl.storage import CacheWarning, atomic_torch_save, cache_root, cached_entry, checked_torch_load, config_hash
+from uni_icl.storage import (
+    CacheWarning,
+    atomic_torch_save,
+    cache_root,
+    cached_entry,
+    checked_torch_load,
+    config_hash,
+    weights_hash,
+)
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import Callback, check_history, train
@@ -246,6 +254,7 @@ def evaluate_cached(model: torch.nn.Module, config: dict, task: TaskFamily, scal
         {
             "code_version": CODE_VERSION,
             "model": config,
+            "weights": weights_hash(model),
             "task": task.config(),
             "n": scale.n_test_tasks,
             "seed": scale.test_seed,

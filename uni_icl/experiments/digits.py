@@ -156,11 +156,16 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
     per-shot curve with CIs, and the training summary.
     """
     scale = preset.digits
-    path = cache_root() / "tables" / f"digits-{config_hash(table_config(scale))}.json"
+    started = time.perf_counter()
+    train_all(training_plan(preset), progress=progress, description="chapter 7 models")
+    weights = {
+        f"{learner}/{source}": trained_learner(scale, learner, source, progress=progress).weights_hash
+        for source in SOURCES
+        for learner in LEARNERS
+    }
+    path = cache_root() / "tables" / f"digits-{config_hash({**table_config(scale), 'weights': weights})}.json"
 
     def compute() -> dict:
-        started = time.perf_counter()
-        train_all(training_plan(preset), progress=progress, description="chapter 7 models")
         unseen_task, seen_task = digits_task(scale, "test"), digits_task(scale, "validation")
         rows = []
         jobs = [(source, learner) for source in SOURCES for learner in LEARNERS]

@@ -51,8 +51,8 @@ from uni_icl.learners.constructions import (
 )
 from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import ClassificationScale, ImitationScale, Preset
-from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, model_entry_validator, train_or_load
-from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, derived_model_validator, train_or_load
+from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry, weights_hash
 from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
 from uni_icl.uncertainty import seeded_difference, t_interval
@@ -361,6 +361,7 @@ def imitation_student(
     if warm is not None:
         learner.load_state_dict(warm.learner.state_dict())
     learner = learner.to(next(trained_teacher.learner.parameters()).device)
+    sources = {"teacher": trained_teacher.weights_hash, "warm_start": None if warm is None else warm.weights_hash}
 
     def distil() -> dict:
         history = train(
@@ -371,9 +372,9 @@ def imitation_student(
             progress=progress,
             description=f"ICL imitating {display_name(name)} (seed {seed})",
         )
-        return {"weights": learner.state_dict(), "history": history.to_dict(), "config": config}
+        return {"weights": learner.state_dict(), "history": history.to_dict(), "config": config, "sources": sources}
 
-    stored, loaded = cached_entry(path, distil, model_entry_validator(learner), tensors=True)
+    stored, loaded = cached_entry(path, distil, derived_model_validator(learner, sources), tensors=True)
     learner.load_state_dict(stored["weights"])
     return Student(name, seed, learner.eval(), TrainHistory(**stored["history"]), warm, loaded)
 
@@ -555,6 +556,7 @@ def _cached_checks(
         "code_version": CODE_VERSION,
         "experiment": "construction_checks",
         "teachers": {name: trained.spec.key for name, trained in teachers.items()},
+        "weights": {name: trained.weights_hash for name, trained in teachers.items()},
         "settings": asdict(settings),
         "n_points": scale.n_points,
     }
@@ -575,6 +577,13 @@ def _cached_agreements(
         "table": "seeded",  # rows over seeds (per_seed_episode); the single-seed table had none
         "students": {
             name: [student_config(scale, settings, trained.spec) for trained in by_seed]
+            for name, by_seed in teachers.items()
+        },
+        "weights": {
+            name: [
+                [trained.weights_hash, weights_hash(student.learner)]
+                for trained, student in zip(by_seed, students[name], strict=True)
+            ]
             for name, by_seed in teachers.items()
         },
         "settings": asdict(settings),

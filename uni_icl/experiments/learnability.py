@@ -890,8 +890,10 @@ def decision_regions(preset: Preset) -> DecisionRegions:
     panel): most of the chapter's page time when recomputed on every build.
     """
     scale, extras = preset.classification, preset.learnability
-    specs = {  # seed 0's runs: the key needs their configurations, only a computation their weights
-        f"{family}/{learner}": classification_run(scale, learner, classification_task(scale, family))
+    models = {  # seed 0's runs: the key holds their configurations and the hashes of their weights
+        f"{family}/{learner}": train_or_load(
+            classification_run(scale, learner, classification_task(scale, family)), progress=False
+        )
         for family in SINGLE_FAMILIES
         for learner in region_predictors(family)[:2]
     }
@@ -904,7 +906,7 @@ def decision_regions(preset: Preset) -> DecisionRegions:
     config = {
         "code_version": CODE_VERSION,
         "bayes_code": bayes_code_hash(),
-        "models": {name: spec.config() for name, spec in specs.items()},
+        "models": {name: {"run": model.spec.config(), "weights": model.weights_hash} for name, model in models.items()},
         "tasks": {family: classification_task(scale, family).config() for family in SINGLE_FAMILIES},
         "shots": list(extras.region_shots),
         "resolution": extras.region_resolution,
@@ -918,10 +920,7 @@ def decision_regions(preset: Preset) -> DecisionRegions:
         grids = {}
         with policy_threads():
             for family in SINGLE_FAMILIES:
-                predictors = {
-                    name: train_or_load(specs[f"{family}/{name}"], progress=False).learner
-                    for name in region_predictors(family)[:2]
-                }
+                predictors = {name: models[f"{family}/{name}"].learner for name in region_predictors(family)[:2]}
                 predictors["bayes"] = bayes_predictor(
                     classification_task(scale, family), seed=extras.bayes_seed, n_samples=extras.region_bayes_samples
                 )

@@ -73,8 +73,8 @@ from uni_icl.learners.maml import (
 from uni_icl.learners.regressors import LeastSquares
 from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import M2ICLScale, Preset
-from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, model_entry_validator, train_or_load
-from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, build_seeded, derived_model_validator, train_or_load
+from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry, weights_hash
 from uni_icl.tasks import RegressionDomain, TaskFamily, domain_task, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train
 from uni_icl.uncertainty import seeded_difference, t_interval, t_quantile
@@ -161,6 +161,7 @@ def meta_trained(
     path = m2icl_path(scale, seed)
     spec = icl_spec(scale, seed)
     model = build_seeded(spec.learner, spec.task, seed).to(default_device())
+    sources = {"init": icl.weights_hash if scale.init == "pretrained" else None}
 
     def fit() -> dict:
         if scale.init == "pretrained":
@@ -174,9 +175,9 @@ def meta_trained(
             progress=progress,
             description=f"M2-ICL meta-training, seed {seed}",
         )
-        return {"weights": model.state_dict(), "history": history.to_dict(), "config": config}
+        return {"weights": model.state_dict(), "history": history.to_dict(), "config": config, "sources": sources}
 
-    stored, _ = cached_entry(path, fit, model_entry_validator(model), tensors=True)
+    stored, _ = cached_entry(path, fit, derived_model_validator(model, sources), tensors=True)
     model.load_state_dict(stored["weights"])
     return model, TrainHistory(**stored["history"]).to_dict()
 
@@ -370,6 +371,7 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
             "domains": scale.n_test_domains,
             "prompts": scale.n_test_prompts,
             "seed": scale.test_seed,
+            "weights": {"icl": icl.weights_hash, "m2icl": weights_hash(m2icl)},
         }
         seed_rows = adaptation_table(scale, icl.learner, m2icl, key=key, seed=seed, progress=progress)
         rows += seed_rows
