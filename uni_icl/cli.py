@@ -14,6 +14,7 @@ recomputed) are one line each. The work runs under the package's thread policy
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import warnings
@@ -34,7 +35,7 @@ from uni_icl.learners.icl import ICLConfig
 from uni_icl.parallel import worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
-from uni_icl.storage import StorageError, atomic_json_export, cache_root, check_writable
+from uni_icl.storage import FRESH_ENV, StorageError, atomic_json_export, cache_root, check_writable
 from uni_icl.validation import NonFiniteError, check_choice, check_int
 
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
@@ -67,6 +68,10 @@ class UsageError(Exception):
     """Bad command-line input: reported as one line, exit status 2."""
 
 
+class CheckFailedError(Exception):
+    """A check found a difference: its report is printed and the exit status is 1."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr (exit status 2) instead of usage plus message."""
 
@@ -91,6 +96,20 @@ def parser() -> argparse.ArgumentParser:
     repro.add_argument("--only", action="append", metavar="CLAIM", help="run only this claim (repeatable)")
     repro.add_argument("--output", default=None, help="also write the scorecard JSON to this file")
     repro.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    repro.add_argument("--fresh", action="store_true", help="ignore the shipped results (results/): recompute them")
+    results = commands.add_parser("results", help="the shipped results (results/PRESET): status, export, verify")
+    results.add_argument("action", help="one of: status, export, verify")
+    results.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESET_NAMES)} (default: quick)")
+    results.add_argument("--sample", type=int, default=3, help="verify: how many shipped models to retrain")
+    results.add_argument("--seed", type=int, default=0, help="verify: the seed that picks them")
+    results.add_argument("--max-seconds", type=float, default=None, help="verify: only models that trained this fast")
+    results.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="verify: accept accuracies this close (default 0: identical weights)",
+    )
+    results.add_argument("--no-progress", action="store_true", help="hide progress bars")
     single = commands.add_parser("train", help="train-or-load one learner on one family and print its test accuracy")
     single.add_argument("learner", help=f"one of: {', '.join(TRAINABLE_CLASSIFIERS)}")
     single.add_argument("family", help=f"one of: {', '.join(CLASSIFICATION_FAMILIES)}")
@@ -117,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with policy_threads():
                 print(job())
+        except CheckFailedError as failed:
+            print(failed)
+            return 1
         except (StorageError, NonFiniteError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -147,6 +169,8 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
         claims = scorecard.check_claims(args.only)
         output = None if args.output is None else check_output(args.output)
         check_writable(cache_root())
+        if args.fresh:
+            os.environ[FRESH_ENV] = "1"
 
         def job() -> str:
             card = scorecard.reproduce(get_preset(preset), claims, progress=progress)
@@ -158,7 +182,73 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
             return scorecard.format_table(card)
 
         return job
+    if args.command == "results":
+        return prepare_results(args, preset)
     return prepare_training(args, preset, progress)
+
+
+def prepare_results(args: argparse.Namespace, preset: str) -> Callable[[], str]:
+    """The ``results`` subcommand: status, export or verify of the shipped results of ``preset``."""
+    from uni_icl import results
+    from uni_icl.scorecard import BOOK_CHAPTERS
+
+    check_choice("action", args.action, ("status", "export", "verify"))
+    chosen = get_preset(preset)
+    check_writable(cache_root())
+    if args.action == "status":
+        return lambda: format_status(chosen.name, results.status(chosen, BOOK_CHAPTERS))
+    if args.action == "export":
+        return lambda: format_export(results.export(chosen.name))
+    check_int("--sample", args.sample, minimum=1)
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise UsageError(f"--max-seconds: got {args.max_seconds}; allowed: a positive number of seconds")
+    bound = float("inf") if args.max_seconds is None else args.max_seconds
+    if not 0 <= args.tolerance < 1:
+        raise UsageError(f"--tolerance: got {args.tolerance}; allowed: an accuracy difference from 0 to below 1")
+    if results.load_manifest(chosen.name) is None:
+        raise UsageError(f"--preset: no shipped results for {chosen.name}; allowed: a preset under results/")
+
+    def job() -> str:
+        rows = list(
+            results.verify(
+                chosen, BOOK_CHAPTERS, sample=args.sample, seed=args.seed, max_seconds=bound, tolerance=args.tolerance
+            )
+        )
+        lines = [format_verified(row) for row in rows]
+        passed = sum(row["passed"] for row in rows)
+        lines.append(f"verified {passed} of {len(rows)} shipped {chosen.name} models (retrained from scratch)")
+        if passed < len(rows):
+            raise CheckFailedError("\n".join(lines))
+        return "\n".join(lines)
+
+    return job
+
+
+def format_status(preset: str, rows: list[dict]) -> str:
+    lines = [f"shipped results, preset {preset}: per chapter, its models and whether every entry it reads is found"]
+    for row in rows:
+        where = f"{row['cached']} cached, {row['shipped']} shipped, {row['missing']} missing of {row['models']} models"
+        state = row["state"] if row["state"] == "current" else f"stale (first missing: {row['first_missing']})"
+        lines.append(f"{row['chapter']:<14} {where}; entries: {state}")
+    stale = [row["chapter"] for row in rows if row["state"] != "current"]
+    lines.append(f"stale: {len(stale)} chapters ({', '.join(stale)})" if stale else "every chapter is current")
+    return "\n".join(lines)
+
+
+def format_export(manifest: dict) -> str:
+    megabytes = manifest["bytes"] / 2**20
+    return (
+        f"exported {len(manifest['entries'])} entries ({manifest['models']} models, {megabytes:.1f} MiB) of preset "
+        f"{manifest['preset']} at commit {manifest['commit'][:12]} into results/{manifest['preset']}/"
+    )
+
+
+def format_verified(row: dict) -> str:
+    verdict = "identical weights" if row["identical"] else "DIFFERENT weights"
+    score = ""
+    if "accuracy" in row:
+        score = f", accuracy shipped {row['accuracy'][0]:.4f} retrained {row['accuracy'][1]:.4f}"
+    return f"{'ok  ' if row['passed'] else 'FAIL'} {row['label']}: {verdict}{score} ({row['seconds']:.0f} s)"
 
 
 def check_output(value: str) -> Path:

@@ -2,9 +2,9 @@
 
 A chapter lists what it trains as :class:`Job` s (:func:`run_job` for a plain train-or-load
 :class:`~uni_icl.runs.RunSpec`; the distillations, curricula and meta-training of other chapters
-wrap their own train-or-load function). :func:`train_all` skips the jobs whose entry is stored,
-and runs the rest on ``workers`` processes (``UNI_ICL_WORKERS``, default one per CPU core the
-process may use), each on one torch thread (:mod:`uni_icl.device`'s policy), longest jobs first.
+wrap their own train-or-load function). :func:`train_all` skips the jobs whose entry is stored (in
+the cache or shipped), and runs the rest on ``workers`` processes (``UNI_ICL_WORKERS``, default one
+per CPU core the process may use), each on one torch thread (:mod:`uni_icl.device`'s policy), longest jobs first.
 Jobs of a later ``stage`` start when every job of the earlier stages has finished (students after
 their teachers). Afterwards the chapter's code calls the same train-or-load functions and loads
 what the workers stored.
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from uni_icl.device import THREADS_ENV, default_device, policy_threads
 from uni_icl.runs import RunSpec, model_entry_validator, model_path, train_or_load
-from uni_icl.storage import cached_entry
+from uni_icl.storage import MissingEntryError, cached_entry, is_offline, is_stored
 
 WORKERS_ENV = "UNI_ICL_WORKERS"
 
@@ -125,7 +125,9 @@ def train_all(
     """
     workers = worker_count() if workers is None else workers
     ensembles = default_device().type == "cuda" if ensembles is None else ensembles
-    pending = list({job.path: job for job in jobs if not job.path.exists()}.values())  # one job per entry
+    pending = list({job.path: job for job in jobs if not is_stored(job.path)}.values())  # one job per entry
+    if pending and is_offline():
+        raise MissingEntryError(pending[0].path)
     todo = sorted(seed_ensembles(pending) if ensembles else pending, key=lambda job: (job.stage, -job.cost))
     if not todo:
         return []

@@ -21,7 +21,7 @@ from types import ModuleType
 
 from tqdm.auto import tqdm
 
-from uni_icl.experiments import curriculum, expressivity, learnability, m2icl, selection, shift
+from uni_icl.experiments import curriculum, digits, expressivity, learnability, m2icl, selection, shift
 from uni_icl.parallel import train_all
 from uni_icl.presets import Preset
 from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, entry_lock
@@ -33,6 +33,7 @@ from uni_icl.verdicts import CLAIMS, ClaimVerdict, check_scorecard_dict
 # ClaimVerdict (pure: nothing is stored), explain(verdict) -> str or None, and training_plan(preset)
 # -> the uni_icl.parallel.Job list of every model its run trains.
 CHAPTERS = (expressivity, learnability, selection, shift, curriculum, m2icl)
+BOOK_CHAPTERS = (*CHAPTERS, digits)  # every experiment a page runs: the scorecard's and the digits chapter
 EXPERIMENTS = {claim: chapter for chapter in CHAPTERS for claim in chapter.CLAIMS}
 
 

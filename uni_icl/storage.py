@@ -10,11 +10,21 @@ crafted pickle) is refused unread, never executed. ``entry_lock`` serialises two
 computing the same entry, so the second one loads what the first one wrote. A path the store
 cannot use (a folder where an entry belongs, a file where a folder belongs) raises
 :class:`StorageError`, one line naming the path.
+
+Lookup order: the cache (``$UNI_ICL_CACHE``), then the **shipped results** (``results/<preset>/``
+in the repository, or the folder ``$UNI_ICL_SHIPPED`` holding such preset folders; read only: a
+shipped entry is copied into the cache, checked there, never changed where it ships), then compute.
+Keys are content addresses of everything an entry depends on, so an entry whose key no longer
+matches the code is never found. ``UNI_ICL_FRESH=1`` ignores the shipped results (a full
+reproduction). ``UNI_ICL_READ_LOG=FILE`` appends the cache-relative path of every entry served
+(what ``python -m uni_icl results export`` ships). Under :func:`offline`, a missing entry raises
+:class:`MissingEntryError` instead of being computed (``results status``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import io
@@ -30,12 +40,26 @@ import torch
 
 CACHE_ENV = "UNI_ICL_CACHE"
 DEFAULT_CACHE = Path.home() / ".cache" / "uni_icl"
+SHIPPED_ENV = "UNI_ICL_SHIPPED"
+FRESH_ENV = "UNI_ICL_FRESH"
+READ_LOG_ENV = "UNI_ICL_READ_LOG"
+REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"  # next to the package in a checkout
+MANIFEST = "manifest.json"
+_offline = contextvars.ContextVar("uni_icl_offline", default=False)
 
 Validator = Callable[[Any], None]  # raises a ValueError saying what is wrong with a loaded value
 
 
 class CacheWarning(UserWarning):
     """A cache entry was unusable (corrupted, unreadable or invalid): it was removed and is recomputed."""
+
+
+class MissingEntryError(Exception):
+    """Under :func:`offline`, an entry is neither in the cache nor shipped (it would be computed)."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"missing entry: {path}")
+        self.path = path
 
 
 class StorageError(Exception):
@@ -50,6 +74,71 @@ def cache_root() -> Path:
     if not value.strip():
         raise ValueError(f"{CACHE_ENV}: set to an empty string; allowed: a folder path, or unset for {DEFAULT_CACHE}")
     return Path(value)
+
+
+def shipped_roots() -> list[Path]:
+    """The shipped-results folders searched after the cache (each holds a manifest); none under UNI_ICL_FRESH=1."""
+    fresh = os.environ.get(FRESH_ENV, "").strip()
+    if fresh not in ("", "0", "1"):
+        raise ValueError(f"{FRESH_ENV}: got {fresh!r}; allowed: 1 (ignore the shipped results) or 0")
+    if fresh == "1":
+        return []
+    base = Path(os.environ.get(SHIPPED_ENV) or REPOSITORY_RESULTS)
+    return sorted(manifest.parent for manifest in base.glob(f"*/{MANIFEST}"))
+
+
+def shipped_counterpart(path: Path, root: Path | None = None) -> Path | None:
+    """The shipped file holding the entry that belongs at ``path`` in the cache, or None."""
+    try:
+        relative = path.relative_to(root or cache_root())
+    except ValueError:
+        return None
+    for shipped in shipped_roots():
+        candidate = shipped / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def is_stored(path: Path) -> bool:
+    """Whether the entry at ``path`` is in the cache or shipped (it will be loaded, not computed)."""
+    return path.exists() or shipped_counterpart(path) is not None
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Inside, an entry that is neither cached nor shipped raises :class:`MissingEntryError` instead of computing."""
+    token = _offline.set(True)
+    try:
+        yield
+    finally:
+        _offline.reset(token)
+
+
+def is_offline() -> bool:
+    return _offline.get()
+
+
+def _copy_shipped(path: Path) -> bool:
+    """Copy the shipped entry of ``path`` (checksum line included) into the cache; False if none ships."""
+    shipped = shipped_counterpart(path)
+    if shipped is None:
+        return False
+    _write_atomic(path, shipped.read_bytes(), checksum=False)
+    return True
+
+
+def _log_read(path: Path) -> None:
+    """Append ``path`` (relative to the cache) to ``$UNI_ICL_READ_LOG``, if set: one short line per entry."""
+    log = os.environ.get(READ_LOG_ENV)
+    if not log:
+        return
+    try:
+        line = str(path.relative_to(cache_root()))
+    except ValueError:
+        return
+    with open(log, "a") as handle:
+        handle.write(line + "\n")
 
 
 def check_writable(folder: Path) -> None:
@@ -227,6 +316,7 @@ def cached_entry(
     """The entry stored at ``path`` and True; if it is missing or unusable, ``compute()`` it, store it,
     and return it with False. The one train-or-load / evaluate-or-load of the package.
 
+    Looked up in the cache, then in the shipped results (see the module docstring).
     ``tensors``: the entry holds tensors (``torch.save``, loaded with ``weights_only=True``); else it
     is JSON. ``validate`` checks a loaded value (a rejected one is recomputed) and a computed one
     before it is stored (its error, e.g. a :class:`~uni_icl.validation.NonFiniteError`, then
@@ -236,8 +326,13 @@ def cached_entry(
     load, save = (checked_torch_load, atomic_torch_save) if tensors else (checked_json_load, atomic_json_save)
     with entry_lock(path):
         stored = load(path, validate)
+        if stored is None and _copy_shipped(path):
+            stored = load(path, validate)
+        _log_read(path)
         if stored is not None:
             return stored, True
+        if is_offline():
+            raise MissingEntryError(path)
         value = compute()
         if validate is not None:
             validate(value)

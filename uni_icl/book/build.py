@@ -17,6 +17,8 @@
    when their pages have finished (:func:`execute_pages`).
 4. ``jupyter-book build`` renders the copy with execution off, warnings as errors, into
    ``DIR/_build/html``.
+5. Every stored entry the build read is listed in the cache's read log, with a record of the
+   build (:mod:`uni_icl.results`): ``python -m uni_icl results export`` ships exactly those.
 
 The notebooks in ``book/`` are never written: they stay without outputs.
 
@@ -44,13 +46,12 @@ from nbclient.exceptions import CellExecutionError
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
 from uni_icl.book.notebook import BOOK_BUILD_ENV
 from uni_icl.device import policy_thread_count
-from uni_icl.experiments import digits
 from uni_icl.parallel import train_all, worker_count
 from uni_icl.presets import Preset, preset_from_env
-from uni_icl.scorecard import CHAPTERS
+from uni_icl.results import start_read_log
+from uni_icl.scorecard import BOOK_CHAPTERS, CHAPTERS
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOK_CHAPTERS = (*CHAPTERS, digits)  # every experiment a page runs: the scorecard's and the digits chapter
 SCORECARD_PAGE = "book/99_scorecard"  # reruns every claim's chapter (reproduce): executed after their pages
 
 
@@ -180,6 +181,7 @@ def build(output: Path, limits: ExecutionLimits, preset: Preset, root: Path = RO
     staged = output / "_build" / "source"
     stage_sources(root, staged)
     os.environ[BOOK_BUILD_ENV] = "1"  # inherited by every kernel started below
+    reads = start_read_log(preset.name)  # what the pages read: what `results export` ships
     trained = train_book(preset)
     print(f"trained {len(trained)} models in {time.monotonic() - started:.0f} s", flush=True)
     pages = [page for page in toc_files(root) if (root / f"{page}.ipynb").exists()]
@@ -187,7 +189,9 @@ def build(output: Path, limits: ExecutionLimits, preset: Preset, root: Path = RO
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     command = [str(jupyter_book), "build", str(staged), "--path-output", str(output), "--all", "-W", "--keep-going"]
     subprocess.run(command, check=True)
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    reads.finish(seconds)
+    return seconds
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,0 +1,132 @@
+"""Shipped results (issue 31): lookup order, export, status and verify, on smoke-sized entries.
+
+The store looks in the cache, then in the shipped results (read only), then computes; an export
+ships exactly what a finished build read, refuses a build of other code, and ``verify`` retrains
+shipped models from scratch and compares their weights.
+"""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from uni_icl import results
+from uni_icl.experiments.common import classification_run, classification_task
+from uni_icl.parallel import run_job, train_all
+from uni_icl.presets import PRESETS
+from uni_icl.runs import evaluate_or_load, model_path, train_or_load
+from uni_icl.storage import MissingEntryError, is_stored, offline, shipped_roots
+
+SMOKE = PRESETS["smoke"]
+TASK = classification_task(SMOKE.classification, "prototype")
+SPEC = classification_run(SMOKE.classification, "protonet", TASK)
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch, isolated_cache):
+    """A smoke 'build' that trained and evaluated SPEC, exported into tmp_path/results/smoke; then an empty cache."""
+    monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, False))
+    base = tmp_path / "results"
+    monkeypatch.setenv("UNI_ICL_SHIPPED", str(base))
+    reads = results.start_read_log("smoke")
+    model = train_or_load(SPEC, progress=False)
+    score = evaluate_or_load(model, TASK, n_tasks=8, seed=3)
+    scorecard = isolated_cache / "scorecards" / "scorecard-smoke.json"
+    from uni_icl.storage import atomic_json_save
+
+    atomic_json_save({"preset": "smoke", "verdicts": [], "wall_seconds": 1.0}, scorecard)
+    reads.finish(12.0)
+    manifest = results.export("smoke", base / "smoke")
+    monkeypatch.delenv("UNI_ICL_READ_LOG")
+    fresh_cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("UNI_ICL_CACHE", str(fresh_cache))
+    return SimpleNamespace(base=base, manifest=manifest, model=model, score=score, cache=fresh_cache)
+
+
+def test_export_ships_what_the_build_read_with_its_provenance(shipped):
+    entries = shipped.manifest["entries"]
+    relative = str(model_path(SPEC, shipped.cache).relative_to(shipped.cache))
+    assert relative in entries and entries[relative]["weights_hash"] == shipped.model.weights_hash
+    assert len(entries) == 2  # the model and its evaluation: nothing else was read
+    for key in ("commit", "preset", "torch", "device", "threads", "workers", "wall_seconds"):
+        assert key in shipped.manifest
+    assert json.loads((shipped.base / "smoke" / "scorecard.json").read_text())["preset"] == "smoke"
+    assert shipped_roots() == [shipped.base / "smoke"]
+
+
+def test_a_fresh_cache_loads_shipped_entries_instead_of_computing(shipped):
+    assert is_stored(model_path(SPEC))
+    assert train_all([run_job(SPEC)], progress=False) == []  # nothing to train
+    with offline():  # computing would raise
+        model = train_or_load(SPEC, progress=False)
+        score = evaluate_or_load(model, TASK, n_tasks=8, seed=3)
+    assert model.loaded_from_cache and model.weights_hash == shipped.model.weights_hash
+    assert score == shipped.score
+
+
+def test_shipped_files_are_never_changed(shipped):
+    before = {path: path.read_bytes() for path in (shipped.base / "smoke").rglob("*") if path.is_file()}
+    model_path(SPEC).parent.mkdir(parents=True)
+    train_or_load(SPEC, progress=False)
+    (model_path(SPEC)).write_bytes(b"damaged")  # damage the cached copy: it is discarded, the shipped one stays
+    with pytest.warns(UserWarning):
+        train_or_load(SPEC, progress=False)
+    after = {path: path.read_bytes() for path in (shipped.base / "smoke").rglob("*") if path.is_file()}
+    assert before == after
+
+
+def test_fresh_ignores_the_shipped_results(shipped, monkeypatch):
+    monkeypatch.setenv("UNI_ICL_FRESH", "1")
+    assert shipped_roots() == [] and not is_stored(model_path(SPEC))
+    with offline(), pytest.raises(MissingEntryError):
+        train_or_load(SPEC, progress=False)
+
+
+def test_an_entry_of_other_code_is_not_found(shipped):
+    other = classification_run(SMOKE.classification, "protonet", TASK, seed=7)
+    with offline(), pytest.raises(MissingEntryError):
+        train_or_load(other, progress=False)
+
+
+def test_export_refuses_a_build_of_other_code(shipped, monkeypatch, tmp_path, isolated_cache):
+    monkeypatch.setenv("UNI_ICL_CACHE", str(isolated_cache))  # the cache the build ran in
+    monkeypatch.setattr(results, "git_state", lambda: ("beef" * 10, False))
+    with pytest.raises(ValueError, match="commit, then build again"):
+        results.export("smoke", tmp_path / "elsewhere")
+    monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, True))
+    with pytest.raises(ValueError, match="local changes"):
+        results.export("smoke", tmp_path / "elsewhere")
+
+
+def test_status_names_the_first_missing_entry(shipped):
+    def run(preset, progress):
+        evaluate_or_load(train_or_load(SPEC, progress=False), TASK, n_tasks=8, seed=3)
+
+    def run_more(preset, progress):
+        run(preset, progress)
+        evaluate_or_load(train_or_load(SPEC, progress=False), TASK, n_tasks=9, seed=3)
+
+    plan = lambda preset: [run_job(SPEC)]  # noqa: E731
+    current = SimpleNamespace(__name__="uni_icl.experiments.one", training_plan=plan, run=run)
+    stale = SimpleNamespace(__name__="uni_icl.experiments.two", training_plan=plan, run=run_more)
+    rows = results.status(SMOKE, [current, stale])
+    assert [row["state"] for row in rows] == ["current", "stale"]
+    assert rows[0]["shipped"] == 1 and rows[0]["missing"] == 0
+    assert rows[1]["first_missing"].startswith("results/protonet-prototype-")
+
+
+def test_verify_retrains_a_shipped_model_to_identical_weights(shipped):
+    chapter = SimpleNamespace(training_plan=lambda preset: [run_job(SPEC)])
+    (row,) = results.verify(SMOKE, [chapter], sample=1)
+    assert row["identical"] and row["passed"] and row["retrained"] == shipped.model.weights_hash
+    assert row["accuracy"][0] == row["accuracy"][1]
+
+
+def test_verify_fails_on_different_weights(shipped, monkeypatch):
+    manifest = results.load_manifest("smoke")
+    relative = next(name for name in manifest["entries"] if name.startswith("models/"))
+    manifest["entries"][relative]["weights_hash"] = "0" * 16
+    monkeypatch.setattr(results, "load_manifest", lambda preset: manifest)
+    chapter = SimpleNamespace(training_plan=lambda preset: [run_job(SPEC)])
+    (row,) = results.verify(SMOKE, [chapter], sample=1)
+    assert not row["identical"] and not row["passed"]

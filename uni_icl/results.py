@@ -1,0 +1,326 @@
+"""Shipped results: what a build read, exported into ``results/<preset>/``, checked and verified.
+
+A book build records the cache-relative path of every entry it read (``$UNI_ICL_READ_LOG``, set
+by :func:`start_read_log`) and, once it has finished, a record of the build (commit, preset, torch,
+device, threads, workers, wall time). :func:`export` copies exactly those entries into
+``results/<preset>/`` with a manifest (each entry's SHA-256, size, and for a model the hash of its
+weights, its training seconds and steps) and the scorecard as ``scorecard.json``; it refuses a
+build record that is not the current code's (another commit, or local changes under ``uni_icl/``).
+The store then finds these entries after the cache (:mod:`uni_icl.storage`).
+
+:func:`status` says per chapter whether the current code finds every entry it reads (it runs
+each chapter with computing switched off); :func:`verify` retrains a sample of shipped models
+from scratch in an empty cache and compares them with what ships.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from uni_icl.device import default_device, policy_thread_count, policy_threads
+from uni_icl.evaluation import evaluate
+from uni_icl.parallel import Job, worker_count
+from uni_icl.presets import Preset
+from uni_icl.runs import train_or_load
+from uni_icl.storage import (
+    CACHE_ENV,
+    FRESH_ENV,
+    MANIFEST,
+    READ_LOG_ENV,
+    REPOSITORY_RESULTS,
+    SHIPPED_ENV,
+    MissingEntryError,
+    atomic_json_export,
+    cache_root,
+    checked_json_load,
+    checked_torch_load,
+    offline,
+    shipped_counterpart,
+    weights_hash,
+)
+
+REPOSITORY = REPOSITORY_RESULTS.parent
+SCORECARD = "scorecard.json"
+
+
+def reads_folder(root: Path | None = None) -> Path:
+    return (root or cache_root()) / "reads"
+
+
+@dataclass(frozen=True)
+class ReadLog:
+    """The read log of one build of ``preset``: ``log`` lists the entries read, ``record`` describes the build."""
+
+    preset: str
+    log: Path
+    record: Path
+
+    def finish(self, wall_seconds: float) -> None:
+        """Write the build's record: the log is then complete for this commit."""
+        atomic_json_export({**provenance(self.preset), "wall_seconds": round(wall_seconds, 1)}, self.record)
+
+
+def start_read_log(preset: str) -> ReadLog:
+    """Start an empty read log for a build of ``preset`` and point ``$UNI_ICL_READ_LOG`` at it (kernels inherit it)."""
+    folder = reads_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    reads = ReadLog(preset, folder / f"book-{preset}.log", folder / f"book-{preset}.json")
+    reads.record.unlink(missing_ok=True)
+    reads.log.write_text("")
+    os.environ[READ_LOG_ENV] = str(reads.log)
+    return reads
+
+
+def git_state() -> tuple[str, bool]:
+    """The checkout's commit and whether ``uni_icl/`` has local changes (``("unknown", True)`` outside git)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", "uni_icl"],
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+    return commit, bool(changes)
+
+
+def provenance(preset: str) -> dict:
+    """Where results of ``preset`` computed here come from: commit, versions, device, threads and workers."""
+    commit, dirty = git_state()
+    return {
+        "preset": preset,
+        "commit": commit,
+        "local_changes": dirty,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": default_device().type,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "threads": policy_thread_count(),
+        "workers": worker_count(),
+    }
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _entry_source(relative: str) -> Path:
+    """The file holding the entry ``relative`` to the cache: the cache's, else the shipped one."""
+    path = cache_root() / relative
+    if path.is_file():
+        return path
+    shipped = shipped_counterpart(path)
+    if shipped is None:
+        raise ValueError(f"results export: {relative} was read by the build but is neither cached nor shipped")
+    return shipped
+
+
+def _describe(relative: str, source: Path) -> dict:
+    """The manifest row of one entry: checksum and size; for a model, its weights hash, seconds and steps."""
+    row = {"sha256": sha256(source), "bytes": source.stat().st_size}
+    if source.suffix == ".pt":
+        stored = checked_torch_load(source)
+        if isinstance(stored, dict) and "weights" in stored:
+            history = stored.get("history", {})
+            row["weights_hash"] = weights_hash(stored["weights"])
+            row["train_seconds"] = round(float(history.get("seconds", 0.0)), 1)
+            steps = history.get("steps") or [0]
+            row["steps"] = int(steps[-1])
+    return row
+
+
+def export(preset: str, destination: Path | None = None) -> dict:
+    """Copy the entries the last complete build of ``preset`` read into ``destination`` (default
+    ``results/<preset>/``), with the manifest and the scorecard; returns the manifest.
+
+    Refuses (ValueError, one line) a build that did not finish, that ran another commit than the
+    checkout's, or that ran with local changes under ``uni_icl/``: its entries may not be the current
+    code's. Entries of an earlier export that the build did not read are removed.
+    """
+    destination = destination or REPOSITORY_RESULTS / preset
+    folder = reads_folder()
+    record = _plain_json(folder / f"book-{preset}.json")
+    if record is None:
+        raise ValueError(f"results export: no finished {preset} book build in {folder}; run scripts/build_book.sh")
+    commit, dirty = git_state()
+    if record["commit"] != commit or record["local_changes"] or dirty:
+        raise ValueError(
+            f"results export: the last {preset} build ran commit {record['commit'][:12]}"
+            f"{' with local changes' if record['local_changes'] else ''}, the checkout is {commit[:12]}"
+            f"{' with local changes' if dirty else ''}; commit, then build again"
+        )
+    relatives = sorted(set(filter(None, (folder / f"book-{preset}.log").read_text().splitlines())))
+    scorecard = _plain_json(cache_root() / "scorecards" / f"scorecard-{preset}.json", checksummed=True)
+    if scorecard is None:
+        raise ValueError(f"results export: no stored {preset} scorecard in the cache; run scripts/build_book.sh first")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=destination.parent))
+    try:
+        entries = {}
+        for relative in relatives:
+            source = _entry_source(relative)
+            target = staged / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            entries[relative] = _describe(relative, target)
+        models = [row for row in entries.values() if "weights_hash" in row]
+        manifest = {
+            **record,
+            "training_core_seconds": round(sum(row["train_seconds"] for row in models), 1),
+            "models": len(models),
+            "bytes": sum(row["bytes"] for row in entries.values()),
+            "entries": entries,
+        }
+        atomic_json_export(scorecard, staged / SCORECARD)
+        atomic_json_export(manifest, staged / MANIFEST)
+        if destination.exists():
+            shutil.rmtree(destination)
+        staged.rename(destination)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return manifest
+
+
+def _plain_json(path: Path, *, checksummed: bool = False):
+    """A JSON file written by :func:`atomic_json_export` (or, ``checksummed``, by ``atomic_json_save``), or None."""
+    if not path.is_file():
+        return None
+    if checksummed:
+        return checked_json_load(path)
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None
+
+
+def load_manifest(preset: str) -> dict | None:
+    """The shipped manifest of ``preset`` (from ``$UNI_ICL_SHIPPED`` or the repository), or None."""
+    base = Path(os.environ.get(SHIPPED_ENV) or REPOSITORY_RESULTS)
+    return _plain_json(base / preset / MANIFEST)
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def status(preset: Preset, chapters) -> list[dict]:
+    """Per chapter: its models stored in the cache, shipped, or missing, and whether the current code
+    finds every entry its ``run`` reads (``"current"``) or not (``"stale"``, naming the first one)."""
+    rows = []
+    for chapter in chapters:
+        plan = chapter.training_plan(preset)
+        cached = sum(job.path.is_file() for job in plan)
+        shipped = sum(not job.path.is_file() and shipped_counterpart(job.path) is not None for job in plan)
+        name = chapter.__name__.rsplit(".", 1)[-1]
+        row = {"chapter": name, "models": len(plan), "cached": cached, "shipped": shipped}
+        row["missing"] = len(plan) - cached - shipped
+        try:
+            with offline():
+                chapter.run(preset, progress=False)
+            row["state"], row["first_missing"] = "current", None
+        except MissingEntryError as missing:
+            row["state"], row["first_missing"] = "stale", str(missing.path.relative_to(cache_root()))
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+@contextmanager
+def empty_cache(*, shipped: bool) -> Iterator[Path]:
+    """A fresh temporary cache; without ``shipped``, the shipped results are ignored too (everything computes)."""
+    saved = {name: os.environ.get(name) for name in (CACHE_ENV, FRESH_ENV)}
+    with tempfile.TemporaryDirectory(prefix="uni_icl_verify_") as folder:
+        os.environ[CACHE_ENV], os.environ[FRESH_ENV] = folder, "0" if shipped else "1"
+        try:
+            yield Path(folder)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def verifiable_jobs(preset: Preset, chapters, manifest: dict, max_seconds: float) -> list[tuple[Job, dict]]:
+    """Shipped models that train on their own (stage 0) in at most ``max_seconds``, with their manifest rows."""
+    entries = manifest["entries"]
+    jobs = {}
+    for chapter in chapters:
+        for job in chapter.training_plan(preset):
+            relative = str(job.path.relative_to(cache_root()))
+            row = entries.get(relative)
+            if job.stage == 0 and row and "weights_hash" in row and row["train_seconds"] <= max_seconds:
+                jobs[relative] = (job, row)
+    return [jobs[relative] for relative in sorted(jobs)]
+
+
+VERIFY_EPISODES, VERIFY_SEED = 256, 999_999  # the test episodes a retrained model is scored on beside the shipped one
+
+
+def verify(
+    preset: Preset, chapters, *, sample: int, seed: int = 0, max_seconds: float = float("inf"), tolerance: float = 0.0
+) -> Iterator[dict]:
+    """Retrain ``sample`` shipped models (chosen with ``seed``) from scratch in an empty cache; yield one row
+    per model: both weights hashes, ``identical``, and for a plain run both models' accuracy on the same
+    ``VERIFY_EPISODES`` test episodes of its training family; ``passed`` if the weights are identical
+    (what one torch thread per process gives on one kind of machine), or, with a ``tolerance`` above 0
+    (another machine, other threads), if the accuracies differ by at most ``tolerance``.
+
+    Equal weights hashes mean every number computed from the model is equal too: derived entries are
+    keyed by that hash (:func:`uni_icl.storage.weights_hash`).
+    """
+    manifest = load_manifest(preset.name)
+    if manifest is None:
+        raise ValueError(f"--preset: no shipped results for {preset.name}; allowed: a preset under results/")
+    candidates = verifiable_jobs(preset, chapters, manifest, max_seconds)
+    if not candidates:
+        raise ValueError(f"--max-seconds: no shipped model trains in {max_seconds} s; allowed: a larger bound")
+    chosen = random.Random(seed).sample(candidates, min(sample, len(candidates)))
+    for job, row in chosen:
+        relative = job.path.relative_to(cache_root())
+        started = time.perf_counter()
+        with empty_cache(shipped=True):  # the shipped entry, copied into an empty cache
+            shipped = train_or_load(job.spec, progress=False) if job.spec is not None else None
+        with empty_cache(shipped=False):
+            job.run()
+            retrained = train_or_load(job.spec, progress=False) if job.spec is not None else None
+            stored = checked_torch_load(cache_root() / relative)
+        result = {
+            "label": job.label,
+            "entry": str(relative),
+            "shipped": row["weights_hash"],
+            "retrained": weights_hash(stored["weights"]),
+            "seconds": time.perf_counter() - started,
+            "shipped_seconds": row["train_seconds"],
+        }
+        result["identical"] = result["retrained"] == result["shipped"]
+        if shipped is not None:
+            result["accuracy"] = [_verify_score(model) for model in (shipped, retrained)]
+        gap = abs(result["accuracy"][0] - result["accuracy"][1]) if "accuracy" in result else float("inf")
+        result["passed"] = result["identical"] or (tolerance > 0 and gap <= tolerance)
+        yield result
+
+
+def _verify_score(model) -> float:
+    with policy_threads():
+        return evaluate(model.learner, model.spec.task, n_tasks=VERIFY_EPISODES, seed=VERIFY_SEED).mean
