@@ -171,3 +171,18 @@ def test_the_sphinx_extension_is_light_to_import():
     probe = f"import sys, uni_icl.book.sphinx_extension; print(sorted({heavy} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_publishing_workflow_builds_the_readme_book_on_every_push_to_main():
+    """The GitHub Pages workflow (it cannot run here): it parses, runs on pushes to main, refuses stale
+    shipped results, builds with the README's main command and deploys the built HTML."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "publish.yml").read_text())
+    triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads a bare `on` as True
+    assert triggers["push"]["branches"] == ["main"]
+    steps = workflow["jobs"]["build"]["steps"]
+    commands = "\n".join(step.get("run", "") for step in steps)
+    main_command = "bash scripts/build_book.sh"
+    assert main_command in commands and main_command in (ROOT / "README.md").read_text()
+    assert "results status --preset quick" in commands and "every chapter is current" in commands
+    assert any(step.get("with", {}).get("path") == "_build/html" for step in steps)
+    assert any(step.get("uses", "").startswith("actions/deploy-pages") for step in workflow["jobs"]["deploy"]["steps"])

@@ -218,6 +218,35 @@ def load_manifest(preset: str) -> dict | None:
     return _plain_json(base / preset / MANIFEST)
 
 
+def describe_sources(preset: str) -> str:
+    """One line for a page's setup output: where this preset's results come from."""
+    if os.environ.get(FRESH_ENV, "").strip() == "1":
+        return "results: computed here and kept in the cache (the shipped results are off: UNI_ICL_FRESH=1)"
+    manifest = load_manifest(preset)
+    if manifest is None:
+        return f"results: no shipped {preset} results; models train here, and the cache keeps them"
+    hours = manifest["training_core_seconds"] / 3600
+    return (
+        f"results: the cache, then the shipped {preset} results (commit {manifest['commit'][:7]}, "
+        f"{manifest['models']} models, {hours:.1f} core-hours of training); anything else is computed here"
+    )
+
+
+def scorecard_differences(shipped: dict, rebuilt: dict) -> list[str]:
+    """Where two scorecard JSONs disagree, one line per claim (wall times aside): outcome, numbers, runs."""
+
+    def by_claim(card: dict) -> dict:
+        return {verdict["claim"]: verdict for verdict in card["verdicts"]}
+
+    old, new = by_claim(shipped), by_claim(rebuilt)
+    lines = [f"{claim}: only in one scorecard" for claim in sorted(set(old) ^ set(new))]
+    for claim in sorted(set(old) & set(new)):
+        for field in ("outcome", "numbers", "rests_on", "quantity", "rule"):
+            if old[claim].get(field) != new[claim].get(field):
+                lines.append(f"{claim}: {field} differs")
+    return lines
+
+
 # ----------------------------------------------------------------------------- status
 
 

@@ -13,6 +13,7 @@ import torch
 from uni_icl import __version__
 from uni_icl.device import default_device, policy_thread_count
 from uni_icl.presets import Preset, preset_from_env
+from uni_icl.results import describe_sources
 from uni_icl.storage import cache_root
 
 BOOK_BUILD_ENV = "UNI_ICL_BOOK_BUILD"  # "1" while uni_icl.book.build executes the notebooks
@@ -53,6 +54,7 @@ def setup(style: bool = True) -> NotebookContext:
     # short lines: the page shows them without scrolling
     print(f"preset: {context.preset.name} (UNI_ICL_PRESET: smoke, quick or paper)")
     print(f"cache: {cache}")
+    print(describe_sources(context.preset.name))
     if style:
         import seaborn as sns
 
