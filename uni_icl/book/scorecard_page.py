@@ -4,6 +4,7 @@ committed GPU results. Presentation only; :mod:`uni_icl.scorecard` runs the clai
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 
 from uni_icl.learners import display_name
+from uni_icl.results import load_manifest
 from uni_icl.scorecard import EXPERIMENTS, Scorecard
+from uni_icl.storage import FRESH_ENV
 from uni_icl.verdicts import CLAIMS, check_decisive
 
 OUTCOME_COLOURS = {"reproduced": "#1b7837", "not reproduced": "#b2182b", "inconclusive": "#d6a21e"}
@@ -236,6 +239,28 @@ def discussion(card: Scorecard) -> str:
             f"`{verdict.preset}` under the rule above. {why}"
         )
     return "\n\n".join(parts)
+
+
+def provenance_markdown(preset: str) -> str:
+    """Where this page's numbers come from (the shipped results' manifest, or this machine) and how to
+    recompute or check them."""
+    manifest = None if os.environ.get(FRESH_ENV, "").strip() == "1" else load_manifest(preset)
+    redo = (
+        "To recompute everything here, run `UNI_ICL_FRESH=1 bash scripts/build_book.sh` (or "
+        f"`python -m uni_icl reproduce --preset {preset} --fresh`); to check the shipped numbers in minutes, "
+        f"`python -m uni_icl results verify --preset {preset} --sample 3` retrains three shipped models from "
+        "scratch and compares their weights."
+    )
+    if manifest is None:
+        return f"The numbers on this page were computed on the machine that built it. {redo}"
+    hours = manifest["training_core_seconds"] / 3600
+    return (
+        f"Where a result was not in this machine's cache, it comes from the shipped results "
+        f"(`results/{preset}/`, listed with checksums in its `manifest.json`): computed at commit "
+        f"`{manifest['commit'][:12]}` on {manifest['machine']} ({manifest['device']}, {manifest['workers']} "
+        f"workers of {manifest['threads']} torch thread each, torch {manifest['torch']}), "
+        f"{manifest['models']} trained models, {hours:.1f} core-hours of training. {redo}"
+    )
 
 
 def gpu_results_markdown(card: Scorecard, folder: Path = GPU_RESULTS) -> str:
