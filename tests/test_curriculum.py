@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from uni_icl.experiments import curriculum as experiment
+from uni_icl.experiments.rules import curriculum as rules
 from uni_icl.presets import PRESETS
 from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
@@ -179,8 +180,8 @@ def test_rule_power_matches_a_simulation():
         experiment.decide_speedup(experiment.speedup_interval(rng.normal(effect, sd, seeds))) == "reproduced"
         for _ in range(trials)
     )
-    assert hits / trials == pytest.approx(experiment.rule_power(effect, sd, seeds), abs=0.025)
-    assert experiment.rule_power(effect, sd, 8) > experiment.rule_power(effect, sd, 3)
+    assert hits / trials == pytest.approx(rules.rule_power(effect, sd, seeds), abs=0.025)
+    assert rules.rule_power(effect, sd, 8) > rules.rule_power(effect, sd, 3)
 
 
 def test_convergence_tolerance_is_relative_to_least_squares_error():

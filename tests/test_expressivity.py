@@ -10,6 +10,7 @@ import torch
 from uni_icl.evaluation import Difference
 from uni_icl.experiments import expressivity
 from uni_icl.experiments.common import classification_run, classification_task
+from uni_icl.experiments.evidence import MARGIN
 from uni_icl.experiments.expressivity import (
     IMITATION_LABEL,
     Distillation,
@@ -192,7 +193,7 @@ def assert_decisive_is_a_difference_the_rule_reads(verdict):
     """numbers["decisive"] states one of the differences RULE reads (imitation minus another meta-learner),
     on the accuracy scale with the rule's margin."""
     decisive = verdict.numbers["decisive"]
-    assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == expressivity.MARGIN
+    assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == MARGIN
     differences = {
         f"ICL imitation − {key.removeprefix('imitation_minus_')}, agreement with {teacher}": pair
         for teacher, numbers in verdict.numbers.items()

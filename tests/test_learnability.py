@@ -146,7 +146,7 @@ def test_the_bias_effect_is_a_difference_in_differences():
 
     class Results:
         def row(self, learner, train_family, test_family):
-            own = lrn.MATCHED_FAMILY.get(learner)
+            own = common.MATCHED_FAMILY.get(learner)
             if train_family == lrn.MIXED_FAMILY:
                 return row(0.89 if test_family == own else 0.85)
             return row(0.90)
@@ -165,12 +165,12 @@ def _record(learner: str, family: str, converged: list[bool]) -> dict:
 
 def test_a_verdict_comparing_an_unconverged_run_is_inconclusive_and_names_it():
     fine = [_record("icl", "pairwise", [True, True]), _record("cnp", "pairwise", [True, True])]
-    assert lrn.gated("reproduced", fine) == "reproduced"
-    assert lrn.gated("not reproduced", fine) == "not reproduced"
+    assert evidence.gated("reproduced", fine) == "reproduced"
+    assert evidence.gated("not reproduced", fine) == "not reproduced"
     one_seed_short = [*fine, _record("protonet", "mixture", [True, False, True])]
-    assert lrn.gated("reproduced", one_seed_short) == "inconclusive"
-    assert lrn.gated("not reproduced", one_seed_short) == "inconclusive"
-    assert lrn.unconverged(one_seed_short) == ["ProtoNet on mixture (seeds 1)"]
+    assert evidence.gated("reproduced", one_seed_short) == "inconclusive"
+    assert evidence.gated("not reproduced", one_seed_short) == "inconclusive"
+    assert evidence.unconverged(one_seed_short) == ["ProtoNet on mixture (seeds 1)"]
 
 
 def test_verdicts_record_every_compared_model_with_its_seeds(isolated_cache):

@@ -11,6 +11,7 @@ from torch import nn
 
 from uni_icl.evaluation import Difference
 from uni_icl.experiments import m2icl as experiment
+from uni_icl.experiments.rules import m2icl as rules
 from uni_icl.learners.maml import (
     MAMLConfig,
     MetaObjective,
@@ -340,11 +341,11 @@ def assert_decisive_is_a_log_ratio_the_rule_reads(verdict) -> str:
 def test_decisive_comparison_is_the_one_that_decided_rule_4b():
     adapted, unadapted = Difference(0.3, 0.1), Difference(0.02, 0.03)  # (b) within ±m: not reproduced
     outcome = experiment.decide_4b(adapted, unadapted)
-    chosen = decisive(experiment.comparisons_4b(adapted, unadapted, 64), outcome)
+    chosen = decisive(rules.comparisons_4b(adapted, unadapted, 64), outcome)
     assert outcome == "not reproduced" and chosen["label"] == "log(ICL unadapted / M2-ICL adapted error), K = 64"
     unadapted = Difference(0.4, 0.35)  # (b) crosses +m
     outcome = experiment.decide_4b(adapted, unadapted)
-    chosen = decisive(experiment.comparisons_4b(adapted, unadapted, 64), outcome)
+    chosen = decisive(rules.comparisons_4b(adapted, unadapted, 64), outcome)
     assert outcome == "inconclusive" and chosen["effect"] == 0.4
     # (a) within ±m contradicts; (b) crosses -m, undecided, yet its upper bound lies further below +m:
     # the decisive comparison is (a), the one the rule read as contradicting

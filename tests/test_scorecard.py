@@ -307,3 +307,23 @@ def test_the_figure_falls_back_to_the_outcome_table_when_no_verdict_states_a_dec
     finally:
         plt.close(fig)
     assert scorecard_page.figure_caption(card).endswith("so there is no forest plot.")
+
+
+def test_every_chapter_module_implements_the_chapter_interface():
+    from uni_icl.experiments.chapter import Chapter
+    from uni_icl.scorecard import BOOK_CHAPTERS
+
+    for chapter in BOOK_CHAPTERS:
+        assert isinstance(chapter, Chapter), chapter.__name__
+
+
+def test_no_experiment_imports_the_book():
+    import ast
+    from pathlib import Path
+
+    import uni_icl.experiments
+
+    for path in Path(uni_icl.experiments.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("uni_icl.book"), f"{path.name} imports {node.module}"

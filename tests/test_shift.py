@@ -5,6 +5,7 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from uni_icl.book import shift_regions
 from uni_icl.evaluation import EVAL_BATCH, evaluate
 from uni_icl.experiments import shift
 from uni_icl.learners import LearnerSpec
@@ -337,7 +338,7 @@ def panel_pixels(explorer) -> np.ndarray:
 
 
 def test_explorer_callbacks_redraw_the_curves_and_the_decision_regions():
-    explorer = shift.ShiftExplorer(tiny_results(), resolution=8)
+    explorer = shift_regions.ShiftExplorer(tiny_results(), resolution=8)
     assert set(explorer.selection) == {"family", "noise_std", "learner", "shots"}
     curves, regions = explorer.axes
     before_lines = [line.get_ydata().copy() for line in curves.get_lines() if line.get_label() in explorer.grid.palette]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -144,3 +145,39 @@ def paired_difference(a: Iterable[float], b: Iterable[float]) -> Difference:
     diff = first - second
     spread = diff.std(unbiased=True).item() if diff.numel() > 1 else 0.0
     return Difference(diff.mean().item(), Z_95 * spread / math.sqrt(diff.numel()))
+
+
+@torch.no_grad()
+def class_probabilities_on_grid(
+    predictor: Predictor,
+    support_xs: torch.Tensor,
+    support_ys: torch.Tensor,
+    *,
+    extent: float = 3.0,
+    resolution: int = 80,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P(class 1) of ``predictor`` at every point of a square grid, given a 2-d support set.
+
+    support_xs (n, 2), support_ys (n,). Each grid point is the query after the n supports (one
+    episode of n + 1 points per grid point). Returns (grid_x (R,), grid_y (R,), probs (R, R)).
+    """
+    if support_xs.ndim != 2 or support_xs.shape[1] != 2:
+        raise ValueError(f"support_xs: expected shape (n, 2), got {tuple(support_xs.shape)}")
+    module = predictor if isinstance(predictor, torch.nn.Module) else None
+    device = next(iter(module.parameters()), torch.empty(0)).device if module is not None else support_xs.device
+    axis = torch.linspace(-extent, extent, resolution)
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+    queries = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)  # (R*R, 2)
+    n = support_xs.shape[0]
+    xs = torch.cat([support_xs.expand(len(queries), n, 2).cpu(), queries[:, None, :]], dim=1).to(device)
+    ys = torch.cat([support_ys.expand(len(queries), n).cpu(), torch.zeros(len(queries), 1, dtype=torch.long)], dim=1)
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    probs = []
+    for start in range(0, len(queries), 2048):
+        logits = predictor(xs[start : start + 2048], ys[start : start + 2048].to(device))
+        probs.append(logits[:, -1].softmax(-1)[:, 1].cpu())
+    if module is not None:
+        module.train(was_training)
+    return axis.numpy(), axis.numpy(), torch.cat(probs).reshape(resolution, resolution).numpy()

@@ -159,6 +159,36 @@ def gated(outcome: str, records: list[dict]) -> str:
     return "inconclusive" if unconverged(records) else outcome
 
 
+def gated_verdict(
+    claim: str,
+    ungated: str,
+    models: list[dict],
+    *,
+    preset: str,
+    quantity: str,
+    numbers: dict,
+    rule: str,
+    chapter: str,
+    wall_seconds: float,
+    notes: dict | None = None,
+) -> ClaimVerdict:
+    """The verdict of ``claim`` whose rule gave ``ungated`` from the comparisons of ``models`` (``rests_on``
+    records): its outcome is ``ungated``, or 'inconclusive' when a compared model failed the convergence
+    test (RULE_CONVERGED); the notes name those models and keep the ungated outcome, then ``notes``."""
+    return ClaimVerdict(
+        claim=claim,
+        preset=preset,
+        quantity=quantity,
+        numbers=numbers,
+        rule=rule,
+        outcome=gated(ungated, models),
+        chapter=chapter,
+        wall_seconds=wall_seconds,
+        notes={"unconverged": unconverged(models), "ungated_outcome": ungated, **(notes or {})},
+        rests_on=models,
+    )
+
+
 def training_note(verdict: ClaimVerdict) -> str:
     runs = [run for record in verdict.rests_on for run in record["runs"]]
     if not runs:

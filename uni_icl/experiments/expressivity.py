@@ -39,9 +39,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from uni_icl.convergence import convergence
-from uni_icl.evaluation import Z_95, Difference, test_episodes
+from uni_icl.evaluation import Z_95, test_episodes
 from uni_icl.experiments.common import MATCHED_FAMILY, classification_run, classification_task
-from uni_icl.experiments.evidence import MARGIN, unconverged
+from uni_icl.experiments.evidence import gated_verdict
+from uni_icl.experiments.rules.expressivity import (
+    EXACT_RELATIVE_TOLERANCE,
+    IMITATION_LABEL,
+    RULE,
+    STUDENT_CONVERGENCE_TOLERANCE,
+    TEACHER_CONVERGENCE_TOLERANCE,
+    WARM_LABEL,
+    comparisons,
+    decide,
+    evidence,
+)
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.constructions import (
     construct,
@@ -57,24 +68,12 @@ from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
 from uni_icl.uncertainty import seeded_difference, t_interval
 from uni_icl.validation import check_choice
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
+from uni_icl.verdicts import ClaimVerdict, decisive, model_record
 
 TEACHERS = MATCHED_FAMILY  # teacher (meta-learner) -> the family it is trained on
 CLAIMS = ("1",)
 TIE_TOLERANCE = 1e-6  # classes within this probability of the teacher's maximum count as its argmax
-EXACT_RELATIVE_TOLERANCE = 1e-4  # float32: max |difference| <= this * max(1, max |output|)
 CHAPTER = "book/01_expressivity"
-
-# Written with the seeds, before any seeded result was seen (the single-seed quick numbers of the
-# previous rule were known): the decision margin on a difference of argmax agreements (fractions of
-# predictions) is the book's one margin (evidence.MARGIN), used in both directions.
-# Convergence tests (uni_icl.convergence.convergence), stated before the runs: a teacher passes when
-# the upper 95% bound of its validation-accuracy gain over the last quarter of training is below
-# TEACHER_CONVERGENCE_TOLERANCE (chapter 2's, equal to the margin); a student, whose validation
-# score is minus its mean KL to the teacher, when the bound on the KL it could still lose over the
-# last quarter is below STUDENT_CONVERGENCE_TOLERANCE nats.
-TEACHER_CONVERGENCE_TOLERANCE = MARGIN
-STUDENT_CONVERGENCE_TOLERANCE = 0.005
 
 
 class ConstructionError(RuntimeError):
@@ -431,10 +430,6 @@ def seeded_curves(per_seed: np.ndarray) -> dict:
     }
 
 
-IMITATION_LABEL = "ICL imitation (distilled)"
-WARM_LABEL = "ICL trained on labels (before distillation)"
-
-
 def imitation_table(
     scale: ClassificationScale,
     settings: ImitationScale,
@@ -598,39 +593,6 @@ def _cached_agreements(
 # ----------------------------------------------------------------------------------------------
 
 
-RULE = (
-    "For each teacher (MatchNet trained on pairwise, ProtoNet on prototype, CNP on amortized) and each of the "
-    "scale's training seeds s, the ICL transformer distilled from the teacher of seed s (its initial weights and "
-    "training episodes drawn with s) is compared with that teacher on the shared test episodes of the teacher's "
-    "family by argmax agreement (the fraction of predictions, over shot counts, whose most probable class is one "
-    "of the teacher's). The yardstick is the agreement of each other meta-learner of seed s (trained on its own "
-    "family) with the same teacher on the same episodes. For every teacher and every other meta-learner, "
-    "D = agreement(ICL imitation) - agreement(other meta-learner), with a 95% interval over seeds and test "
-    f"episodes. 'reproduced' if every D's interval lies above +{MARGIN}; 'not reproduced' if some D's interval "
-    f"lies below -{MARGIN}; 'inconclusive' otherwise. If any seed of a teacher fails the convergence test (upper "
-    "95% bound of its validation-accuracy gain over the last quarter of training not below "
-    f"{TEACHER_CONVERGENCE_TOLERANCE}) or any seed of a student does (the bound of the validation KL it could still "
-    f"lose over the last quarter not below {STUDENT_CONVERGENCE_TOLERANCE} nats), the outcome is 'inconclusive' and "
-    "names them. The hand-set constructions (MatchNet, ProtoNet and CNP from any weights, one gradient step on the "
-    "squared loss) are exact by construction: they are checked (float32 difference at most "
-    f"{EXACT_RELATIVE_TOLERANCE:g} x max(1, max |output|)), reported, and a failed check stops the experiment as a "
-    "bug; they are not evidence for this verdict."
-)
-
-
-def decide(differences: dict[str, dict[str, Difference]], margin: float = MARGIN) -> str:
-    """Outcome of RULE (before the convergence gate) from ``differences[teacher][other meta-learner]``,
-    each the imitation's agreement minus the other meta-learner's, with its interval."""
-    every = [diff for by_other in differences.values() for diff in by_other.values()]
-    if not every:
-        raise ValueError("differences: expected at least one teacher with one other meta-learner")
-    if any(diff.upper < -margin for diff in every):
-        return "not reproduced"
-    if all(diff.lower > margin for diff in every):
-        return "reproduced"
-    return "inconclusive"
-
-
 def _record(history: TrainHistory, seed: int, tolerance: float) -> dict:
     check = convergence(history.steps, history.val_score, tolerance)
     return {
@@ -665,52 +627,17 @@ def rests_on(results: ImitationResults) -> list[dict]:
     return records
 
 
-def evidence(results: ImitationResults) -> tuple[dict[str, dict[str, Difference]], dict]:
-    """The differences RULE reads (teacher -> other meta-learner -> imitation minus other) and the numbers
-    stored with the verdict."""
-    rows = {(row["teacher"], row["learner"]): row for row in results.agreements}
-    differences: dict[str, dict[str, Difference]] = {}
-    numbers: dict = {"margin": MARGIN}
-    for teacher_name in dict.fromkeys(row["teacher"] for row in results.agreements):
-        imitation = rows[(teacher_name, IMITATION_LABEL)]
-        others = [
-            label for (name, label) in rows if name == teacher_name and label not in (IMITATION_LABEL, WARM_LABEL)
-        ]
-        differences[teacher_name] = {
-            other: seeded_difference(imitation["per_seed_episode"], rows[(teacher_name, other)]["per_seed_episode"])
-            for other in others
-        }
-        numbers[teacher_name] = {
-            "imitation_agreement": [imitation["mean"], imitation["ci"]],
-            "imitation_total_variation": [imitation["tv_mean"], imitation["tv_ci"]],
-            **{
-                f"{other}_agreement": [rows[(teacher_name, other)]["mean"], rows[(teacher_name, other)]["ci"]]
-                for other in others
-            },
-            **{f"imitation_minus_{other}": [diff.mean, diff.ci] for other, diff in differences[teacher_name].items()},
-        }
-    return differences, numbers
-
-
-def comparisons(differences: dict[str, dict[str, Difference]], margin: float = MARGIN) -> list[Comparison]:
-    """Every difference RULE reads, as a comparison that needs its interval above +margin."""
-    return [
-        Comparison(f"ICL imitation − {other}, agreement with {teacher_name}", difference, margin, "above +m")
-        for teacher_name, by_other in differences.items()
-        for other, difference in by_other.items()
-    ]
-
-
 def verdicts(results: ImitationResults) -> list[ClaimVerdict]:
     """Apply RULE (fixed before the seeded results were seen) to ``results``."""
     differences, numbers = evidence(results)
     models = rests_on(results)
     ungated = decide(differences)
     numbers["decisive"] = decisive(comparisons(differences), ungated)
-    failed = unconverged(models)
     return [
-        ClaimVerdict(
-            claim="1",
+        gated_verdict(
+            "1",
+            ungated,
+            models,
             preset=results.preset,
             quantity=(
                 "argmax agreement of the distilled ICL model with each teacher minus that of each other meta-learner "
@@ -718,12 +645,9 @@ def verdicts(results: ImitationResults) -> list[ClaimVerdict]:
             ),
             numbers=numbers,
             rule=RULE,
-            outcome="inconclusive" if failed else ungated,
             chapter=CHAPTER,
             wall_seconds=results.seconds,
             notes={
-                "unconverged": failed,
-                "ungated_outcome": ungated,
                 "seeds": list(results.seeds),
                 "construction_check": {
                     "passed": all(row["float32_max_rel"] <= EXACT_RELATIVE_TOLERANCE for row in results.constructions),
@@ -731,7 +655,6 @@ def verdicts(results: ImitationResults) -> list[ClaimVerdict]:
                     "max_rel_float32": worst_construction_gaps(results.constructions),
                 },
             },
-            rests_on=models,
         )
     ]
 

@@ -60,6 +60,13 @@ from uni_icl.convergence import convergence
 from uni_icl.device import default_device
 from uni_icl.evaluation import Difference
 from uni_icl.experiments.evidence import LOG_MARGIN, reading, side
+from uni_icl.experiments.rules.m2icl import (
+    RULE_4B,
+    WORKING_ERROR,
+    decide_4b,
+    decisive_4b,
+    gates_4b,
+)
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.maml import (
     LOG_FLOOR,
@@ -78,7 +85,7 @@ from uni_icl.storage import cache_root, cached_entry, config_hash, json_entry, w
 from uni_icl.tasks import RegressionDomain, TaskFamily, domain_task, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train
 from uni_icl.uncertainty import seeded_difference, t_interval, t_quantile
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
+from uni_icl.verdicts import ClaimVerdict, model_record
 
 ARMS = ("ICL (no adaptation)", "ICL adapted", "M2-ICL adapted", "M2-ICL (no adaptation)", "least squares")
 CHAPTER = "book/06_m2icl"
@@ -495,87 +502,6 @@ def _record(size: int, arm: str, interval: Difference, seed_values: list[float])
         "log_ci": float(interval.ci),
         "seed_values": seed_values,
     }
-
-
-# ----------------------------------------------------------------------------- the rule of claim 4b
-#
-# Written (issue 17) before any run with normalised labels and seeds. The previous rule needed
-# intervals above 0 for 'reproduced' but a mean at or below 0 was enough for 'not reproduced', and its
-# intervals were over domains only (one seed). Now both outcomes need an interval, one margin is used on
-# both sides, and the compared models must be working in-context regressors that finished training.
-
-# The book's one margin for ratios (evidence.LOG_MARGIN), used symmetrically on the log scale.
-# ICL without adaptation must regress in context: its geometric-mean relative error over the held-out
-# domains (mean over seeds) at most this (predicting 0 scores 1, least squares about 0.2).
-WORKING_ERROR = 0.5
-
-RULE_4B = (
-    "Per seed s and held-out domain k, each arm's relative squared error (mean over positions and test prompts); "
-    "a comparison's effect is the paired log error ratio log(other arm / M2-ICL adapted) on the same domain with "
-    "the same seed, averaged over seeds and domains, with a 95% interval over seeds and domains (the seed means' "
-    "spread over S - 1 degrees of freedom plus the domains' spread, uni_icl.uncertainty.seeded_difference). At "
-    "the smallest adaptation size K, two comparisons: (a) ICL adapted / M2-ICL adapted and (b) ICL without "
-    f"adaptation / M2-ICL adapted. With the margin m = log 1.1 = {LOG_MARGIN:.4f} on both sides, a comparison "
-    "supports the claim if its interval lies above +m, contradicts it if its interval lies below -m (M2-ICL is "
-    "worse) or entirely within (-m, +m) (no practical difference), and is undecided otherwise. 'reproduced' if "
-    "both support; 'not reproduced' if either contradicts; 'inconclusive' otherwise. The change of (a) from the "
-    "smallest to the largest K (the paper: the gain shrinks with more tasks) is reported with its paired interval "
-    "and does not decide. The outcome is 'inconclusive' whatever the intervals, naming the models, if ICL without "
-    f"adaptation is not a working in-context regressor (geometric-mean relative error above {WORKING_ERROR} over "
-    "the held-out domains and seeds), or if a seed of ICL's pre-training or of M2-ICL's meta-training fails its "
-    "convergence test (the upper 95% bound of its validation-score gain over the last quarter of training not "
-    "below the preset's tolerance: relative error for ICL, mean log relative error after adaptation for M2-ICL)."
-)
-
-
-def decide_4b(adapted: Difference, unadapted: Difference, margin: float = LOG_MARGIN) -> str:
-    """RULE_4B without its gates, on the log ratios (a) ICL adapted / M2-ICL adapted and (b) ICL without
-    adaptation / M2-ICL adapted at the smallest adaptation size."""
-    readings = {reading(adapted, margin), reading(unadapted, margin)}
-    if readings == {"supports"}:
-        return "reproduced"
-    if "contradicts" in readings:
-        return "not reproduced"
-    return "inconclusive"
-
-
-def comparisons_4b(adapted: Difference, unadapted: Difference, size: int) -> list[Comparison]:
-    """The two comparisons of RULE_4B at adaptation size ``size`` (the smallest), each needed above +m."""
-    return [
-        Comparison(f"log(ICL adapted / M2-ICL adapted error), K = {size}", adapted, LOG_MARGIN, "above +m"),
-        Comparison(f"log(ICL unadapted / M2-ICL adapted error), K = {size}", unadapted, LOG_MARGIN, "above +m"),
-    ]
-
-
-def decisive_4b(adapted: Difference, unadapted: Difference, size: int, outcome: str) -> dict:
-    """The comparison that decided RULE_4B's ``outcome`` (:func:`uni_icl.verdicts.decisive`): for
-    'not reproduced' only a comparison the rule read as contradicting (an undecided one may lie
-    further from +m, but did not decide it)."""
-    comparisons = comparisons_4b(adapted, unadapted, size)
-    if outcome == "not reproduced":
-        comparisons = [c for c in comparisons if reading(c.interval, c.margin) == "contradicts"]
-    return decisive(comparisons, outcome)
-
-
-def gates_4b(icl_error: float, records: dict[str, list[dict]]) -> list[str]:
-    """The reasons RULE_4B gives 'inconclusive' whatever the intervals (empty: none), in words."""
-    reasons = []
-    if not icl_error <= WORKING_ERROR:
-        reasons.append(
-            f"ICL without adaptation has relative error {icl_error:.3f}, above {WORKING_ERROR}: it barely regresses "
-            "in context, so the comparison is between weak learners"
-        )
-    failed = [
-        f"{NAMES[model]} (seeds {', '.join(str(r['seed']) for r in runs if not r['converged'])})"
-        for model, runs in records.items()
-        if not all(r["converged"] for r in runs)
-    ]
-    if failed:
-        reasons.append("not converged: " + "; ".join(failed))
-    return reasons
-
-
-NAMES = {"icl": "ICL pre-training", "m2icl": "M2-ICL meta-training"}
 
 
 def rests_on(records: dict[str, list[dict]]) -> list[dict]:

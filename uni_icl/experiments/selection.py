@@ -40,19 +40,19 @@ from uni_icl.experiments.common import (
 # the learnability chapter's seeded rows, paired differences, convergence records and gate (one
 # definition for every chapter that compares trained models)
 from uni_icl.experiments.evidence import (
-    CONVERGENCE_TOLERANCE,
     MARGIN,
-    OUTCOME_OF_READING,
-    gated,
+    gated_verdict,
     per_seed_difference,
-    reading,
     row_difference,
     run_columns,
     seeded_row,
     side,
     training_note,
     training_record,
-    unconverged,
+)
+from uni_icl.experiments.rules.selection import (
+    RULE_3A,
+    decide_3a,
 )
 from uni_icl.learners import display_name
 from uni_icl.learners.icl import LAYOUTS, ICLConfig
@@ -73,25 +73,6 @@ ORACLE = "Oracle selector"
 RADIUS_BAYES = "Bayes"  # the radius family's own Bayes predictor: the ceiling of any learner on it
 CHAPTER = "book/03_selection"
 N_CHOICE_TASKS = 256  # episodes used to count which candidate the selector picks
-# Written before any result at quick was seen (issue 17): one margin for every side of the rule,
-# the learnability chapter's MARGIN; the interval is over training seeds and test episodes.
-RULE_3A = (
-    "On the unseen radius family, d = accuracy of ICL trained on the mixture minus accuracy of the prequential "
-    "selector over the three meta-learners (mean over shot counts; seed s of ICL against the selector built from "
-    "the seed-s meta-learners, on the same test episodes), with a 95% interval over the training seeds and the test "
-    f"episodes. With the margin m = {MARGIN}: 'reproduced' if the interval of d lies above +m (ICL is more accurate "
-    "than selection by more than the margin); 'not reproduced' if it lies below -m (selection is more accurate) or "
-    "entirely within (-m, +m) (no practical difference: the claim is that ICL handles test tasks that selection "
-    "cannot, so equal accuracy does not support it); 'inconclusive' otherwise (the interval crosses +m or -m). If "
-    "any seed of ICL on the mixture or of the three meta-learners the selector is built from fails the "
-    "convergence test (the upper 95% bound of its validation-accuracy gain over the last quarter of training is not "
-    f"below {CONVERGENCE_TOLERANCE}), the outcome is 'inconclusive' and names the models."
-)
-
-
-def decide_3a(difference: Difference, margin: float = MARGIN) -> str:
-    """Outcome of ``RULE_3A`` (before the convergence gate) for d = ICL (mixture) - selector on radius."""
-    return OUTCOME_OF_READING[reading(difference, margin)]
 
 
 @dataclass
@@ -414,18 +395,17 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
         },
     }
     return [
-        ClaimVerdict(
-            claim="3a",
+        gated_verdict(
+            "3a",
+            ungated,
+            models,
             preset=results.preset,
             quantity="accuracy on radius (mean over shot counts): "
             "ICL trained on mixture minus the prequential selector, over training seeds and test episodes",
             numbers=numbers,
             rule=RULE_3A,
-            outcome=gated(ungated, models),
             chapter=CHAPTER,
             wall_seconds=results.wall_seconds,
-            notes={"unconverged": unconverged(models), "ungated_outcome": ungated},
-            rests_on=models,
         )
     ]
 

@@ -28,15 +28,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.book.interactive import explore
-from uni_icl.book.plotting import class_probabilities_on_grid, draw_support_set
 from uni_icl.evaluation import EVAL_BATCH, Difference, EvalResult, is_prefix_size
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
@@ -55,15 +52,39 @@ from uni_icl.experiments.common import (
 # the learnability chapter's seeded rows, paired differences, convergence records and gate (one
 # definition for every chapter that compares trained models)
 from uni_icl.experiments.evidence import (
-    CONVERGENCE_TOLERANCE,
     MARGIN,
-    gated,
+    gated_verdict,
     row_difference,
     run_columns,
     seeded_row,
     training_note,
     training_record,
-    unconverged,
+)
+from uni_icl.experiments.rules.shift import (
+    BASELINES,
+    BAYES,
+    EXPLICIT,
+    ICL_MIXTURE,
+    ICL_OWN,
+    KNN,
+    LOGISTIC,
+    META,
+    NCM,
+    REMEDY,
+    RULE_3B,
+    SELECTOR,
+    decide_3b,
+    decide_family,
+    decisive_growth,
+    episode_gaps,
+    family_comparisons,
+    growth,
+    growth_matrix,
+    growth_per_seed,
+    status,
+)
+from uni_icl.experiments.rules.shift import (
+    LEARNER_ORDER as LEARNER_ORDER,  # re-exported: the order pages show the learners in
 )
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.selectors import AlgorithmSelector
@@ -73,46 +94,10 @@ from uni_icl.runs import TrainedLearner, evaluate_or_load, prepare, train_or_loa
 from uni_icl.tasks import TaskFamily, make_generator
 from uni_icl.uncertainty import seeded_difference
 from uni_icl.validation import check_choice, check_int, check_positive
-from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record, slack_and_beyond
+from uni_icl.verdicts import ClaimVerdict, model_record
 
-ICL_MIXTURE = "ICL (trained on mixture)"
-ICL_OWN = "ICL (trained on the family)"
-META = "Matching meta-learner"
-SELECTOR = "Selector (prequential)"
-REMEDY = "ICL (mixture, noise_std 1-5)"
-BAYES = "Bayes (reference)"
-# explicit rules with nothing trained: registry name -> display name
-BASELINES = {name: display_name(name) for name in ("ncm", "knn_classifier", "logistic")}
-NCM, KNN, LOGISTIC = BASELINES.values()
-EXPLICIT = (META, NCM, KNN, LOGISTIC)  # the explicit algorithms claim 3(b) is about
-LEARNER_ORDER = (ICL_MIXTURE, ICL_OWN, META, NCM, KNN, LOGISTIC, SELECTOR, REMEDY, BAYES)
 CHAPTER = "book/04_shift"
 CLAIMS = ("3b",)
-# Written before any result at quick was seen (issue 17): an equivalence test for "insensitive", a
-# paired interval for the growth, non-learned explicit rules beside the meta-learners, one margin.
-# Later (issue 17, before the first quick run of this rule in that session): the prototype Bayes
-# reference runs with one sampler seed per training seed, which enter the interval like training
-# seeds. For the rules with nothing trained this turns an interval over episodes (t with n - 1
-# degrees of freedom) into one over sampler seeds and episodes (t with S - 1): wider on prototype,
-# and it includes the reference's Monte-Carlo error, which was in no interval before.
-RULE_3B = (
-    "Per family (pairwise, prototype, amortized) and learner: gap = Bayes reference accuracy - learner accuracy "
-    "(mean over shot counts) and growth = gap at the largest test noise_std - gap at noise_std = 1, computed per test "
-    "episode (the same episodes at both levels; for prototype the first episodes, where the Monte-Carlo reference "
-    "ran) and per training seed (per sampler seed of the prototype reference for a rule with nothing trained), "
-    "with a 95% interval over seeds and episodes. With the margin m = "
-    f"{MARGIN}, a learner 'degrades' if the interval of its growth lies above +m, and is 'insensitive' if it lies "
-    "entirely within (-m, +m). The explicit algorithms are the family's matching meta-learner and three rules with "
-    "nothing trained: nearest class mean, a 5-nearest-neighbour vote and per-prefix logistic regression. A family "
-    "supports the claim if ICL trained on that family degrades and at least one explicit algorithm is insensitive; "
-    "it contradicts the claim if the interval of ICL's growth lies below +m (ICL does not degrade) or every "
-    "explicit algorithm degrades; otherwise it is undetermined. 'reproduced' if at least 2 of the 3 families "
-    "support the claim, 'not reproduced' if at least 2 contradict it, 'inconclusive' otherwise. If any seed of ICL "
-    "trained on a family or of a matching meta-learner fails the convergence test (the upper 95% bound of its "
-    f"validation-accuracy gain over the last quarter of training is not below {CONVERGENCE_TOLERANCE}), the outcome "
-    "is 'inconclusive' and names the models."
-)
-
 
 Evaluator = Callable[[str, TaskFamily], "EvalResult | list[EvalResult]"]  # (family, test task) -> result(s)
 
@@ -146,28 +131,6 @@ def shift_grid(
             results = result if isinstance(result, list) else [result]
             rows.append({"family": family, "noise_std": sigma, "learner": learner, **seeded_row(results)})
     return rows
-
-
-def _per_seed(row: dict) -> np.ndarray:
-    """(S, n) per-seed, per-episode scores of a row (one seed when it only has ``per_episode_mean``)."""
-    return np.asarray(row.get("per_seed_episode_mean", [row["per_episode_mean"]]), dtype=np.float64)
-
-
-def episode_gaps(rows: Iterable[dict], family: str, noise_std: float, learner: str, reference: str = BAYES):
-    """(S, n) per-seed, per-episode gap = reference - learner, on the reference's episodes.
-
-    The reference may have been evaluated on fewer episodes: they must be the first episodes of
-    every learner's test set (same seed; a size for which :func:`uni_icl.evaluation.is_prefix_size` holds).
-    """
-    cell = {r["learner"]: r for r in rows if r["family"] == family and r["noise_std"] == noise_std}
-    if reference not in cell:
-        raise ValueError(f"reference: no {reference!r} row for {family} at noise_std={noise_std}")
-    if learner not in cell:
-        raise ValueError(f"learner: no {learner!r} row for {family} at noise_std={noise_std}")
-    ref, scores = _per_seed(cell[reference]), _per_seed(cell[learner])
-    if scores.shape[1] < ref.shape[1]:
-        raise ValueError(f"rows: {learner!r} has fewer test episodes than the reference ({ref.shape[1]})")
-    return ref - scores[:, : ref.shape[1]]
 
 
 def gap_rows(rows: list[dict], reference: str = BAYES) -> list[dict]:
@@ -405,27 +368,6 @@ def support_set(
 # ----------------------------------------------------------------------------- gap growth and the rule
 
 
-def growth_matrix(results: ShiftResults, family: str, learner: str, low: float = 1.0, high: float | None = None):
-    """(S, n) per-seed, per-episode growth: gap at ``high`` (default: the largest level) - gap at ``low``."""
-    high = max(results.noise_levels) if high is None else high
-    return episode_gaps(results.rows, family, high, learner) - episode_gaps(results.rows, family, low, learner)
-
-
-def growth(results: ShiftResults, family: str, learner: str, low: float = 1.0, high: float | None = None) -> Difference:
-    """Gap at the largest noise level (or ``high``) minus gap at ``low``, with a 95% interval over the
-    training seeds and the test episodes, each episode paired with itself at the two levels."""
-    high = max(results.noise_levels) if high is None else high
-    return seeded_difference(
-        episode_gaps(results.rows, family, high, learner), episode_gaps(results.rows, family, low, learner)
-    )
-
-
-def growth_per_seed(results: ShiftResults, family: str, learner: str) -> list[float]:
-    """Each seed's mean gap growth: per training seed, or per sampler seed of the prototype Bayes
-    reference for a learner without training (one value on the exact families)."""
-    return growth_matrix(results, family, learner).mean(1).tolist()
-
-
 def remedy_effect(results: ShiftResults, family: str, noise_std: float) -> Difference:
     """Accuracy of the noise-range ICL minus ICL trained on mixture (seed s against seed s, paired episodes)."""
     rows = {r["learner"]: r for r in results.rows if r["family"] == family and r["noise_std"] == noise_std}
@@ -435,39 +377,6 @@ def remedy_effect(results: ShiftResults, family: str, noise_std: float) -> Diffe
 def remedy_growth_difference(results: ShiftResults, family: str) -> Difference:
     """Gap growth of the noise-range ICL minus that of ICL trained on the mixture at noise_std = 1 only."""
     return seeded_difference(growth_matrix(results, family, REMEDY), growth_matrix(results, family, ICL_MIXTURE))
-
-
-def status(difference: Difference, margin: float = MARGIN) -> str:
-    """A learner's gap growth against the margin: 'degrades' (interval above +m), 'insensitive' (within
-    (-m, +m)), 'closer to Bayes' (below -m) or 'undetermined' (crosses +m or -m)."""
-    if difference.lower > margin:
-        return "degrades"
-    if difference.lower > -margin and difference.upper < margin:
-        return "insensitive"
-    if difference.upper < -margin:
-        return "closer to Bayes"
-    return "undetermined"
-
-
-def decide_family(icl: Difference, explicit: Mapping[str, Difference], margin: float = MARGIN) -> str:
-    """'supports', 'contradicts' or 'undetermined' for one family (see ``RULE_3B``): ``icl`` is the gap
-    growth of ICL trained on the family, ``explicit`` that of each explicit algorithm."""
-    statuses = [status(difference, margin) for difference in explicit.values()]
-    if status(icl, margin) == "degrades" and "insensitive" in statuses:
-        return "supports"
-    if icl.upper < margin or all(found == "degrades" for found in statuses):
-        return "contradicts"
-    return "undetermined"
-
-
-def decide_3b(decisions: Mapping[str, str]) -> str:
-    """The outcome of ``RULE_3B`` (before the convergence gate) from each family's decision."""
-    values = list(decisions.values())
-    if values.count("supports") >= 2:
-        return "reproduced"
-    if values.count("contradicts") >= 2:
-        return "not reproduced"
-    return "inconclusive"
 
 
 def rests_on(results: ShiftResults) -> list[dict]:
@@ -485,42 +394,6 @@ def _entry(results: ShiftResults, family: str, learner: str, margin: float) -> d
         "per_seed": growth_per_seed(results, family, learner),
         "status": status(difference, margin),
     }
-
-
-def family_comparisons(
-    family: str, icl: Difference, explicit: Mapping[str, Difference], names: Mapping[str, str], margin: float = MARGIN
-) -> list[Comparison]:
-    """The two comparisons RULE_3B reads in ``family``: the gap growth of ICL trained on it (needed above
-    +m) and that of the explicit algorithm closest to insensitive (needed within ±m; the rule asks for one).
-    ``names``: display name of each explicit algorithm (the matching meta-learner's own name for META)."""
-    candidates = [
-        Comparison(f"{names.get(name, name)}: gap-to-Bayes growth, {family}", difference, margin, "within ±m")
-        for name, difference in explicit.items()
-    ]
-    best = max(candidates, key=lambda comparison: slack_and_beyond(comparison)[0])
-    return [Comparison(f"ICL: gap-to-Bayes growth, {family}", icl, margin, "above +m"), best]
-
-
-# the family decision behind each outcome of RULE_3B: the families whose comparisons decided it
-DECIDING_FAMILIES = {"reproduced": "supports", "not reproduced": "contradicts", "inconclusive": "undetermined"}
-
-
-def decisive_growth(comparisons: Mapping[str, list[Comparison]], decisions: Mapping[str, str], outcome: str) -> dict:
-    """The decisive comparison of RULE_3B (:func:`uni_icl.verdicts.decisive`) among the families whose
-    decision gave ``outcome`` (every family if none did); ``comparisons``: family -> its two comparisons."""
-    deciding = [family for family, decision in decisions.items() if decision == DECIDING_FAMILIES[outcome]]
-    families = deciding or list(decisions)
-    if outcome == "not reproduced":  # in a contradicting family, the comparison that contradicted
-        return decisive([_contradicting(*comparisons[family]) for family in families], outcome)
-    return decisive([c for family in families for c in comparisons[family]], outcome)
-
-
-def _contradicting(icl: Comparison, explicit: Comparison) -> Comparison:
-    """Of a contradicting family's two comparisons, the one RULE_3B read as contradicting: ICL's
-    growth if its interval lies below +m (ICL does not degrade), else the explicit algorithm's (every
-    explicit algorithm degrades, the one closest to insensitive included)."""
-    mean, ci = icl.interval
-    return icl if mean + ci < icl.margin else explicit
 
 
 def verdicts(results: ShiftResults) -> list[ClaimVerdict]:
@@ -554,168 +427,19 @@ def verdicts(results: ShiftResults) -> list[ClaimVerdict]:
     numbers["decisive"] = decisive_growth(comparisons, decisions, ungated)
     models = rests_on(results)
     return [
-        ClaimVerdict(
-            claim="3b",
+        gated_verdict(
+            "3b",
+            ungated,
+            models,
             preset=results.preset,
             quantity="growth of the gap to the Bayes reference from noise_std = 1 to the largest test noise_std, "
             "paired by training seed and test episode",
             numbers=numbers,
             rule=RULE_3B,
-            outcome=gated(ungated, models),
             chapter=CHAPTER,
             wall_seconds=results.wall_seconds,
-            notes={"unconverged": unconverged(models), "ungated_outcome": ungated},
-            rests_on=models,
         )
     ]
-
-
-# ----------------------------------------------------------------------------- explorer and figures
-
-
-def region_extent(support_xs: torch.Tensor) -> float:
-    """Half-width of a square view that holds the support points with a margin."""
-    return 1.15 * max(float(support_xs.abs().max()), 1.0)
-
-
-def draw_regions(
-    ax: plt.Axes,
-    predictor: nn.Module | Callable,
-    support_xs: torch.Tensor,
-    support_ys: torch.Tensor,
-    *,
-    extent: float,
-    resolution: int = 40,
-    title: str = "",
-) -> plt.Axes:
-    """P(y = 1) on a grid as a colour map, the 0.5 contour, and the support points (no colour bar,
-    so a live panel can be redrawn in place). support_xs (n, 2), support_ys (n,)."""
-    grid_x, grid_y, probs = class_probabilities_on_grid(
-        predictor, support_xs, support_ys, extent=extent, resolution=resolution
-    )
-    ax.contourf(grid_x, grid_y, probs, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.75, vmin=0, vmax=1)
-    if probs.min() < 0.5 < probs.max():
-        ax.contour(grid_x, grid_y, probs, levels=[0.5], colors="black", linewidths=1.2)
-    draw_support_set(ax, support_xs, support_ys, extent=extent, title=title, marker_size=30, title_size=9)
-    return ax
-
-
-class ShiftExplorer:
-    """The live explorer of the shift grid: accuracy curves and decision regions.
-
-    Controls: ``family`` and ``noise_std`` (the grid's, from :func:`uni_icl.book.interactive.explore`),
-    plus ``learner`` and ``shots`` that only the decision-region panel uses (the region of the
-    selected learner given the first ``shots`` points of one sampled episode at that family and
-    noise level; a dashed line marks the shot count on the curves). Regions are computed once
-    per redraw. ``set(family=..., noise_std=..., learner=..., shots=...)`` moves
-    controls programmatically (tests); ``figure`` and ``axes`` are the explorer's.
-    """
-
-    def __init__(self, results: ShiftResults, *, resolution: int = 40, support_seed: int = 0) -> None:
-        import ipywidgets
-
-        check_int("resolution", resolution, minimum=4)
-        self.results, self.resolution, self.support_seed = results, resolution, support_seed
-        self.frame = curves_frame(results.rows)
-        n_points = int(self.frame["shots"].max()) + 1
-        learners = [name for name in LEARNER_ORDER if name in results.models]
-        self.learner = ipywidgets.Dropdown(options=learners, value=learners[0], description="learner")
-        self.shots = ipywidgets.IntSlider(value=min(10, n_points - 1), min=1, max=n_points - 1, description="shots")
-        self.grid = explore(
-            self.frame,
-            x="shots",
-            y="accuracy",
-            ci="ci",
-            hue="learner",
-            controls=["family", "noise_std"],
-            extra_panel=self._draw_panel,
-            title=f"Accuracy per shot count ({results.preset} preset; models trained at noise_std = 1)",
-            xlabel="shot count i",
-            ylabel="accuracy",
-            figsize=(12.0, 4.5),
-        )
-        for widget in (self.learner, self.shots):
-            widget.observe(lambda _change: self.grid.redraw(), names="value")
-        self.widget = ipywidgets.VBox([ipywidgets.HBox([self.learner, self.shots]), self.grid.widget])
-
-    @property
-    def figure(self):
-        return self.grid.figure
-
-    @property
-    def axes(self) -> list:
-        return self.grid.axes
-
-    @property
-    def selection(self) -> dict:
-        return {**self.grid.selection, "learner": self.learner.value, "shots": self.shots.value}
-
-    def set(self, **values) -> None:
-        """Move any of family, noise_std, learner, shots."""
-        for column in values:
-            check_choice("control", column, ["family", "noise_std", "learner", "shots"])
-        if "learner" in values:
-            check_choice("learner", values["learner"], self.learner.options)
-            self.learner.value = values["learner"]
-        if "shots" in values:
-            check_int("shots", values["shots"], minimum=self.shots.min, maximum=self.shots.max)
-            self.shots.value = values["shots"]
-        self.grid.set(**{k: v for k, v in values.items() if k in ("family", "noise_std")})
-
-    def _draw_panel(self, ax: plt.Axes, selection: dict) -> None:
-        family, noise_std = selection["family"], selection["noise_std"]
-        learner, shots = self.learner.value, self.shots.value
-        support_xs, support_ys = support_set(self.results.scale, family, noise_std, shots, seed=self.support_seed)
-        module = self.results.learner(learner, family, noise_std)
-        draw_regions(
-            ax,
-            module,
-            support_xs,
-            support_ys,
-            extent=region_extent(support_xs),
-            resolution=self.resolution,
-            title=f"{learner}: P(y = 1) after {shots} shots",
-        )
-        ax.figure.axes[0].axvline(shots, color="grey", linestyle="--", linewidth=1)
-
-    def _repr_mimebundle_(self, **kwargs) -> dict:
-        return self.widget._repr_mimebundle_(**kwargs)
-
-
-def region_figure(
-    results: ShiftResults,
-    family: str,
-    noise_levels: Iterable[float],
-    *,
-    n_shots: int,
-    learners: Iterable[str] | None = None,
-    resolution: int = 40,
-    seed: int = 0,
-) -> plt.Figure:
-    """Decision regions: one row per learner, one column per noise level, same sampled episode per column."""
-    noise_levels = list(noise_levels)
-    learners = [name for name in (learners or LEARNER_ORDER) if name in results.models]
-    figure, axes = plt.subplots(  # constrained: the title above the column titles, not over them
-        len(learners),
-        len(noise_levels),
-        figsize=(2.6 * len(noise_levels), 2.5 * len(learners)),
-        squeeze=False,
-        layout="constrained",
-    )
-    for column, sigma in enumerate(noise_levels):
-        support_xs, support_ys = support_set(results.scale, family, sigma, n_shots, seed=seed)
-        extent = region_extent(support_xs)
-        for row, name in enumerate(learners):
-            ax = axes[row][column]
-            draw_regions(
-                ax, results.learner(name, family, sigma), support_xs, support_ys, extent=extent, resolution=resolution
-            )
-            ax.set_title(f"noise_std = {sigma}" if row == 0 else "", fontsize=10)
-            ax.set_ylabel(f"{name}\n$x_2$" if column == 0 else "", fontsize=9)
-            if row < len(learners) - 1:  # one x label per column, under its last panel
-                ax.set_xlabel("")
-    figure.suptitle(f"{family}: P(y = 1) after {n_shots} shots\n(red = 1, blue = 0; black: the 0.5 boundary)")
-    return figure
 
 
 # ----------------------------------------------------------------------------- explanation

@@ -1,0 +1,42 @@
+"""The science of claim 3a (algorithm selection), in one place: the rule's text (``RULE_3A``) and
+the function that decides it (:func:`decide_3a`) on the one difference it reads (ICL on the mixture
+minus the prequential selector, on radius; :func:`uni_icl.experiments.evidence.row_difference`).
+
+Running the chapter is :mod:`uni_icl.experiments.selection`; it builds the verdict from these.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from uni_icl.evaluation import Difference
+from uni_icl.experiments.evidence import (
+    CONVERGENCE_TOLERANCE,
+    MARGIN,
+    OUTCOME_OF_READING,
+    reading,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+# Written before any result at quick was seen (issue 17): one margin for every side of the rule,
+# the learnability chapter's MARGIN; the interval is over training seeds and test episodes.
+RULE_3A = (
+    "On the unseen radius family, d = accuracy of ICL trained on the mixture minus accuracy of the prequential "
+    "selector over the three meta-learners (mean over shot counts; seed s of ICL against the selector built from "
+    "the seed-s meta-learners, on the same test episodes), with a 95% interval over the training seeds and the test "
+    f"episodes. With the margin m = {MARGIN}: 'reproduced' if the interval of d lies above +m (ICL is more accurate "
+    "than selection by more than the margin); 'not reproduced' if it lies below -m (selection is more accurate) or "
+    "entirely within (-m, +m) (no practical difference: the claim is that ICL handles test tasks that selection "
+    "cannot, so equal accuracy does not support it); 'inconclusive' otherwise (the interval crosses +m or -m). If "
+    "any seed of ICL on the mixture or of the three meta-learners the selector is built from fails the "
+    "convergence test (the upper 95% bound of its validation-accuracy gain over the last quarter of training is not "
+    f"below {CONVERGENCE_TOLERANCE}), the outcome is 'inconclusive' and names the models."
+)
+
+
+def decide_3a(difference: Difference, margin: float = MARGIN) -> str:
+    """Outcome of ``RULE_3A`` (before the convergence gate) for d = ICL (mixture) - selector on radius."""
+    return OUTCOME_OF_READING[reading(difference, margin)]
