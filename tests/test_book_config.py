@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -186,3 +187,37 @@ def test_publishing_workflow_builds_the_readme_book_on_every_push_to_main():
     assert "results status --preset quick" in commands and "every chapter is current" in commands
     assert any(step.get("with", {}).get("path") == "_build/html" for step in steps)
     assert any(step.get("uses", "").startswith("actions/deploy-pages") for step in workflow["jobs"]["deploy"]["steps"])
+
+
+CLAIM_PAGES = {
+    "01_expressivity": "expressivity",
+    "02_learnability": "learnability",
+    "03_selection": "selection",
+    "04_shift": "shift",
+    "05_curriculum": "curriculum",
+    "06_m2icl": "m2icl",
+}
+
+
+def test_every_claim_page_quotes_its_decision_rule_from_the_rules_module():
+    from uni_icl.experiments import rules
+
+    for page, module in CLAIM_PAGES.items():
+        cells = json.loads((ROOT / "book" / f"{page}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+        assert f"from uni_icl.experiments.rules import {module} as rules" in code, page
+        quoted = re.findall(r"rules\.(decide\w*)", code)
+        assert quoted, f"{page} quotes no decide_* function"
+        chapter_rules = importlib.import_module(f"{rules.__name__}.{module}")
+        assert all(callable(getattr(chapter_rules, name)) for name in quoted), page
+
+
+def test_quoted_code_is_the_functions_highlighted_source():
+    from uni_icl.book.quote import show_code
+    from uni_icl.experiments.rules.selection import decide_3a
+
+    quoted = show_code(decide_3a)
+    html = quoted._repr_html_()
+    assert "decide_3a" in html and "uni_icl.experiments.rules.selection" in html
+    assert "style=" in html  # inline styles: renders on Colab and in the book without a stylesheet
+    assert "def decide_3a" in repr(quoted)

@@ -226,6 +226,26 @@ class EpisodeObjective:
 
 
 @policy_threads()
+def training_step(
+    learner: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    step: int,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """One optimisation step of :func:`train`, the loop's core: the objective's loss on a fresh batch
+    (its gradients included), clipped gradients, the scheduled learning rate, one Adam update.
+    Returns the loss (a tensor: summed at evaluations, so no device sync every step)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = objective.step_loss(learner, step, gen)
+    nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, step)
+    optimizer.step()
+    return loss
+
+
 def train(
     learner: nn.Module,
     task: TaskFamily,
@@ -301,12 +321,7 @@ def train(
                         add_pending_losses(state, pending_losses)
                         record_validation(learner, objective, config, state, history)
                     break
-                optimizer.zero_grad(set_to_none=True)
-                loss = objective.step_loss(learner, state["step"], gen)
-                nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, state["step"])
-                optimizer.step()
+                loss = training_step(learner, objective, optimizer, config, state["step"], gen)
                 state["step"] += 1
                 pending_losses.append(loss)
                 for callback in callbacks:
