@@ -174,3 +174,22 @@ def test_unknown_learner_and_parameter_are_rejected():
         ICLConfig(attention="sparse")
     with pytest.raises(ValueError, match="layout.*allowed: paired, support_query"):
         ICLConfig(layout="interleaved")
+
+
+def test_the_vocabulary_of_the_claims_comes_from_the_registries():
+    from uni_icl.learners import KINDS, LEARNERS, META_LEARNERS, kind_of
+    from uni_icl.presets import MARGIN, STOP_TOLERANCE, STUDENT_TOLERANCE
+    from uni_icl.tasks import MIXTURE_COMPONENTS, SINGLE_FAMILIES, TASK_FAMILIES
+
+    assert all(learner.kind in KINDS for learner in LEARNERS.values())
+    assert {name for name in LEARNERS if kind_of(name) == "in-context"} == {
+        "icl",
+        "icl_authors",
+        "icl_authors_prefix",
+        "icl_regressor",
+    }
+    # each single family names its matching meta-learner, and those are the registry's meta-learners
+    assert SINGLE_FAMILIES == MIXTURE_COMPONENTS
+    assert tuple(TASK_FAMILIES[family].matching_learner for family in SINGLE_FAMILIES) == META_LEARNERS
+    assert [name for name, cls in TASK_FAMILIES.items() if cls.matching_learner] == list(SINGLE_FAMILIES)
+    assert (STOP_TOLERANCE, STUDENT_TOLERANCE) == (MARGIN, MARGIN / 2) == (0.01, 0.005)

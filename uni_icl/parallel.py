@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from uni_icl.device import THREADS_ENV, default_device, policy_threads
+from uni_icl.learners import kind_of
 from uni_icl.runs import RunSpec, model_entry_validator, model_path, train_or_load
 from uni_icl.storage import MissingEntryError, cached_entry, is_offline, is_stored
 
@@ -56,7 +57,7 @@ class Job:
 def run_job(spec: RunSpec, *, root: Path | None = None, stage: int = 0) -> Job:
     """The :class:`Job` that trains ``spec`` with :func:`~uni_icl.runs.train_or_load`."""
     config = spec.train
-    cost = config.max_steps * config.batch_size * (4.0 if "icl" in spec.learner.name else 1.0)
+    cost = config.max_steps * config.batch_size * (4.0 if kind_of(spec.learner.name) == "in-context" else 1.0)
     work = functools.partial(_train_quietly, spec, root)
     return Job(spec.label, model_path(spec, root), work, cost, stage, spec, root)
 

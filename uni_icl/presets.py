@@ -19,20 +19,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from uni_icl.learners import META_LEARNERS
 from uni_icl.learners.maml import MAMLConfig
+from uni_icl.tasks import SINGLE_FAMILIES
 from uni_icl.training import TrainConfig
 from uni_icl.validation import check_choice, check_int
 
 PRESET_ENV = "UNI_ICL_PRESET"
 PRESET_NAMES = ("smoke", "quick", "paper")
 DEFAULT_PRESET = "quick"
-SINGLE_FAMILIES = ("pairwise", "prototype", "amortized")
 INITS = ("pretrained", "scratch")
+# The book's one decision margin on accuracy differences (uni_icl.experiments.evidence.MARGIN): every
+# claim's rule reads its intervals against it.
+MARGIN = 0.01
 # the classification models stop when their validation gain over the last quarter of training has an
 # upper 95% bound below this (uni_icl.convergence): the chapters' decision margin, which their rules
 # require of every compared model
-STOP_TOLERANCE = 0.01
-STUDENT_TOLERANCE = 0.005  # the same for the distilled students of chapter 1, in nats of validation KL
+STOP_TOLERANCE = MARGIN
+STUDENT_TOLERANCE = MARGIN / 2  # the same for the distilled students of chapter 1, in nats of validation KL
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ LEARNABILITY_SCALES = {
         region_resolution=80,
         region_bayes_samples=512,
         authors_families=SINGLE_FAMILIES,
-        sweep_learners=("icl", "matchnet", "protonet", "cnp"),
+        sweep_learners=("icl", *META_LEARNERS),
         sweep_budgets=(12_500, 25_000, 50_000, 100_000),
         sweep_seeds=(0, 1, 2),
     ),

@@ -19,20 +19,18 @@ from torch import nn
 
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import EvalResult, evaluate, test_episodes
+from uni_icl.learners import META_LEARNERS as META_LEARNERS  # re-exported: the chapters' vocabulary
 from uni_icl.learners import LearnerSpec, bayes, bayes_mixture
 from uni_icl.parallel import Job, run_job
 from uni_icl.presets import ClassificationScale
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, train_or_load
 from uni_icl.storage import cache_root, config_hash, json_entry
-from uni_icl.tasks import TASK_FAMILIES, TaskFamily, make_task
+from uni_icl.tasks import MIXED_FAMILY, SINGLE_FAMILIES, TASK_FAMILIES, TaskFamily, make_task
+from uni_icl.tasks import UNSEEN_FAMILY as UNSEEN_FAMILY  # re-exported: the chapters' vocabulary
 from uni_icl.tasks.synthetic import MIXTURE_COMPONENTS
 from uni_icl.training import TrainConfig
 from uni_icl.validation import check_choice, check_int
 
-SINGLE_FAMILIES = ("pairwise", "prototype", "amortized")
-MIXED_FAMILY = "mixture"
-UNSEEN_FAMILY = "radius"
-META_LEARNERS = ("matchnet", "protonet", "cnp")
 # family -> the meta-learner built for it, and the inverse (from the families' own definitions)
 MATCHING_LEARNER = {family: TASK_FAMILIES[family].matching_learner for family in SINGLE_FAMILIES}
 MATCHED_FAMILY = {learner: family for family, learner in MATCHING_LEARNER.items()}

@@ -26,23 +26,23 @@ from tqdm.auto import tqdm
 
 from uni_icl import evaluation
 from uni_icl.evaluation import Difference, evaluate
-from uni_icl.learners import LearnerSpec, display_name
+from uni_icl.learners import META_LEARNERS, LearnerSpec, display_name
 from uni_icl.learners.baselines import NearestClassMean, fit_pca
 from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import DigitsScale, Preset, get_preset
 from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, evaluate_or_load, train_or_load
 from uni_icl.storage import cache_root, config_hash, json_entry
-from uni_icl.tasks import TaskFamily, make_task
+from uni_icl.tasks import SINGLE_FAMILIES, TaskFamily, make_task
 from uni_icl.tasks.images import IMAGE_SIDE, DigitsMixtureTask, DigitsTask, split_images
 from uni_icl.tasks.schedules import FixedTrainingTask
 from uni_icl.training import TrainConfig
 from uni_icl.validation import check_choice, check_int
 from uni_icl.verdicts import ClaimVerdict
 
-LEARNERS = ("icl", "matchnet", "protonet", "cnp")
+LEARNERS = ("icl", *META_LEARNERS)
 SOURCES = ("digits", "mixture")
 SOURCE_LABELS = {"digits": "digits 0-4", "mixture": "digits 0-4 + synthetic"}
-SYNTHETIC_TESTS = ("pairwise", "prototype", "amortized")
+SYNTHETIC_TESTS = SINGLE_FAMILIES
 UNSEEN = "digits 5-9 (unseen)"
 SEEN = "digits 0-4 (held-out images)"
 TABLE_VERSION = "2"  # bump when the table's layout or contents change

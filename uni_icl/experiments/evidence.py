@@ -19,14 +19,15 @@ import numpy as np
 from uni_icl.convergence import convergence
 from uni_icl.evaluation import Difference, EvalResult
 from uni_icl.learners import display_name
+from uni_icl.presets import MARGIN
 from uni_icl.runs import TrainedLearner
 from uni_icl.uncertainty import seeded_difference, t_interval
 from uni_icl.verdicts import ClaimVerdict
 
 # The one decision margin of every claim's rule (accuracy), used symmetrically: a difference whose
 # 95% interval lies above +MARGIN is a gain, below -MARGIN a loss, within (-MARGIN, +MARGIN) no
-# practical difference. Fixed before any result was seen.
-MARGIN = 0.01
+# practical difference. Fixed before any result was seen; defined with the presets (MARGIN there),
+# whose stopping tolerances derive from it.
 # The same for ratios (steps to a threshold, regression errors), on the log scale: a ratio within
 # 10% of 1 (|log ratio| < log 1.1) is no practical difference.
 LOG_MARGIN = math.log(1.1)

@@ -38,6 +38,7 @@ from uni_icl.experiments.common import (
     META_LEARNERS,
     MIXED_FAMILY,
     SINGLE_FAMILIES,
+    UNSEEN_FAMILY,
     BayesEvaluation,
     bayes_code_hash,
     bayes_predictor,
@@ -86,7 +87,7 @@ CLAIMS = ("2-single", "2-mixed")
 BAYES_NAME = "Bayes"
 MIXTURE_BAYES_NAME = "Bayes, mixture prior"
 TRAIN_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY)
-CLASSIFICATION_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY, "radius")
+CLASSIFICATION_FAMILIES = (*SINGLE_FAMILIES, MIXED_FAMILY, UNSEEN_FAMILY)
 CHAPTER = "book/02_learnability"
 # PAPER.md: the authors' meta-learners embed with 2-2-2 LeakyReLU MLPs (hidden width 2, two layers); the
 # book's are wider (ClassificationScale.meta_learner). The 2-single premise is reported for both shapes.
@@ -764,7 +765,7 @@ def _pm(pair) -> str:
 
 
 def _explain_single(numbers: dict) -> str:
-    families = [f for f in ("pairwise", "prototype", "amortized") if f in numbers]
+    families = [f for f in SINGLE_FAMILIES if f in numbers]
     margin = numbers["margin"]
     icl = {f: premise_reading(Difference(*numbers[f]["icl_minus_best_meta"]), margin) for f in families}
     premise = {f: premise_reading(Difference(*numbers[f]["matching_minus_best_other"]), margin) for f in families}

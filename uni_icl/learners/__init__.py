@@ -40,6 +40,11 @@ from uni_icl.learners.regressors import (
 from uni_icl.validation import check_choice
 
 META_LEARNER_PARAMS = ("hidden", "n_layers")
+# What a learner is, as the claims compare them: an in-context learner (a transformer that learns the
+# algorithm from episodes), a meta-learner (an algorithm with a built-in bias whose parts are
+# meta-learned), or an explicit rule (nothing learned across episodes). The Bayes predictors
+# (uni_icl.learners.bayes) are the fourth kind, the reference; they are not built from this registry.
+KINDS = ("in-context", "meta-learner", "explicit", "bayes")
 
 
 def _field_names(config_class: type) -> tuple[str, ...]:
@@ -55,14 +60,28 @@ class Learner:
     params: tuple[str, ...]  # constructor parameters it accepts
     trainable: bool
     regression: bool = False
+    kind: str = "explicit"  # one of KINDS
+
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, KINDS)
 
 
 LEARNERS: dict[str, Learner] = {
-    "icl": Learner("ICL", lambda d, c, p: ICLTransformer(d, c, ICLConfig(**p)), _field_names(ICLConfig), True),
-    "icl_authors": Learner("ICL (authors' ICLer)", lambda d, c, p: ICLTransformer(d, c, ICLConfig.authors()), (), True),
-    "matchnet": Learner("MatchNet", lambda d, c, p: MatchingNetwork(d, c, **p), META_LEARNER_PARAMS, True),
-    "protonet": Learner("ProtoNet", lambda d, c, p: PrototypicalNetwork(d, c, **p), META_LEARNER_PARAMS, True),
-    "cnp": Learner("CNP", lambda d, c, p: ConditionalNeuralProcess(d, c, **p), META_LEARNER_PARAMS, True),
+    "icl": Learner(
+        "ICL", lambda d, c, p: ICLTransformer(d, c, ICLConfig(**p)), _field_names(ICLConfig), True, kind="in-context"
+    ),
+    "icl_authors": Learner(
+        "ICL (authors' ICLer)", lambda d, c, p: ICLTransformer(d, c, ICLConfig.authors()), (), True, kind="in-context"
+    ),
+    "matchnet": Learner(
+        "MatchNet", lambda d, c, p: MatchingNetwork(d, c, **p), META_LEARNER_PARAMS, True, kind="meta-learner"
+    ),
+    "protonet": Learner(
+        "ProtoNet", lambda d, c, p: PrototypicalNetwork(d, c, **p), META_LEARNER_PARAMS, True, kind="meta-learner"
+    ),
+    "cnp": Learner(
+        "CNP", lambda d, c, p: ConditionalNeuralProcess(d, c, **p), META_LEARNER_PARAMS, True, kind="meta-learner"
+    ),
     # the authors' ICLer as they compute it: same parameters as icl_authors (its causal one-pass
     # form), but one non-causal pass per prefix (uni_icl.learners.icl_prefix)
     "icl_authors_prefix": Learner(
@@ -70,6 +89,7 @@ LEARNERS: dict[str, Learner] = {
         lambda d, c, p: ICLPrefixTransformer(d, c, ICLConfig.authors()),
         (),
         True,
+        kind="in-context",
     ),
     "icl_regressor": Learner(
         "ICL",
@@ -77,6 +97,7 @@ LEARNERS: dict[str, Learner] = {
         _field_names(RegressorConfig),
         True,
         regression=True,
+        kind="in-context",
     ),
     "least_squares": Learner("Least squares", lambda d, c, p: LeastSquares(), (), False, regression=True),
     "averaging": Learner("Averaging", lambda d, c, p: Averaging(), (), False, regression=True),
@@ -91,6 +112,13 @@ LEARNERS: dict[str, Learner] = {
 CLASSIFIERS = tuple(name for name, learner in LEARNERS.items() if not learner.regression)
 TRAINABLE_CLASSIFIERS = tuple(name for name in CLASSIFIERS if LEARNERS[name].trainable)
 REGRESSORS = tuple(name for name, learner in LEARNERS.items() if learner.regression)
+META_LEARNERS = tuple(name for name, learner in LEARNERS.items() if learner.kind == "meta-learner")
+
+
+def kind_of(name: str) -> str:
+    """The kind (one of :data:`KINDS`) of the registered learner ``name``."""
+    check_choice("learner", name, tuple(LEARNERS))
+    return LEARNERS[name].kind
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,11 @@ from uni_icl.tasks.synthetic import (
 from uni_icl.validation import check_choice
 
 __all__ = [
+    "MIXED_FAMILY",
     "MIXTURE_COMPONENTS",
+    "SINGLE_FAMILIES",
     "TASK_FAMILIES",
+    "UNSEEN_FAMILY",
     "AmortizedTask",
     "DigitsMixtureTask",
     "DigitsTask",
@@ -66,6 +69,13 @@ TASK_FAMILIES: dict[str, type[TaskFamily]] = {
         DigitsMixtureTask,
     )
 }
+
+# The roles the claims give families, read from the registry: the single families are those the
+# mixture mixes, each naming its matching meta-learner (``matching_learner``); radius is the family
+# no learner is built for, held out as unseen.
+SINGLE_FAMILIES: tuple[str, ...] = MIXTURE_COMPONENTS
+MIXED_FAMILY = MixtureTask.name
+UNSEEN_FAMILY = RadiusTask.name
 
 
 def make_task(name: str, **params) -> TaskFamily:

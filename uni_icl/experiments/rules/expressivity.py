@@ -14,6 +14,7 @@ from uni_icl.evaluation import Difference
 from uni_icl.experiments.evidence import (
     MARGIN,
 )
+from uni_icl.presets import STUDENT_TOLERANCE
 from uni_icl.uncertainty import seeded_difference
 from uni_icl.verdicts import Comparison
 
@@ -33,7 +34,7 @@ EXACT_RELATIVE_TOLERANCE = 1e-4  # float32: max |difference| <= this * max(1, ma
 # score is minus its mean KL to the teacher, when the bound on the KL it could still lose over the
 # last quarter is below STUDENT_CONVERGENCE_TOLERANCE nats.
 TEACHER_CONVERGENCE_TOLERANCE = MARGIN
-STUDENT_CONVERGENCE_TOLERANCE = 0.005
+STUDENT_CONVERGENCE_TOLERANCE = STUDENT_TOLERANCE  # presets: half the margin, in nats of KL
 
 
 IMITATION_LABEL = "ICL imitation (distilled)"
