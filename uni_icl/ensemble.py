@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
 from collections.abc import Iterator, Sequence
 
@@ -46,6 +45,7 @@ from uni_icl.training import (
     TrainHistory,
     add_pending_losses,
     episode_loss,
+    initial_state,
     learning_rate,
     record_validation,
 )
@@ -109,18 +109,7 @@ def train_ensemble(
     gens = [torch.Generator().manual_seed(spec.train.seed) for spec in specs]
     objective = EpisodeObjective(task, config)  # validation only: one shared validation set
     histories = [TrainHistory() for _ in specs]
-    states = [
-        {
-            "step": 0,
-            "best_score": -math.inf,
-            "best_weights": copy.deepcopy(model.state_dict()),
-            "plateau_score": -math.inf,
-            "since_improvement": 0,
-            "loss_sum": 0.0,
-            "loss_count": 0,
-        }
-        for model in models
-    ]
+    states = [initial_state(model) for model in models]  # the loop's own state, one per member
 
     def member_loss(member_params: dict, member_buffers: dict, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         episode = Episode(xs, ys, task.name)

@@ -276,37 +276,13 @@ def train(
     objective = objective or EpisodeObjective(task, config, schedule)
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
-    history = TrainHistory()
-    state = {
-        "step": 0,
-        "best_score": -math.inf,
-        "best_weights": copy.deepcopy(learner.state_dict()),
-        "plateau_score": -math.inf,
-        "since_improvement": 0,
-        "loss_sum": 0.0,
-        "loss_count": 0,
-    }
+    history, state = TrainHistory(), initial_state(learner)
     if checkpoint_path is not None:
-        saved = checked_torch_load(checkpoint_path, _checkpoint_validator(learner, state))
-        if saved is not None:
-            learner.load_state_dict(saved["weights"])
-            optimizer.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
-            history = TrainHistory(**saved["history"])
-            state = saved["state"]
+        history, state = resume_checkpoint(checkpoint_path, learner, optimizer, gen, history, state)
 
     def save_checkpoint() -> None:
         if checkpoint_path is not None:
-            atomic_torch_save(
-                {
-                    "weights": learner.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": gen.get_state(),
-                    "history": history.to_dict(),
-                    "state": state,
-                },
-                checkpoint_path,
-            )
+            write_checkpoint(checkpoint_path, learner, optimizer, gen, history, state)
 
     bar = tqdm(total=config.max_steps, initial=state["step"], desc=description, disable=not progress, leave=False)
     learner.train()
@@ -346,6 +322,61 @@ def train(
     if checkpoint_path is not None:
         checkpoint_path.unlink(missing_ok=True)
     return history
+
+
+def initial_state(learner: nn.Module) -> dict:
+    """The loop's state before the first step (what :func:`record_validation` updates and a checkpoint
+    keeps): the step, the best validation score and its weights, the plateau the early stop watches,
+    and the running training loss. :func:`uni_icl.ensemble.train_ensemble` keeps one per member."""
+    return {
+        "step": 0,
+        "best_score": -math.inf,
+        "best_weights": copy.deepcopy(learner.state_dict()),
+        "plateau_score": -math.inf,
+        "since_improvement": 0,
+        "loss_sum": 0.0,
+        "loss_count": 0,
+    }
+
+
+def write_checkpoint(
+    path: Path,
+    learner: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    history: TrainHistory,
+    state: dict,
+) -> None:
+    """Save everything a resumed run needs to continue exactly (atomically: a crash keeps the last one)."""
+    atomic_torch_save(
+        {
+            "weights": learner.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": gen.get_state(),
+            "history": history.to_dict(),
+            "state": state,
+        },
+        path,
+    )
+
+
+def resume_checkpoint(
+    path: Path,
+    learner: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    history: TrainHistory,
+    state: dict,
+) -> tuple[TrainHistory, dict]:
+    """Load the checkpoint at ``path`` (if one is there) into ``learner``, ``optimizer`` and ``gen``, and
+    return its history and state; without one, ``history`` and ``state`` unchanged."""
+    saved = checked_torch_load(path, _checkpoint_validator(learner, state))
+    if saved is None:
+        return history, state
+    learner.load_state_dict(saved["weights"])
+    optimizer.load_state_dict(saved["optimizer"])
+    gen.set_state(saved["generator"])
+    return TrainHistory(**saved["history"]), saved["state"]
 
 
 def _checkpoint_validator(learner: nn.Module, state: dict) -> Callable[[object], None]:
