@@ -213,7 +213,7 @@ def _fake_results(scale, none, paper, *, error=0.35, converged=True):
                     "from_cache": True,
                 }
             )
-    return {"scale": scale, "rows": rows, "wall_seconds": 1.0}
+    return experiment.CurriculumResults(scale, rows, wall_seconds=1.0)
 
 
 def test_verdict_rests_on_the_compared_runs_and_explains_from_its_numbers():
@@ -258,7 +258,7 @@ def test_summary_gives_a_ratio_or_an_upper_bound():
     def results(none, paper):
         rows = [{"arm": "none", "seed": s, "steps_to_threshold": v} for s, v in zip(scale.seeds, none, strict=True)]
         rows += [{"arm": "paper", "seed": s, "steps_to_threshold": v} for s, v in zip(scale.seeds, paper, strict=True)]
-        return {"scale": scale, "rows": rows}
+        return experiment.CurriculumResults(scale, rows)
 
     finite = experiment.summary(results([8, 12, 4], [4, 8, 4]), "paper")
     assert finite["median_none"] == 8 and finite["median_paper"] == 4 and finite["ratio"] == pytest.approx(0.5)

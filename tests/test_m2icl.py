@@ -309,14 +309,14 @@ def _synthetic_results(log_gap, *, icl_converged=True, seeds=(0, 1, 2)):
         "icl": [{"seed": s, "steps": 3000, "converged": icl_converged} for s in seeds],
         "m2icl": [{"seed": s, "steps": 200, "converged": True} for s in seeds],
     }
-    return {"scale": scale, "rows": rows, "records": records, "validation_check": checks, "wall_seconds": 1.0}
+    return experiment.M2ICLResults(scale, rows, records, checks, wall_seconds=1.0)
 
 
 def test_paired_log_ratios_over_seeds_and_domains():
     results = _synthetic_results(0.3)
-    ratio = experiment.log_ratio(results["rows"], "ICL adapted", 64)
+    ratio = experiment.log_ratio(results.rows, "ICL adapted", 64)
     assert ratio.mean == pytest.approx(0.3, abs=0.01) and 0 < ratio.ci < 0.05
-    per_domain = experiment.per_domain_log_ratios(results["rows"], "ICL adapted", 64)
+    per_domain = experiment.per_domain_log_ratios(results.rows, "ICL adapted", 64)
     assert len(per_domain) == 12 and all(len(r["per_seed"]) == 3 for r in per_domain)
     assert all(r["mean"] == pytest.approx(0.3, abs=0.05) for r in per_domain)
     table = experiment.summary(results)
@@ -381,7 +381,7 @@ def test_verdict_rests_on_both_models_and_explains_from_its_numbers():
 
 
 def test_domain_sets_difference_reads_the_two_draws_of_domains():
-    checks = _synthetic_results(0.3)["validation_check"]
+    checks = _synthetic_results(0.3).validation_check
     gap = experiment.domain_sets_difference(checks)
     # validation domains 0.35 e^{0.1 i}, i < 8; held-out 0.3 e^{0.1 i}, i < 12: log ratio log(0.35/0.3) - 0.2
     assert gap["log_ratio"][0] == pytest.approx(math.log(0.35 / 0.3) + 0.35 - 0.55)

@@ -25,7 +25,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -275,7 +275,20 @@ def evaluate_cached(model: torch.nn.Module, config: dict, task: TaskFamily, scal
     return EvalResult(**cached_entry(path, compute, check_eval_result, tensors=True)[0])
 
 
-def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) -> dict:
+@dataclass
+class CurriculumResults:
+    """What :func:`run` returns: the scale, one row per (arm, seed) run (steps to the threshold, final
+    error, convergence), the validation curves, the per-shot errors of the early and late checkpoints
+    and of the references, and the wall time of :func:`run`."""
+
+    scale: CurriculumScale
+    rows: list[dict]
+    curves: list[dict] = field(default_factory=list)
+    shots: list[dict] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) -> CurriculumResults:
     """Train-or-load every arm and seed, measure steps-to-threshold, evaluate early and late checkpoints.
 
     Returns a dict with the scale, one row per run (steps to threshold, final and best validation
@@ -319,13 +332,7 @@ def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) 
         reference = prepare(LearnerSpec(name, {"k": 3} if name == "knn" else {}))
         evaluation = evaluate_or_load(reference, full_task(scale), n_tasks=scale.n_test_tasks, seed=scale.test_seed)
         shots.append(_shot_row(name, "reference", -1, evaluation, scale.d))
-    return {
-        "scale": scale,
-        "rows": rows,
-        "curves": curves,
-        "shots": shots,
-        "wall_seconds": time.perf_counter() - started,
-    }
+    return CurriculumResults(scale, rows, curves, shots, time.perf_counter() - started)
 
 
 def _shot_row(learner: str, checkpoint: str, seed: int, evaluation: EvalResult, d: int) -> dict:
@@ -355,14 +362,14 @@ def _median_steps(rows: list[dict], arm: str, never: float, seeds: Sequence[int]
     )
 
 
-def summary(results: dict, arm: str = "paper") -> dict:
+def summary(results: CurriculumResults, arm: str = "paper") -> dict:
     """Steps to threshold per seed (the seeds ``arm`` was trained with) for the baseline and ``arm``; medians
     over those seeds and their ratio (arm / baseline, as before); and the speed-up of RULE_4A: per-seed
     log(baseline / arm), their mean with its Student-t 95% interval (``log_speedup``, ``log_speedup_ci``:
     None when a run never reached the threshold) and the geometric-mean speed-up ratio with its interval
     (``speedup``, ``speedup_low``, ``speedup_high``; > 1: ``arm`` is faster)."""
     check_choice("arm", arm, ARMS[1:])
-    scale, rows = results["scale"], results["rows"]
+    scale, rows = results.scale, results.rows
     never = float("inf")
     seeds = [seed for seed in arm_seeds(scale, arm) if any(r["arm"] == arm and r["seed"] == seed for r in rows)]
     per_seed = {
@@ -427,9 +434,9 @@ def _mean_error(rows: list[dict], arm: str, key: str) -> float:
     return statistics.mean(r[key] for r in rows if r["arm"] == arm)
 
 
-def verdicts(results: dict) -> list[ClaimVerdict]:
+def verdicts(results: CurriculumResults) -> list[ClaimVerdict]:
     """Decide claim 4a with RULE_4A and store the verdict (with the runs it rests on)."""
-    scale, rows = results["scale"], results["rows"]
+    scale, rows = results.scale, results.rows
     paper = summary(results, "paper")
     records = run_records(results)
     baseline_error = _mean_error(rows, "none", "best_error")
@@ -477,7 +484,7 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
         rule=RULE_4A,
         outcome=decide_4a(paper["per_seed"], baseline_error, scale.least_squares_error, records),
         chapter=CHAPTER,
-        wall_seconds=0.0 if all(r["from_cache"] for r in rows) else results["wall_seconds"],
+        wall_seconds=0.0 if all(r["from_cache"] for r in rows) else results.wall_seconds,
         notes={
             "gates": reasons,
             "ungated_outcome": ungated_4a(paper["per_seed"]),

@@ -49,7 +49,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -358,7 +358,27 @@ def training_record(history: dict, seed: int, tolerance: float) -> dict:
     }
 
 
-def run(preset: Preset, *, progress: bool = True) -> dict:
+@dataclass
+class M2ICLResults:
+    """What :func:`run` returns: the scale, one row per (seed, held-out domain, arm, adaptation size)
+    with its errors, the compared models' training records (``{"icl": [...], "m2icl": [...]}``, one
+    per seed), the validation-domain check per seed, ICL's and M2-ICL's training histories by seed
+    (and seed 0's alone), whether ICL was loaded, MAML's measured costs, and the wall time of :func:`run`."""
+
+    scale: M2ICLScale
+    rows: list[dict]
+    records: dict[str, list[dict]]
+    validation_check: list[dict]
+    wall_seconds: float = 0.0
+    icl_history: dict = field(default_factory=dict)
+    meta_history: dict = field(default_factory=dict)
+    icl_histories: dict[int, dict] = field(default_factory=dict)
+    meta_histories: dict[int, dict] = field(default_factory=dict)
+    icl_from_cache: bool = False
+    costs: dict[str, float] = field(default_factory=dict)
+
+
+def run(preset: Preset, *, progress: bool = True) -> M2ICLResults:
     """Pre-train ICL and meta-train M2-ICL for every seed, time both MAML orders, adapt and evaluate on
     held-out domains, and run the validation check (:func:`validation_check`)."""
     scale = preset.m2icl
@@ -388,19 +408,19 @@ def run(preset: Preset, *, progress: bool = True) -> dict:
         meta_records.append(training_record(meta_history, seed, scale.meta_tolerance))
         from_cache.append(icl.loaded_from_cache)
     first = pretrained_icl(scale, scale.seeds[0], progress=False)
-    return {
-        "scale": scale,
-        "icl_history": icl_histories[scale.seeds[0]],
-        "meta_history": meta_histories[scale.seeds[0]],
-        "icl_histories": icl_histories,
-        "meta_histories": meta_histories,
-        "icl_from_cache": all(from_cache),
-        "records": {"icl": icl_records, "m2icl": meta_records},
-        "validation_check": checks,
-        "costs": maml_costs(scale, first.learner),
-        "rows": rows,
-        "wall_seconds": time.perf_counter() - started,
-    }
+    return M2ICLResults(
+        scale=scale,
+        icl_history=icl_histories[scale.seeds[0]],
+        meta_history=meta_histories[scale.seeds[0]],
+        icl_histories=icl_histories,
+        meta_histories=meta_histories,
+        icl_from_cache=all(from_cache),
+        records={"icl": icl_records, "m2icl": meta_records},
+        validation_check=checks,
+        costs=maml_costs(scale, first.learner),
+        rows=rows,
+        wall_seconds=time.perf_counter() - started,
+    )
 
 
 def seeds_of(rows: list[dict]) -> list[int]:
@@ -445,13 +465,13 @@ def per_domain_log_ratios(rows: list[dict], other: str, size: int, reference: st
     ]
 
 
-def curves(results: dict) -> list[dict]:
+def curves(results: M2ICLResults) -> list[dict]:
     """Per-position geometric mean over held-out domains (each domain's errors first averaged over seeds on the
     log scale) with a 95% band over domains (for the eye), one row per (arm, size, position)."""
     records = []
-    for size in results["scale"].adaptation_sizes:
+    for size in results.scale.adaptation_sizes:
         for arm in ARMS:
-            mean, half = t_interval(log_errors(results["rows"], arm, size, per_position=True))
+            mean, half = t_interval(log_errors(results.rows, arm, size, per_position=True))
             for shot, (centre, width) in enumerate(zip(mean, half, strict=True)):
                 records.append(
                     {
@@ -466,14 +486,14 @@ def curves(results: dict) -> list[dict]:
     return records
 
 
-def summary(results: dict) -> list[dict]:
+def summary(results: M2ICLResults) -> list[dict]:
     """Per adaptation size: each arm's geometric mean relative error over seeds and held-out domains (of
     each domain's mean over positions) with its 95% interval over seeds and domains, and the paired error
     ratios other arm / M2-ICL adapted (> 1: M2-ICL adapted is better) with their intervals. ``log_mean``
     and ``log_ci`` hold the log scale; ``seed_values`` each seed's geometric mean."""
     records = []
-    rows = results["rows"]
-    for size in results["scale"].adaptation_sizes:
+    rows = results.rows
+    for size in results.scale.adaptation_sizes:
         for arm in ARMS:
             values = seed_domain_log_errors(rows, arm, size)
             interval = seeded_difference(values, np.zeros((1, values.shape[1])))
@@ -514,9 +534,9 @@ def _pair(interval: Difference) -> list[float]:
     return [interval.mean, interval.ci]
 
 
-def verdicts(results: dict) -> list[ClaimVerdict]:
+def verdicts(results: M2ICLResults) -> list[ClaimVerdict]:
     """Decide claim 4b with RULE_4B (the verdict lists the models it rests on)."""
-    scale, rows = results["scale"], results["rows"]
+    scale, rows = results.scale, results.rows
     table = summary(results)
     small, large = min(scale.adaptation_sizes), max(scale.adaptation_sizes)
     adapted = {size: log_ratio(rows, "ICL adapted", size) for size in scale.adaptation_sizes}
@@ -527,7 +547,7 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
     }
     shrink = seeded_difference(gain[small], gain[large])
     icl_error = next(r["value"] for r in table if r["arm"] == "ICL (no adaptation)" and r["size"] == small)
-    records = results["records"]
+    records = results.records
     reasons = gates_4b(icl_error, records)
     ungated = decide_4b(adapted[small], unadapted)
     numbers = {
@@ -543,7 +563,7 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
         "log_ratio_unadapted": _pair(unadapted),
         "shrink": _pair(shrink),
         "per_domain_log_ratio_adapted": [r["mean"] for r in per_domain_log_ratios(rows, "ICL adapted", small)],
-        "validation_check": domain_sets_difference(results["validation_check"]),
+        "validation_check": domain_sets_difference(results.validation_check),
         "decisive": decisive_4b(adapted[small], unadapted, small, ungated),
     }
     result = ClaimVerdict(
@@ -555,7 +575,7 @@ def verdicts(results: dict) -> list[ClaimVerdict]:
         rule=RULE_4B,
         outcome="inconclusive" if reasons else ungated,
         chapter=CHAPTER,
-        wall_seconds=results["wall_seconds"],
+        wall_seconds=results.wall_seconds,
         notes={
             "maml_order": "second" if scale.maml.second_order else "first",
             "init": scale.init,

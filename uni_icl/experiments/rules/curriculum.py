@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import nctdtr
@@ -30,6 +31,9 @@ ARM_NAMES = {
     "paper": "curriculum (paper: +1 dim)",
     "garg": "curriculum (Garg: +1 dim, +2 pts)",
 }
+
+if TYPE_CHECKING:
+    from uni_icl.experiments.curriculum import CurriculumResults
 
 
 # The book's one margin for ratios (evidence.LOG_MARGIN), used symmetrically on the log scale.
@@ -112,9 +116,9 @@ def _arm_name(record: dict) -> str:
     return ARM_NAMES[record["train_family"]]
 
 
-def run_records(results: dict, arms: Sequence[str] = COMPARED_ARMS) -> list[dict]:
+def run_records(results: CurriculumResults, arms: Sequence[str] = COMPARED_ARMS) -> list[dict]:
     """What the verdict rests on: per compared arm, the regressor's runs with their steps and convergence."""
-    return [model_record("icl_regressor", arm, (r for r in results["rows"] if r["arm"] == arm)) for arm in arms]
+    return [model_record("icl_regressor", arm, (r for r in results.rows if r["arm"] == arm)) for arm in arms]
 
 
 def gates_4a(
