@@ -55,6 +55,7 @@ from uni_icl.storage import (
 
 REPOSITORY = REPOSITORY_RESULTS.parent
 SCORECARD = "scorecard.json"
+SIZE_BUDGET = 30 * 2**20  # bytes of shipped results per preset that the repository may hold
 
 
 def reads_folder(root: Path | None = None) -> Path:
@@ -182,12 +183,15 @@ def export(preset: str, destination: Path | None = None) -> dict:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
             entries[relative] = _describe(relative, target)
+        size = sum(row["bytes"] for row in entries.values())
+        if size > SIZE_BUDGET:
+            raise ValueError(f"results export: {size / 2**20:.1f} MiB is over the {SIZE_BUDGET / 2**20:.0f} MiB budget")
         models = [row for row in entries.values() if "weights_hash" in row]
         manifest = {
             **record,
             "training_core_seconds": round(sum(row["train_seconds"] for row in models), 1),
             "models": len(models),
-            "bytes": sum(row["bytes"] for row in entries.values()),
+            "bytes": size,
             "entries": entries,
         }
         atomic_json_export(scorecard, staged / SCORECARD)
