@@ -26,12 +26,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import fcntl
+import gzip
 import hashlib
 import io
 import json
 import os
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ FRESH_ENV = "UNI_ICL_FRESH"
 READ_LOG_ENV = "UNI_ICL_READ_LOG"
 REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"  # next to the package in a checkout
 MANIFEST = "manifest.json"
+SHIPPED_SUFFIX = ".gz"  # a shipped entry is the cache's file, gzip-compressed (deterministically: no time stamp)
 _offline = contextvars.ContextVar("uni_icl_offline", default=False)
 
 Validator = Callable[[Any], None]  # raises a ValueError saying what is wrong with a loaded value
@@ -94,7 +97,7 @@ def shipped_counterpart(path: Path, root: Path | None = None) -> Path | None:
     except ValueError:
         return None
     for shipped in shipped_roots():
-        candidate = shipped / relative
+        candidate = shipped / f"{relative}{SHIPPED_SUFFIX}"
         if candidate.is_file():
             return candidate
     return None
@@ -120,11 +123,19 @@ def is_offline() -> bool:
 
 
 def _copy_shipped(path: Path) -> bool:
-    """Copy the shipped entry of ``path`` (checksum line included) into the cache; False if none ships."""
+    """Copy the shipped entry of ``path`` (checksum line included) into the cache; False if none ships.
+
+    A shipped file that does not decompress is treated like any damaged entry's copy would be: the
+    entry is then missing (and computed), with one warning; the shipped file itself is never changed."""
     shipped = shipped_counterpart(path)
     if shipped is None:
         return False
-    _write_atomic(path, shipped.read_bytes(), checksum=False)
+    try:
+        payload = gzip.decompress(shipped.read_bytes())
+    except (OSError, EOFError, zlib.error):
+        warnings.warn(f"unreadable shipped entry {shipped}: ignored, recomputing", CacheWarning, stacklevel=3)
+        return False
+    _write_atomic(path, payload, checksum=False)
     return True
 
 
