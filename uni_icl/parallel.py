@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.device import THREADS_ENV, default_device, policy_threads
+from uni_icl.device import THREADS_ENV, default_device, policy_threads, resource_count, usable_cores
 from uni_icl.runs import RunSpec, model_entry_validator, model_path, train_or_load
 from uni_icl.storage import cached_entry
 
@@ -97,13 +97,8 @@ def _train_ensemble(specs: list[RunSpec], root: Path | None) -> None:
 
 
 def worker_count(environ: Mapping[str, str] = os.environ) -> int:
-    """``UNI_ICL_WORKERS`` (a positive integer), default the number of CPU cores this process may use."""
-    text = environ.get(WORKERS_ENV, "").strip()
-    if not text:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{WORKERS_ENV}: got {text!r}; allowed: a positive integer (default: one per core)")
-    return int(text)
+    """``UNI_ICL_WORKERS`` (see :func:`~uni_icl.device.resource_count`), default one per usable CPU core."""
+    return resource_count(WORKERS_ENV, environ, usable_cores(), "default: one per core")
 
 
 def train_all(
