@@ -5,8 +5,8 @@ that the inputs or the learner's outputs overflow, an ``--output`` that cannot b
 folder that is not writable or an empty ``UNI_ICL_CACHE``) ends with one line on stderr naming what
 is wrong and what is allowed, and exit status 2, before any work starts. A cache path the store
 cannot use, or a loss that turns inf or NaN during training, ends the same way when it is met,
-with nothing cached. Ctrl-C ends with one line (where training stopped, where its checkpoint is)
-and exit status 130; the same command then resumes. Warnings (a damaged cache entry that is
+with nothing cached. Ctrl-C or SIGTERM ends with one line (where training stopped, where its
+checkpoint is) and exit status 130 or 143; the same command then resumes. Warnings (a damaged cache entry that is
 recomputed) are one line each. The work runs under the package's thread policy
 (:func:`~uni_icl.device.policy_threads`).
 """
@@ -34,10 +34,10 @@ from uni_icl.learners.icl import ICLConfig
 from uni_icl.parallel import worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
+from uni_icl.stopping import exit_status, terminate_as_interrupt
 from uni_icl.storage import StorageError, atomic_json_export, cache_root, check_writable
 from uni_icl.validation import NonFiniteError, check_choice, check_int
 
-INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 CLASSIFICATION_FAMILIES = sorted((*SINGLE_FAMILIES, MIXED_FAMILY, UNSEEN_FAMILY))  # the families `train` takes
 
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         try:
-            with policy_threads():
+            with terminate_as_interrupt(), policy_threads():
                 print(job())
         except (StorageError, NonFiniteError) as error:
             print(f"error: {error}", file=sys.stderr)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as interrupt:
             where = str(interrupt) or "stopped outside training, finished models and results are kept"
             print(f"interrupted: {where}; run the same command again to resume", file=sys.stderr)
-            return INTERRUPTED
+            return exit_status(interrupt)
     return 0
 
 

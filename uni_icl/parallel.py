@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -157,9 +158,15 @@ def _run_batch(jobs: list[Job], workers: int) -> Iterable[str]:
 
 
 def _start_worker() -> None:
-    """A worker owns one core: one torch thread, whatever ``UNI_ICL_THREADS`` says for a single process."""
+    """A worker owns one core: one torch thread, whatever ``UNI_ICL_THREADS`` says for a single process.
+
+    It ignores Ctrl-C (the parent, which gets it too, stops the pool) and dies on SIGTERM (what
+    ``pool.terminate`` sends), keeping its last periodic checkpoint, as after kill -9: a worker's
+    training never defers these signals (:func:`~uni_icl.training.deferred_interrupt`).
+    """
     os.environ[THREADS_ENV] = "1"
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_in_worker(job: Job) -> str:
