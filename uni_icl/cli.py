@@ -1,9 +1,11 @@
 """Command line: ``python -m uni_icl --help``.
 
 Bad input (an unknown experiment, preset, family or learner, an impossible size, a noise so large
-that the inputs or the learner's outputs overflow, an ``--output`` that cannot be written, a cache
-folder that is not writable or an empty ``UNI_ICL_CACHE``) ends with one line on stderr naming what
-is wrong and what is allowed, and exit status 2, before any work starts. A cache path the store
+that the inputs or the learner's outputs overflow, an ``--output`` that is not a regular file or a
+new name or lies in the cache (:mod:`uni_icl.output_paths`), a cache folder that is not writable or
+an empty ``UNI_ICL_CACHE``, the ``paper`` preset on a CPU without ``UNI_ICL_CONFIRM_CPU_PAPER=1``
+(:mod:`uni_icl.confirm`)) ends with one line on stderr naming what is wrong and what is allowed,
+and exit status 2, before any work starts. A cache path the store
 cannot use, or a loss that turns inf or NaN during training, ends the same way when it is met,
 with nothing cached. Ctrl-C or SIGTERM ends with one line (where training stopped, where its
 checkpoint is) and exit status 130 or 143; the same command then resumes. Warnings (a damaged cache entry that is
@@ -15,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
+from uni_icl.confirm import claims_plan, confirm_paper_on_cpu
 from uni_icl.device import default_device, memory_bytes, policy_thread_count, policy_threads
 from uni_icl.evaluation import EVAL_BATCH
 from uni_icl.experiments.common import (
@@ -31,7 +32,8 @@ from uni_icl.experiments.common import (
 )
 from uni_icl.learners import TRAINABLE_CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
-from uni_icl.parallel import worker_count
+from uni_icl.output_paths import output_file
+from uni_icl.parallel import run_job, worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
 from uni_icl.stopping import exit_status, terminate_as_interrupt
@@ -139,47 +141,31 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
     if args.command == "run":
         if args.experiment not in EXPERIMENTS:
             raise UsageError(f"experiment: unknown value {args.experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
+        # the only experiment, learnability, trains the models of its chapter's claims
+        confirm_paper_on_cpu(get_preset(preset), lambda: claims_plan(get_preset(preset), ["2-single", "2-mixed"]))
         check_writable(cache_root())
         return lambda: EXPERIMENTS[args.experiment](preset, progress)
     if args.command == "reproduce":
         from uni_icl import scorecard
 
         claims = scorecard.check_claims(args.only)
-        output = None if args.output is None else check_output(args.output)
+        output = None if args.output is None else output_file(args.output)
+        confirm_paper_on_cpu(get_preset(preset), lambda: claims_plan(get_preset(preset), claims))
         check_writable(cache_root())
 
         def job() -> str:
             card = scorecard.reproduce(get_preset(preset), claims, progress=progress)
             if output is not None:
                 try:
-                    atomic_json_export(card.to_dict(), output)
+                    atomic_json_export(card.to_dict(), output_file(str(output)))  # again: it may have changed since
+                except ValueError as error:
+                    raise StorageError(str(error)) from None
                 except StorageError as error:
                     raise StorageError(f"--output: {error}") from None
             return scorecard.format_table(card)
 
         return job
     return prepare_training(args, preset, progress)
-
-
-def check_output(value: str) -> Path:
-    """The ``--output`` path, after checking that a file can be written there (UsageError otherwise)."""
-    allowed = "allowed: the path of a file in a writable folder"
-    if not value.strip():
-        raise UsageError(f"--output: got an empty path; {allowed}")
-    path = Path(value).expanduser().absolute()
-    if path.is_dir():
-        raise UsageError(f"--output: {path} is a folder; {allowed}")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UsageError(f"--output: {folder} is not a folder; {allowed}")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UsageError(f"--output: the folder {folder} is not writable ({error.strerror}); {allowed}") from None
-    return path
 
 
 def prepare_training(args: argparse.Namespace, preset: str, progress: bool) -> Callable[[], str]:
@@ -197,6 +183,7 @@ def prepare_training(args: argparse.Namespace, preset: str, progress: bool) -> C
     task = classification_task(scale, args.family, **{k: v for k, v in overrides.items() if v is not None})
     spec = classification_run(scale, args.learner, task)
     check_finite_outputs(build_seeded(spec.learner, task, spec.train.seed), task, seed=scale.test_seed)
+    confirm_paper_on_cpu(get_preset(preset), lambda: [run_job(spec)])
     check_writable(cache_root())
 
     def job() -> str:

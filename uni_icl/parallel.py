@@ -56,10 +56,13 @@ class Job:
 
 def run_job(spec: RunSpec, *, root: Path | None = None, stage: int = 0) -> Job:
     """The :class:`Job` that trains ``spec`` with :func:`~uni_icl.runs.train_or_load`."""
-    config = spec.train
-    cost = config.max_steps * config.batch_size * (4.0 if "icl" in spec.learner.name else 1.0)
     work = functools.partial(_train_quietly, spec, root)
-    return Job(spec.label, model_path(spec, root), work, cost, stage, spec, root)
+    return Job(spec.label, model_path(spec, root), work, training_cost(spec), stage, spec, root)
+
+
+def training_cost(spec: RunSpec) -> float:
+    """A :class:`Job`'s ``cost`` for training ``spec``: steps x batch, four times that for a transformer."""
+    return spec.train.max_steps * spec.train.batch_size * (4.0 if "icl" in spec.learner.name else 1.0)
 
 
 def _train_quietly(spec: RunSpec, root: Path | None) -> None:

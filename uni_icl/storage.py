@@ -101,7 +101,7 @@ def _write_atomic(path: Path, payload: bytes, *, checksum: bool = True) -> None:
     """Write ``payload`` (after its checksum line) to ``path`` through a temporary file and ``os.replace``.
 
     Whatever interrupts the write, ``path`` holds the old entry or the new one, never a part. The
-    temporary file is named ``.NAME.PID.XXXXXXXX.tmp`` (NAME cut to 64 characters, PID the
+    temporary file is named ``.NAME.PID.XXXXXXXX.tmp`` (NAME cut to 32 characters, PID the
     writer's), so a leftover one can be told apart: each write removes the folder's stale ones
     (:func:`remove_stale_temporaries`).
     """
@@ -122,7 +122,7 @@ def _write_atomic(path: Path, payload: bytes, *, checksum: bool = True) -> None:
         remove_stale_temporaries(path.parent)
 
 
-TEMPORARY_NAME_LENGTH = 64  # characters of an entry's name in its temporary file's name
+TEMPORARY_NAME_LENGTH = 32  # characters of an entry's name in its temporary file's name (4 bytes each at most)
 STALE_SECONDS = 3600.0  # a temporary file untouched this long belongs to a writer that is gone
 ORPHAN_SECONDS = 60.0  # ... and one untouched this long whose writer's PID is not running here
 _TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp$")
