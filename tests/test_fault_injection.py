@@ -26,7 +26,7 @@ from unittest import mock
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from uni_icl import scorecard
@@ -527,20 +527,34 @@ def damage(path: Path, how, other: Path) -> None:
             path.symlink_to(path.with_name("gone") if detail == "dangling" else other)
 
 
+ENTRIES = {
+    "model": "models/*.pt",
+    "model lock": "models/*.lock",
+    "result": "results/*.json",
+    "result lock": "results/*.lock",
+}
+DAMAGES = st.dictionaries(st.sampled_from(sorted(ENTRIES)), DAMAGE, min_size=1)
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(st.data())
-def test_random_damage_to_the_cache_never_changes_a_number(clean_cache, tmp_path_factory, data):
+@given(DAMAGES)
+@example({"result": ("retype", "nested too deep")})
+@example({"model": ("retype", "tensors, not a model"), "result": ("retype", "a dict of wrong types")})
+@example({"model": ("fifo", None), "result lock": ("fifo", None)})
+@example({"result": ("symlink", "to another entry"), "model lock": ("symlink", "dangling")})
+@example({"model": ("truncate", 0.5), "result": ("flip", [(70, 1)])})
+def test_random_damage_to_the_cache_never_changes_a_number(clean_cache, tmp_path_factory, damages):
     clean, numbers = clean_cache
     cache = tmp_path_factory.mktemp("damaged") / "cache"
     shutil.copytree(clean, cache)
-    entries = sorted(path for path in cache.rglob("*") if path.is_file())
-    damaged = data.draw(st.lists(st.sampled_from(entries), min_size=1, max_size=len(entries), unique=True))
-    for path in damaged:
-        damage(path, data.draw(DAMAGE), other=next(entry for entry in entries if entry != path))
+    for entry, how in damages.items():
+        [path] = cache.glob(ENTRIES[entry])
+        [other] = cache.glob(ENTRIES["result" if entry == "model" else "model"])
+        damage(path, how, other)
     with mock.patch.dict(os.environ, {"UNI_ICL_CACHE": str(cache)}), warnings.catch_warnings():
         warnings.simplefilter("always")
         first = in_process(CLI_TRAIN)
