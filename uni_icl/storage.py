@@ -7,8 +7,12 @@ rejects (a missing key, an accuracy above 1, a NaN) is reported with one :class:
 removed and treated as missing (the caller recomputes it). Models load with
 ``torch.load(weights_only=True)``: an entry that holds anything but tensors and plain values (a
 crafted pickle) is refused unread, never executed. ``entry_lock`` serialises two processes
-computing the same entry, so the second one loads what the first one wrote. A path the store
-cannot use (a folder where an entry belongs, a file where a folder belongs) raises
+computing the same entry, so the second one loads what the first one wrote; it is an ``flock``,
+released when its process ends, however it ends. Entries and locks are opened without following a
+symbolic link and without blocking: a link, FIFO, device or socket where an entry belongs is damage
+like any other, and so is an entry that does not decode (JSON nested too deep, a value of the wrong
+type). Each write removes the temporary files that killed writers left in its folder. A path the
+store cannot use (a folder where an entry belongs, a file where a folder belongs) raises
 :class:`StorageError`, one line naming the path.
 """
 
