@@ -539,6 +539,12 @@ def decide_4b(adapted: Difference, unadapted: Difference, margin: float = LOG_MA
     return "inconclusive"
 
 
+def rule_outcome(numbers: dict) -> str:
+    """``RULE_4B`` without its gates applied again to a stored verdict's log ratios (at its smallest size)."""
+    adapted = numbers["log_ratio_adapted"][str(numbers["smallest_size"])]
+    return decide_4b(Difference(*adapted), Difference(*numbers["log_ratio_unadapted"]))
+
+
 def comparisons_4b(adapted: Difference, unadapted: Difference, size: int) -> list[Comparison]:
     """The two comparisons of RULE_4B at adaptation size ``size`` (the smallest), each needed above +m."""
     return [

@@ -94,6 +94,11 @@ def decide_3a(difference: Difference, margin: float = MARGIN) -> str:
     return OUTCOME_OF_READING[reading(difference, margin)]
 
 
+def rule_outcome(numbers: dict) -> str:
+    """``RULE_3A`` (before the convergence gate) applied again to a stored verdict's numbers."""
+    return decide_3a(Difference(*numbers["icl_minus_selector"]))
+
+
 @dataclass
 class SelectionResults:
     """What ``run`` measured.

@@ -470,6 +470,11 @@ def decide_3b(decisions: Mapping[str, str]) -> str:
     return "inconclusive"
 
 
+def rule_outcome(numbers: dict) -> str:
+    """``RULE_3B`` (before the convergence gate) applied again to the family decisions a verdict stores."""
+    return decide_3b({family: numbers["families"][family]["decision"] for family in SINGLE_FAMILIES})
+
+
 def rests_on(results: ShiftResults) -> list[dict]:
     """The trained models RULE_3B compares: ICL on each family and each family's matching meta-learner."""
     compared = [("icl", family) for family in SINGLE_FAMILIES] + list(
