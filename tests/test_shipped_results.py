@@ -130,3 +130,11 @@ def test_verify_fails_on_different_weights(shipped, monkeypatch):
     chapter = SimpleNamespace(training_plan=lambda preset: [run_job(SPEC)])
     (row,) = results.verify(SMOKE, [chapter], sample=1)
     assert not row["identical"] and not row["passed"]
+
+
+def test_a_damaged_shipped_file_is_ignored_with_a_warning_and_left_as_it_is(shipped):
+    (gz,) = (shipped.base / "smoke" / "models").glob("*.gz")
+    gz.write_bytes(b"not gzip")
+    with pytest.warns(UserWarning, match="unreadable shipped entry"):
+        model = train_or_load(SPEC, progress=False)
+    assert not model.loaded_from_cache and gz.read_bytes() == b"not gzip"

@@ -1,12 +1,14 @@
 """Command line: ``python -m uni_icl --help``.
 
 Bad input (an unknown experiment, preset, family or learner, an impossible size, a noise so large
-that the inputs or the learner's outputs overflow, an ``--output`` that cannot be written, a cache
-folder that is not writable or an empty ``UNI_ICL_CACHE``) ends with one line on stderr naming what
-is wrong and what is allowed, and exit status 2, before any work starts. A cache path the store
+that the inputs or the learner's outputs overflow, an ``--output`` that is not a regular file or a
+new name or lies in the cache (:mod:`uni_icl.output_paths`), a cache folder that is not writable or
+an empty ``UNI_ICL_CACHE``, the ``paper`` preset on a CPU without ``UNI_ICL_CONFIRM_CPU_PAPER=1``
+(:mod:`uni_icl.confirm`)) ends with one line on stderr naming what is wrong and what is allowed,
+and exit status 2, before any work starts. A cache path the store
 cannot use, or a loss that turns inf or NaN during training, ends the same way when it is met,
-with nothing cached. Ctrl-C ends with one line (where training stopped, where its checkpoint is)
-and exit status 130; the same command then resumes. Warnings (a damaged cache entry that is
+with nothing cached. Ctrl-C or SIGTERM ends with one line (where training stopped, where its
+checkpoint is) and exit status 130 or 143; the same command then resumes. Warnings (a damaged cache entry that is
 recomputed) are one line each. The work runs under the package's thread policy
 (:func:`~uni_icl.device.policy_threads`).
 """
@@ -16,11 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
+from uni_icl.confirm import claims_plan, confirm_paper_on_cpu
 from uni_icl.device import default_device, memory_bytes, policy_thread_count, policy_threads
 from uni_icl.evaluation import EVAL_BATCH
 from uni_icl.experiments.common import (
@@ -32,13 +33,14 @@ from uni_icl.experiments.common import (
 )
 from uni_icl.learners import TRAINABLE_CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
-from uni_icl.parallel import worker_count
+from uni_icl.output_paths import output_file
+from uni_icl.parallel import run_job, worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
+from uni_icl.stopping import exit_status, terminate_as_interrupt
 from uni_icl.storage import FRESH_ENV, StorageError, atomic_json_export, cache_root, check_writable
 from uni_icl.validation import NonFiniteError, check_choice, check_int
 
-INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 CLASSIFICATION_FAMILIES = sorted((*SINGLE_FAMILIES, MIXED_FAMILY, UNSEEN_FAMILY))  # the families `train` takes
 
 
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         try:
-            with policy_threads():
+            with terminate_as_interrupt(), policy_threads():
                 print(job())
         except CheckFailedError as failed:
             print(failed)
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as interrupt:
             where = str(interrupt) or "stopped outside training, finished models and results are kept"
             print(f"interrupted: {where}; run the same command again to resume", file=sys.stderr)
-            return INTERRUPTED
+            return exit_status(interrupt)
     return 0
 
 
@@ -161,13 +163,16 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
     if args.command == "run":
         if args.experiment not in EXPERIMENTS:
             raise UsageError(f"experiment: unknown value {args.experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
+        # the only experiment, learnability, trains the models of its chapter's claims
+        confirm_paper_on_cpu(get_preset(preset), lambda: claims_plan(get_preset(preset), ["2-single", "2-mixed"]))
         check_writable(cache_root())
         return lambda: EXPERIMENTS[args.experiment](preset, progress)
     if args.command == "reproduce":
         from uni_icl import scorecard
 
         claims = scorecard.check_claims(args.only)
-        output = None if args.output is None else check_output(args.output)
+        output = None if args.output is None else output_file(args.output)
+        confirm_paper_on_cpu(get_preset(preset), lambda: claims_plan(get_preset(preset), claims))
         check_writable(cache_root())
         if args.fresh:
             os.environ[FRESH_ENV] = "1"
@@ -176,7 +181,9 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
             card = scorecard.reproduce(get_preset(preset), claims, progress=progress)
             if output is not None:
                 try:
-                    atomic_json_export(card.to_dict(), output)
+                    atomic_json_export(card.to_dict(), output_file(str(output)))  # again: it may have changed since
+                except ValueError as error:
+                    raise StorageError(str(error)) from None
                 except StorageError as error:
                     raise StorageError(f"--output: {error}") from None
             return scorecard.format_table(card)
@@ -251,27 +258,6 @@ def format_verified(row: dict) -> str:
     return f"{'ok  ' if row['passed'] else 'FAIL'} {row['label']}: {verdict}{score} ({row['seconds']:.0f} s)"
 
 
-def check_output(value: str) -> Path:
-    """The ``--output`` path, after checking that a file can be written there (UsageError otherwise)."""
-    allowed = "allowed: the path of a file in a writable folder"
-    if not value.strip():
-        raise UsageError(f"--output: got an empty path; {allowed}")
-    path = Path(value).expanduser().absolute()
-    if path.is_dir():
-        raise UsageError(f"--output: {path} is a folder; {allowed}")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UsageError(f"--output: {folder} is not a folder; {allowed}")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UsageError(f"--output: the folder {folder} is not writable ({error.strerror}); {allowed}") from None
-    return path
-
-
 def prepare_training(args: argparse.Namespace, preset: str, progress: bool) -> Callable[[], str]:
     """The ``train`` subcommand: validate learner, family and sizes, then train-or-load and test."""
     from uni_icl.runs import build_seeded, check_finite_outputs, evaluate_or_load, train_or_load
@@ -287,6 +273,7 @@ def prepare_training(args: argparse.Namespace, preset: str, progress: bool) -> C
     task = classification_task(scale, args.family, **{k: v for k, v in overrides.items() if v is not None})
     spec = classification_run(scale, args.learner, task)
     check_finite_outputs(build_seeded(spec.learner, task, spec.train.seed), task, seed=scale.test_seed)
+    confirm_paper_on_cpu(get_preset(preset), lambda: [run_job(spec)])
     check_writable(cache_root())
 
     def job() -> str:

@@ -32,16 +32,37 @@ def memory_bytes(device: torch.device) -> int:
 
 
 THREADS_ENV = "UNI_ICL_THREADS"
+PER_CORE = 4  # at most this many torch threads, or worker processes, per core this process may use
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resource_count(name: str, environ: Mapping[str, str], default: int, default_text: str) -> int:
+    """The positive integer in ``environ[name]`` (``default`` if unset or blank), at most :data:`PER_CORE`
+    per usable core: a larger one would thrash or exhaust the machine (100000 threads crashed torch),
+    so it is refused, before any work, with a ValueError naming ``name`` and the allowed range."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    digits = text.lstrip("0")
+    if not (text.isascii() and text.isdigit()) or not digits:
+        raise ValueError(f"{name}: got {text!r}; allowed: a positive integer ({default_text})")
+    limit = PER_CORE * usable_cores()
+    if len(digits) > len(str(limit)) or int(digits) > limit:  # never int() of thousands of digits
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise ValueError(
+            f"{name}: got {shown}; allowed: integers from 1 to {limit} ({PER_CORE} per core, "
+            f"{usable_cores()} cores usable here)"
+        )
+    return int(digits)
 
 
 def policy_thread_count(environ: Mapping[str, str] = os.environ) -> int:
-    """Torch threads per process under the policy: ``UNI_ICL_THREADS`` (a positive integer), default 1."""
-    text = environ.get(THREADS_ENV, "").strip()
-    if not text:
-        return 1
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{THREADS_ENV}: got {text!r}; allowed: a positive integer (default 1)")
-    return int(text)
+    """Torch threads per process under the policy: ``UNI_ICL_THREADS`` (see :func:`resource_count`), default 1."""
+    return resource_count(THREADS_ENV, environ, 1, "default 1")
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.device import THREADS_ENV, default_device, policy_threads
+from uni_icl.device import THREADS_ENV, default_device, policy_threads, resource_count, usable_cores
 from uni_icl.learners import kind_of
 from uni_icl.runs import RunSpec, model_entry_validator, model_path, train_or_load
 from uni_icl.storage import MissingEntryError, cached_entry, is_offline, is_stored
@@ -56,10 +57,13 @@ class Job:
 
 def run_job(spec: RunSpec, *, root: Path | None = None, stage: int = 0) -> Job:
     """The :class:`Job` that trains ``spec`` with :func:`~uni_icl.runs.train_or_load`."""
-    config = spec.train
-    cost = config.max_steps * config.batch_size * (4.0 if kind_of(spec.learner.name) == "in-context" else 1.0)
     work = functools.partial(_train_quietly, spec, root)
-    return Job(spec.label, model_path(spec, root), work, cost, stage, spec, root)
+    return Job(spec.label, model_path(spec, root), work, training_cost(spec), stage, spec, root)
+
+
+def training_cost(spec: RunSpec) -> float:
+    """A :class:`Job`'s ``cost`` for training ``spec``: steps x batch, four times that for a transformer."""
+    return spec.train.max_steps * spec.train.batch_size * (4.0 if kind_of(spec.learner.name) == "in-context" else 1.0)
 
 
 def _train_quietly(spec: RunSpec, root: Path | None) -> None:
@@ -98,13 +102,8 @@ def _train_ensemble(specs: list[RunSpec], root: Path | None) -> None:
 
 
 def worker_count(environ: Mapping[str, str] = os.environ) -> int:
-    """``UNI_ICL_WORKERS`` (a positive integer), default the number of CPU cores this process may use."""
-    text = environ.get(WORKERS_ENV, "").strip()
-    if not text:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{WORKERS_ENV}: got {text!r}; allowed: a positive integer (default: one per core)")
-    return int(text)
+    """``UNI_ICL_WORKERS`` (see :func:`~uni_icl.device.resource_count`), default one per usable CPU core."""
+    return resource_count(WORKERS_ENV, environ, usable_cores(), "default: one per core")
 
 
 def train_all(
@@ -165,9 +164,15 @@ def _run_batch(jobs: list[Job], workers: int) -> Iterable[str]:
 
 
 def _start_worker() -> None:
-    """A worker owns one core: one torch thread, whatever ``UNI_ICL_THREADS`` says for a single process."""
+    """A worker owns one core: one torch thread, whatever ``UNI_ICL_THREADS`` says for a single process.
+
+    It ignores Ctrl-C (the parent, which gets it too, stops the pool) and dies on SIGTERM (what
+    ``pool.terminate`` sends), keeping its last periodic checkpoint, as after kill -9: a worker's
+    training never defers these signals (:func:`~uni_icl.training.deferred_interrupt`).
+    """
     os.environ[THREADS_ENV] = "1"
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_in_worker(job: Job) -> str:

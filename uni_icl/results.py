@@ -15,7 +15,9 @@ from scratch in an empty cache and compares them with what ships.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import platform
@@ -43,6 +45,7 @@ from uni_icl.storage import (
     READ_LOG_ENV,
     REPOSITORY_RESULTS,
     SHIPPED_ENV,
+    SHIPPED_SUFFIX,
     MissingEntryError,
     atomic_json_export,
     cache_root,
@@ -55,6 +58,7 @@ from uni_icl.storage import (
 
 REPOSITORY = REPOSITORY_RESULTS.parent
 SCORECARD = "scorecard.json"
+SIZE_BUDGET = 30 * 2**20  # bytes of shipped results per preset that the repository may hold
 
 
 def reads_folder(root: Path | None = None) -> Path:
@@ -119,26 +123,23 @@ def provenance(preset: str) -> dict:
     }
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _entry_source(relative: str) -> Path:
-    """The file holding the entry ``relative`` to the cache: the cache's, else the shipped one."""
+def _entry_bytes(relative: str) -> bytes:
+    """The stored entry ``relative`` to the cache (checksum line included): the cache's, else the shipped one."""
     path = cache_root() / relative
     if path.is_file():
-        return path
+        return path.read_bytes()
     shipped = shipped_counterpart(path)
     if shipped is None:
         raise ValueError(f"results export: {relative} was read by the build but is neither cached nor shipped")
-    return shipped
+    return gzip.decompress(shipped.read_bytes())
 
 
-def _describe(relative: str, source: Path) -> dict:
-    """The manifest row of one entry: checksum and size; for a model, its weights hash, seconds and steps."""
-    row = {"sha256": sha256(source), "bytes": source.stat().st_size}
-    if source.suffix == ".pt":
-        stored = checked_torch_load(source)
+def _describe(relative: str, data: bytes, shipped_bytes: int) -> dict:
+    """The manifest row of one entry: the SHA-256 of the entry, its shipped (compressed) size; for a model,
+    its weights hash, training seconds and steps."""
+    row = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": shipped_bytes}
+    if relative.endswith(".pt"):
+        stored = torch.load(io.BytesIO(data.partition(b"\n")[2]), map_location="cpu", weights_only=True)
         if isinstance(stored, dict) and "weights" in stored:
             history = stored.get("history", {})
             row["weights_hash"] = weights_hash(stored["weights"])
@@ -177,17 +178,20 @@ def export(preset: str, destination: Path | None = None) -> dict:
     try:
         entries = {}
         for relative in relatives:
-            source = _entry_source(relative)
-            target = staged / relative
+            data = _entry_bytes(relative)
+            target = staged / f"{relative}{SHIPPED_SUFFIX}"
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            entries[relative] = _describe(relative, target)
+            target.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+            entries[relative] = _describe(relative, data, target.stat().st_size)
+        size = sum(row["bytes"] for row in entries.values())
+        if size > SIZE_BUDGET:
+            raise ValueError(f"results export: {size / 2**20:.1f} MiB is over the {SIZE_BUDGET / 2**20:.0f} MiB budget")
         models = [row for row in entries.values() if "weights_hash" in row]
         manifest = {
             **record,
             "training_core_seconds": round(sum(row["train_seconds"] for row in models), 1),
             "models": len(models),
-            "bytes": sum(row["bytes"] for row in entries.values()),
+            "bytes": size,
             "entries": entries,
         }
         atomic_json_export(scorecard, staged / SCORECARD)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,9 +22,13 @@ from types import ModuleType
 from tqdm.auto import tqdm
 
 from uni_icl.experiments import curriculum, digits, expressivity, learnability, m2icl, selection, shift
+from uni_icl.experiments.rules import learnability as learnability_rules
+from uni_icl.experiments.rules import m2icl as m2icl_rules
+from uni_icl.experiments.rules import selection as selection_rules
+from uni_icl.experiments.rules import shift as shift_rules
 from uni_icl.parallel import train_all
 from uni_icl.presets import Preset
-from uni_icl.storage import atomic_json_save, cache_root, checked_json_load, entry_lock
+from uni_icl.storage import DECODING_ERRORS, atomic_json_save, cache_root, checked_json_load, entry_lock
 from uni_icl.validation import check_choice
 from uni_icl.verdicts import CLAIMS, ClaimVerdict, check_scorecard_dict
 
@@ -54,7 +58,66 @@ class Scorecard:
 
     @staticmethod
     def from_dict(data: dict) -> Scorecard:
+        """The scorecard ``data`` holds, after :func:`check_scorecard` (a ValueError naming the claim otherwise)."""
+        check_scorecard(data)
         return Scorecard(data["preset"], [ClaimVerdict(**v) for v in data["verdicts"]], data["wall_seconds"])
+
+
+# The claims whose rule can be applied again to the numbers their verdict stores: the rule's text and
+# the rule's outcome, before its gates, from those numbers. Claims 1 and 4a store summaries their
+# rules cannot be re-run from (per-seed tables live in the chapters' caches); their outcomes are
+# checked against the verdict's own record of its ungated outcome and gates.
+RULE_OUTCOMES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "2-single": (learnability_rules.RULE_SINGLE, learnability_rules.single_rule_outcome),
+    "2-mixed": (learnability_rules.RULE_MIXED, learnability_rules.mixed_rule_outcome),
+    "3a": (selection_rules.RULE_3A, selection_rules.rule_outcome),
+    "3b": (shift_rules.RULE_3B, shift_rules.rule_outcome),
+    "4b": (m2icl_rules.RULE_4B, m2icl_rules.rule_outcome),
+}
+
+
+def check_scorecard(data) -> None:
+    """Raise a ValueError (one line, naming the claim) unless ``data`` is a scorecard whose every outcome
+    follows from its evidence: the structure of :func:`~uni_icl.verdicts.check_scorecard_dict` (allowed
+    outcomes, each claim once), then :func:`check_outcome` for each verdict."""
+    check_scorecard_dict(data)
+    for verdict in data["verdicts"]:
+        check_outcome(verdict)
+
+
+def check_outcome(verdict: dict) -> None:
+    """Raise a ValueError naming the claim unless the verdict's outcome is what its rule gives.
+
+    Where the verdict was decided under the rule in force (same text, :data:`RULE_OUTCOMES`), the rule
+    is applied again to its stored numbers, and must give the ungated outcome the verdict records.
+    The gates then decide: a verdict whose notes name a gate that held or an unconverged model (and
+    its ``rests_on`` must agree) is 'inconclusive', any other has its ungated outcome (None:
+    'inconclusive'). A verdict that records no ungated outcome (written before verdicts did) is
+    checked for structure only.
+    """
+    claim, notes, outcome = verdict["claim"], verdict["notes"], verdict["outcome"]
+    rule, rule_outcome = RULE_OUTCOMES.get(claim, (None, None))
+    reapplied = rule is not None and verdict["rule"] == rule
+    if not reapplied and "ungated_outcome" not in notes:
+        return
+    ungated = notes.get("ungated_outcome")
+    if reapplied:
+        try:
+            ungated = rule_outcome(verdict["numbers"])
+        except DECODING_ERRORS as error:
+            raise ValueError(f"claim {claim}: the stored numbers lack what its rule reads ({error!r})") from None
+        if notes.get("ungated_outcome", ungated) != ungated:
+            raise ValueError(
+                f"claim {claim}: the rule gives {ungated!r} on the stored numbers, the verdict records "
+                f"{notes['ungated_outcome']!r}"
+            )
+    unconverged_runs = any(not run["converged"] for model in verdict.get("rests_on", []) for run in model["runs"])
+    if "unconverged" in notes and bool(notes["unconverged"]) != unconverged_runs:
+        raise ValueError(f"claim {claim}: notes.unconverged disagrees with the convergence recorded in rests_on")
+    gated = bool(notes.get("gates")) or bool(notes.get("unconverged"))
+    expected = "inconclusive" if gated or ungated is None else ungated
+    if outcome != expected:
+        raise ValueError(f"claim {claim}: outcome {outcome!r}, but its rule gives {expected!r} on the stored evidence")
 
 
 def scorecard_path(preset: str, root: Path | None = None) -> Path:
@@ -119,7 +182,7 @@ def reproduce(
 
 def load_scorecard(preset: str, root: Path | None = None) -> Scorecard | None:
     """The stored scorecard of ``preset``, or None."""
-    data = checked_json_load(scorecard_path(preset, root), check_scorecard_dict)
+    data = checked_json_load(scorecard_path(preset, root), check_scorecard)
     return None if data is None else Scorecard.from_dict(data)
 
 

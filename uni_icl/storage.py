@@ -7,8 +7,12 @@ rejects (a missing key, an accuracy above 1, a NaN) is reported with one :class:
 removed and treated as missing (the caller recomputes it). Models load with
 ``torch.load(weights_only=True)``: an entry that holds anything but tensors and plain values (a
 crafted pickle) is refused unread, never executed. ``entry_lock`` serialises two processes
-computing the same entry, so the second one loads what the first one wrote. A path the store
-cannot use (a folder where an entry belongs, a file where a folder belongs) raises
+computing the same entry, so the second one loads what the first one wrote; it is an ``flock``,
+released when its process ends, however it ends. Entries and locks are opened without following a
+symbolic link and without blocking: a link, FIFO, device or socket where an entry belongs is damage
+like any other, and so is an entry that does not decode (JSON nested too deep, a value of the wrong
+type). Each write removes the temporary files that killed writers left in its folder. A path the
+store cannot use (a folder where an entry belongs, a file where a folder belongs) raises
 :class:`StorageError`, one line naming the path.
 
 Lookup order: the cache (``$UNI_ICL_CACHE``), then the **shipped results** (``results/<preset>/``
@@ -25,13 +29,19 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import fcntl
+import gzip
 import hashlib
 import io
 import json
 import os
+import re
+import stat
 import tempfile
+import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +55,7 @@ FRESH_ENV = "UNI_ICL_FRESH"
 READ_LOG_ENV = "UNI_ICL_READ_LOG"
 REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"  # next to the package in a checkout
 MANIFEST = "manifest.json"
+SHIPPED_SUFFIX = ".gz"  # a shipped entry is the cache's file, gzip-compressed (deterministically: no time stamp)
 _offline = contextvars.ContextVar("uni_icl_offline", default=False)
 
 Validator = Callable[[Any], None]  # raises a ValueError saying what is wrong with a loaded value
@@ -94,7 +105,7 @@ def shipped_counterpart(path: Path, root: Path | None = None) -> Path | None:
     except ValueError:
         return None
     for shipped in shipped_roots():
-        candidate = shipped / relative
+        candidate = shipped / f"{relative}{SHIPPED_SUFFIX}"
         if candidate.is_file():
             return candidate
     return None
@@ -120,11 +131,19 @@ def is_offline() -> bool:
 
 
 def _copy_shipped(path: Path) -> bool:
-    """Copy the shipped entry of ``path`` (checksum line included) into the cache; False if none ships."""
+    """Copy the shipped entry of ``path`` (checksum line included) into the cache; False if none ships.
+
+    A shipped file that does not decompress is treated like any damaged entry's copy would be: the
+    entry is then missing (and computed), with one warning; the shipped file itself is never changed."""
     shipped = shipped_counterpart(path)
     if shipped is None:
         return False
-    _write_atomic(path, shipped.read_bytes(), checksum=False)
+    try:
+        payload = gzip.decompress(shipped.read_bytes())
+    except (OSError, EOFError, zlib.error):
+        warnings.warn(f"unreadable shipped entry {shipped}: ignored, recomputing", CacheWarning, stacklevel=3)
+        return False
+    _write_atomic(path, payload, checksum=False)
     return True
 
 
@@ -200,12 +219,16 @@ def weights_hash(weights: dict[str, torch.Tensor] | torch.nn.Module) -> str:
 def _write_atomic(path: Path, payload: bytes, *, checksum: bool = True) -> None:
     """Write ``payload`` (after its checksum line) to ``path`` through a temporary file and ``os.replace``.
 
-    Whatever interrupts the write, ``path`` holds the old entry or the new one, never a part.
+    Whatever interrupts the write, ``path`` holds the old entry or the new one, never a part. The
+    temporary file is named ``.NAME.PID.XXXXXXXX.tmp`` (NAME cut to 32 characters, PID the
+    writer's), so a leftover one can be told apart: each write removes the folder's stale ones
+    (:func:`remove_stale_temporaries`).
     """
     header = hashlib.sha256(payload).hexdigest().encode() + b"\n" if checksum else b""
     with _storage_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        prefix = f".{path.name[:TEMPORARY_NAME_LENGTH]}.{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(header + payload)
@@ -215,6 +238,46 @@ def _write_atomic(path: Path, payload: bytes, *, checksum: bool = True) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        remove_stale_temporaries(path.parent)
+
+
+TEMPORARY_NAME_LENGTH = 32  # characters of an entry's name in its temporary file's name (4 bytes each at most)
+STALE_SECONDS = 3600.0  # a temporary file untouched this long belongs to a writer that is gone
+ORPHAN_SECONDS = 60.0  # ... and one untouched this long whose writer's PID is not running here
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write left in ``folder``; returns them.
+
+    A temporary file of :func:`_write_atomic` is stale when it is older than :data:`STALE_SECONDS`,
+    or older than :data:`ORPHAN_SECONDS` and its writer (the PID in its name) is not running (the
+    minute spares a writer in another PID namespace sharing the folder: a write takes seconds).
+    Other files are never touched.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for path in folder.glob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match is None:
+            continue
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove: the cleanup is best effort
+            age = now - path.lstat().st_mtime
+            if age > STALE_SECONDS or (age > ORPHAN_SECONDS and not _running(int(match["pid"]))):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _discard(path: Path, problem: str) -> None:
@@ -225,11 +288,30 @@ def _discard(path: Path, problem: str) -> None:
 
 
 def _read_checked(path: Path) -> bytes | None:
-    """The payload, or None if missing or corrupted (then with a warning, after removing the file)."""
+    """The payload, or None if missing or damaged (then with a warning, after removing what is there).
+
+    Opened without following a symbolic link and without blocking (a FIFO where an entry belongs
+    would otherwise wait forever for a writer): a link, a FIFO, a device or a socket at ``path`` is
+    a damaged entry. A folder there raises :class:`StorageError`.
+    """
     with _storage_errors(path):
-        if not path.exists():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
             return None
-        data = path.read_bytes()
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            _discard(path, "damaged (a symbolic link, not a file)")
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "is a folder")
+            data = handle.read() if stat.S_ISREG(mode) else None
+    if data is None:
+        _discard(path, "damaged (a FIFO, device or socket, not a file)")
+        return None
     digest, _, payload = data.partition(b"\n")
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         _discard(path, "corrupted (checksum mismatch)")
@@ -242,10 +324,19 @@ def _validated(path: Path, value: Any, validate: Validator | None) -> Any:
     if validate is not None:
         try:
             validate(value)
-        except ValueError as error:
-            _discard(path, f"invalid ({error})")
+        except DECODING_ERRORS as error:
+            _discard(path, f"invalid ({_one_line(error)})")
             return None
     return value
+
+
+# what reading or checking a stored value that is not what its reader expects can raise: a wrong key,
+# a wrong type (a list where a dict belongs), JSON nested too deep to parse or to walk
+DECODING_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -289,25 +380,54 @@ def checked_json_load(path: Path, validate: Validator | None = None):
         return None
     try:
         value = json.loads(payload)
-    except ValueError:
-        _discard(path, "unreadable (not JSON)")
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError), or nested too deep
+        _discard(path, "unreadable (not JSON, or nested too deep)")
         return None
     return _validated(path, value, validate)
 
 
 @contextlib.contextmanager
 def entry_lock(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock for computing the entry at ``path`` (held on ``path``.lock)."""
+    """Exclusive inter-process lock for computing the entry at ``path`` (held on ``path``.lock).
+
+    An ``flock``: the system releases it when its process ends, however it ends (kill -9, a crash),
+    so no lock outlives its holder. The lock file is opened without following a symbolic link and
+    without blocking; a link, FIFO, device or socket in its place is removed (one warning) and a
+    file created instead, so nothing is created outside the cache. Its stale temporary files
+    (:func:`remove_stale_temporaries`) are removed from the entry's folder first.
+    """
     lock_path = path.with_name(path.name + ".lock")
     with _storage_errors(lock_path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a")  # noqa: SIM115 (closed below, outside the error translation)
-    with handle:
+        fd = _open_lock(lock_path)
+    with os.fdopen(fd, "rb") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock(lock_path: Path) -> int:
+    """A descriptor of the regular file at ``lock_path`` (created if missing), never of what a link names."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(lock_path, flags, 0o644)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        fd = None
+    if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    if fd is not None:
+        os.close(fd)
+    warnings.warn(f"not a regular file at lock {lock_path}: removed, a lock file created", CacheWarning, stacklevel=4)
+    lock_path.unlink(missing_ok=True)
+    fd = os.open(lock_path, flags, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced again in between: give up, naming the path
+        os.close(fd)
+        raise OSError(errno.EEXIST, "not a regular file")
+    return fd
 
 
 def cached_entry(

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from uni_icl.convergence import convergence
 from uni_icl.device import policy_threads
+from uni_icl.stopping import STOP_SIGNALS, Interrupted
 from uni_icl.storage import atomic_torch_save, checked_torch_load
 from uni_icl.tasks import Episode, TaskFamily
 from uni_icl.validation import (
@@ -263,8 +264,9 @@ def train(
     names what is trained on, and ``schedule`` must be None). ``callbacks`` run after every
     optimiser step. At the end the learner holds the weights
     with the best validation score. With ``checkpoint_path``, the state is saved every
-    ``config.checkpoint_every`` steps and when SIGINT arrives (then KeyboardInterrupt is raised
-    at the end of the current step), a call that finds a checkpoint resumes from it, and the
+    ``config.checkpoint_every`` steps and when SIGINT or SIGTERM arrives (then
+    :class:`~uni_icl.stopping.Interrupted`, a KeyboardInterrupt, is raised at the end of the
+    current step), a call that finds a checkpoint resumes from it, and the
     checkpoint is removed when training completes. A non-finite loss or validation score raises
     :class:`~uni_icl.validation.NonFiniteError` (checked when losses are summed, before any
     checkpoint is written) and removes the checkpoint. Runs on the policy's torch threads
@@ -314,7 +316,7 @@ def train(
                     save_checkpoint()
                 if interrupted():
                     kept = "no checkpoint kept" if checkpoint_path is None else f"checkpoint saved in {checkpoint_path}"
-                    raise KeyboardInterrupt(f"{description}: stopped at step {state['step']}, {kept}")
+                    raise Interrupted(f"{description}: stopped at step {state['step']}, {kept}", interrupted())
         finally:
             bar.close()
     history.seconds += time.perf_counter() - started
@@ -410,22 +412,39 @@ def _stop_if_not_finite(checkpoint_path: Path | None, description: str) -> Itera
 
 
 @contextlib.contextmanager
-def deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Turn SIGINT (Ctrl-C, a notebook's interrupt) into a flag checked between training steps.
+def deferred_interrupt() -> Iterator[Callable[[], int]]:
+    """Turn SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM (``timeout``, a scheduler) into a
+    flag checked between training steps: the flag reads the signal's number, 0 until one arrives.
+    Only a signal the process turns into an exception (a Python handler: SIGINT by default, SIGTERM
+    under :func:`~uni_icl.stopping.terminate_as_interrupt`) is deferred; one it ignores or dies of
+    keeps that behaviour (a pool worker dies on SIGTERM: :func:`uni_icl.parallel._start_worker`).
 
-    The loop then saves a consistent checkpoint at a step boundary and raises KeyboardInterrupt,
-    instead of being torn down half-way through an optimiser step. Outside the main thread
-    (where signal handlers cannot be set) SIGINT keeps its default behaviour.
+    The loop then saves a consistent checkpoint at a step boundary and raises
+    :class:`~uni_icl.stopping.Interrupted` (a KeyboardInterrupt naming the signal), instead of being
+    torn down half-way through an optimiser step. A signal that arrives after the last step is
+    delivered again once the caller's handlers are back, never swallowed (a pool worker that
+    swallowed its SIGTERM kept its parent waiting forever). Outside the main thread (where signal
+    handlers cannot be set) both signals keep their behaviour.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: 0
         return
     received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    deferred = [signum for signum in STOP_SIGNALS if callable(signal.getsignal(signum))]
+    previous = {signum: signal.signal(signum, lambda number, frame: received.append(number)) for signum in deferred}
     try:
-        yield lambda: bool(received)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        yield lambda: received[0] if received else 0
+    except BaseException:
+        _restore_handlers(previous)
+        raise
+    _restore_handlers(previous)
+    if received:  # it arrived after the last step: deliver it now, to the handler the caller had set
+        signal.raise_signal(received[0])
+
+
+def _restore_handlers(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def add_pending_losses(state: dict, pending_losses: list[torch.Tensor]) -> None:

@@ -162,8 +162,12 @@ def check_decisive(data) -> None:
 
 
 def check_verdict(data) -> None:
-    """Raise a ValueError unless ``data`` is a stored :class:`ClaimVerdict` (as ``asdict`` writes it)."""
-    check_keys("verdict", data, [f.name for f in fields(ClaimVerdict)])
+    """Raise a ValueError unless ``data`` is a stored :class:`ClaimVerdict` (as ``asdict`` writes it; the
+    committed GPU scorecards under ``gpu_results/`` were written before ``rests_on`` existed)."""
+    names = [f.name for f in fields(ClaimVerdict)]
+    if isinstance(data, dict) and "rests_on" not in data:
+        names.remove("rests_on")
+    check_keys("verdict", data, names)
     check_choice("verdict.claim", data["claim"], CLAIMS)
     check_choice("verdict.outcome", data["outcome"], OUTCOMES)
     for name in ("preset", "quantity", "rule", "chapter"):
@@ -175,7 +179,7 @@ def check_verdict(data) -> None:
     if "decisive" in data["numbers"]:
         check_decisive(data["numbers"]["decisive"])
     check_number("verdict.wall_seconds", data["wall_seconds"], minimum=0)
-    check_rests_on(data["rests_on"])
+    check_rests_on(data.get("rests_on", []))
 
 
 def model_record(learner: str, train_family: str, runs: Iterable[dict]) -> dict:
@@ -206,10 +210,16 @@ def check_rests_on(records) -> None:
 
 
 def check_scorecard_dict(data) -> None:
-    """Raise a ValueError unless ``data`` is a stored scorecard: preset, wall time, a list of valid verdicts."""
+    """Raise a ValueError unless ``data`` is a stored scorecard: preset, wall time, a list of valid verdicts
+    (outcomes from :data:`OUTCOMES`), each claim at most once. Whether each outcome is what its rule
+    gives is :func:`uni_icl.scorecard.check_scorecard`'s part (it needs the chapters' rules)."""
     check_keys("scorecard", data, ("preset", "wall_seconds", "verdicts"))
     check_number("scorecard.wall_seconds", data["wall_seconds"], minimum=0)
     if not isinstance(data["verdicts"], list):
         raise ValueError("scorecard.verdicts: expected a list of verdicts")
     for verdict in data["verdicts"]:
         check_verdict(verdict)
+    claims = [verdict["claim"] for verdict in data["verdicts"]]
+    for claim in dict.fromkeys(claims):
+        if claims.count(claim) > 1:
+            raise ValueError(f"claim {claim}: appears {claims.count(claim)} times in the scorecard; allowed: once")

@@ -16,9 +16,14 @@
    never more threads than cores); the scorecard page, which reruns every claim's chapter, starts
    when their pages have finished (:func:`execute_pages`).
 4. ``jupyter-book build`` renders the copy with execution off, warnings as errors, into
-   ``DIR/_build/html``.
+   ``DIR/_build/html``; the copy is then removed, also when the build fails or is stopped.
 5. Every stored entry the build read is listed in the cache's read log, with a record of the
    build (:mod:`uni_icl.results`): ``python -m uni_icl results export`` ships exactly those.
+
+Bad input (an ``--output`` that is not a folder or a new name, or lies in the cache; an unusable
+cache folder; a bad preset, worker or thread count; the ``paper`` preset on a CPU without
+confirmation) is one line and exit status 2 before any work; Ctrl-C or SIGTERM is one line and exit
+status 130 or 143, and the same command resumes.
 
 The notebooks in ``book/`` are never written: they stay without outputs.
 
@@ -45,11 +50,16 @@ from nbclient.exceptions import CellExecutionError
 
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
 from uni_icl.book.notebook import BOOK_BUILD_ENV
+from uni_icl.confirm import confirm_paper_on_cpu
 from uni_icl.device import policy_thread_count
-from uni_icl.parallel import train_all, worker_count
+from uni_icl.output_paths import output_folder
+from uni_icl.parallel import Job, train_all, worker_count
 from uni_icl.presets import Preset, preset_from_env
 from uni_icl.results import start_read_log
 from uni_icl.scorecard import BOOK_CHAPTERS, CHAPTERS
+from uni_icl.stopping import exit_status, terminate_as_interrupt
+from uni_icl.storage import StorageError, cache_root, check_writable
+from uni_icl.validation import NonFiniteError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCORECARD_PAGE = "book/99_scorecard"  # reruns every claim's chapter (reproduce): executed after their pages
@@ -83,11 +93,15 @@ def stage_sources(root: Path, staged: Path) -> None:
     (staged / "uni_icl").symlink_to(root / "uni_icl", target_is_directory=True)
 
 
+def book_plan(preset: Preset) -> list[Job]:
+    """Every model of every chapter at ``preset``."""
+    return [job for chapter in BOOK_CHAPTERS for job in chapter.training_plan(preset)]
+
+
 def train_book(preset: Preset) -> list[str]:
     """Train every model of every chapter at ``preset`` that is not stored, as one grid on all workers;
     returns the labels trained (none when the cache is warm)."""
-    plan = [job for chapter in BOOK_CHAPTERS for job in chapter.training_plan(preset)]
-    return train_all(plan, description=f"the book's models ({preset.name})")
+    return train_all(book_plan(preset), description=f"the book's models ({preset.name})")
 
 
 def pages_at_once(environ: Mapping[str, str] = os.environ) -> int:
@@ -165,7 +179,8 @@ def execute_pages(pages: list[str], staged: Path, limits: ExecutionLimits, at_on
                 finished.add(page)
                 changed.notify_all()
 
-    threads = [threading.Thread(target=work) for _ in range(max(1, at_once))]
+    # daemon threads: Ctrl-C or SIGTERM in the main thread ends the build without waiting for the pages
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(max(1, at_once))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -179,19 +194,21 @@ def build(output: Path, limits: ExecutionLimits, preset: Preset, root: Path = RO
     wall time in seconds."""
     started = time.monotonic()
     staged = output / "_build" / "source"
-    stage_sources(root, staged)
-    os.environ[BOOK_BUILD_ENV] = "1"  # inherited by every kernel started below
-    reads = start_read_log(preset.name)  # what the pages read: what `results export` ships
-    trained = train_book(preset)
-    print(f"trained {len(trained)} models in {time.monotonic() - started:.0f} s", flush=True)
-    pages = [page for page in toc_files(root) if (root / f"{page}.ipynb").exists()]
-    execute_pages(pages, staged, limits, pages_at_once(), root)
-    jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    command = [str(jupyter_book), "build", str(staged), "--path-output", str(output), "--all", "-W", "--keep-going"]
-    subprocess.run(command, check=True)
-    seconds = time.monotonic() - started
-    reads.finish(seconds)
-    return seconds
+    try:
+        stage_sources(root, staged)
+        os.environ[BOOK_BUILD_ENV] = "1"  # inherited by every kernel started below
+        reads = start_read_log(preset.name)  # what the pages read: what `results export` ships
+        trained = train_book(preset)
+        print(f"trained {len(trained)} models in {time.monotonic() - started:.0f} s", flush=True)
+        pages = [page for page in toc_files(root) if (root / f"{page}.ipynb").exists()]
+        execute_pages(pages, staged, limits, pages_at_once(), root)
+        jupyter_book = Path(sys.executable).parent / "jupyter-book"
+        command = [str(jupyter_book), "build", str(staged), "--path-output", str(output), "--all", "-W", "--keep-going"]
+        subprocess.run(command, check=True)
+        reads.finish(time.monotonic() - started)
+    finally:  # the staged copy is only needed while building: never left behind, whatever ends the build
+        shutil.rmtree(staged, ignore_errors=True)
+    return time.monotonic() - started
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -203,9 +220,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m uni_icl.book.build", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--output", type=Path, default=ROOT, help="folder that receives _build/ (default: the repository)"
-    )
+    parser.add_argument("--output", default=str(ROOT), help="folder that receives _build/ (default: the repository)")
     parser.add_argument(
         "--silence", type=float, default=ExecutionLimits.silence_s, help="seconds a cell may be silent and idle"
     )
@@ -213,15 +228,32 @@ def main(argv: list[str] | None = None) -> int:
         "--cell-timeout", type=float, default=ExecutionLimits.cell_timeout_s, help="seconds a cell may run"
     )
     args = parser.parse_args(argv)
+    with terminate_as_interrupt():
+        try:
+            return _checked_build(args)
+        except KeyboardInterrupt as interrupt:
+            where = str(interrupt) or "finished models and results are kept"
+            print(f"interrupted: {where}; run the same command again to resume", file=sys.stderr)
+            return exit_status(interrupt)
+
+
+def _checked_build(args: argparse.Namespace) -> int:
+    """Check every input (one line and exit status 2 if one is bad), then build; returns the exit status."""
     try:
         limits = ExecutionLimits(silence_s=args.silence, cell_timeout_s=args.cell_timeout)
         preset = preset_from_env()
         pages_at_once()  # UNI_ICL_WORKERS and UNI_ICL_THREADS, checked before any work
+        output = output_folder(args.output)
+        confirm_paper_on_cpu(preset, lambda: book_plan(preset))
+        check_writable(cache_root())
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        seconds = build(args.output.resolve(), limits, preset)
+        seconds = build(output, limits, preset)
+    except (StorageError, NonFiniteError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except NotebookStalledError as error:
         print(f"error: the book did not build: {error}", file=sys.stderr)
         return 1
@@ -231,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.CalledProcessError as error:
         print(f"error: jupyter-book build failed (exit status {error.returncode})", file=sys.stderr)
         return 1
-    print(f"book built in {seconds:.0f} s (wall time); open {args.output.resolve() / '_build' / 'html' / 'index.html'}")
+    print(f"book built in {seconds:.0f} s (wall time); open {output / '_build' / 'html' / 'index.html'}")
     return 0
 
 

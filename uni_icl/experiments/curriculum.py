@@ -51,7 +51,7 @@ from uni_icl.experiments.rules.curriculum import (
     ungated_4a,
 )
 from uni_icl.learners import LearnerSpec
-from uni_icl.parallel import Job, train_all
+from uni_icl.parallel import Job, train_all, training_cost
 from uni_icl.presets import CurriculumScale, Preset
 from uni_icl.runs import CODE_VERSION, RunSpec, build_seeded, check_eval_result, evaluate_or_load, prepare
 from uni_icl.storage import (
@@ -147,6 +147,7 @@ def training_plan(preset: Preset, arms: tuple[str, ...] = ARMS) -> list[Job]:
             f"{ARM_NAMES[arm]}, seed {seed}",
             run_path(scale, arm, seed),
             functools.partial(_train_quietly, scale, arm, seed),
+            training_cost(run_spec(scale, arm, seed)),
         )
         for arm in arms
         for seed in arm_seeds(scale, arm)

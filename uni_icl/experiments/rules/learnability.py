@@ -216,3 +216,19 @@ def mixed_decisive(icl_drops: dict[str, Difference], bias_effects: dict[str, Dif
         for learner, d in bias_effects.items()
     ]
     return decisive(comparisons, outcome)
+
+
+def single_rule_outcome(numbers: dict) -> str:
+    """``RULE_SINGLE`` (before the convergence gate) applied again to a stored 2-single verdict's numbers."""
+    return decide_single(
+        {family: Difference(*numbers[family]["icl_minus_best_meta"]) for family in SINGLE_FAMILIES},
+        {family: Difference(*numbers[family]["matching_minus_best_other"]) for family in SINGLE_FAMILIES},
+    )
+
+
+def mixed_rule_outcome(numbers: dict) -> str:
+    """``RULE_MIXED`` (before the convergence gate) applied again to a stored 2-mixed verdict's numbers."""
+    return decide_mixed(
+        {family: Difference(*numbers[family]["icl_mixed_minus_single"]) for family in SINGLE_FAMILIES},
+        {learner: Difference(*numbers[f"{learner}_bias_effect"]) for learner in META_LEARNERS},
+    )

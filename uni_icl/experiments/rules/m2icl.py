@@ -93,3 +93,9 @@ def gates_4b(icl_error: float, records: dict[str, list[dict]]) -> list[str]:
 
 
 NAMES = {"icl": "ICL pre-training", "m2icl": "M2-ICL meta-training"}
+
+
+def rule_outcome(numbers: dict) -> str:
+    """``RULE_4B`` without its gates applied again to a stored verdict's log ratios (at its smallest size)."""
+    adapted = numbers["log_ratio_adapted"][str(numbers["smallest_size"])]
+    return decide_4b(Difference(*adapted), Difference(*numbers["log_ratio_unadapted"]))

@@ -40,3 +40,8 @@ RULE_3A = (
 def decide_3a(difference: Difference, margin: float = MARGIN) -> str:
     """Outcome of ``RULE_3A`` (before the convergence gate) for d = ICL (mixture) - selector on radius."""
     return OUTCOME_OF_READING[reading(difference, margin)]
+
+
+def rule_outcome(numbers: dict) -> str:
+    """``RULE_3A`` (before the convergence gate) applied again to a stored verdict's numbers."""
+    return decide_3a(Difference(*numbers["icl_minus_selector"]))

@@ -20,6 +20,7 @@ from uni_icl.experiments.evidence import (
     MARGIN,
 )
 from uni_icl.learners import display_name
+from uni_icl.tasks import SINGLE_FAMILIES
 from uni_icl.uncertainty import seeded_difference
 from uni_icl.verdicts import Comparison, decisive, slack_and_beyond
 
@@ -176,3 +177,8 @@ def _contradicting(icl: Comparison, explicit: Comparison) -> Comparison:
     explicit algorithm degrades, the one closest to insensitive included)."""
     mean, ci = icl.interval
     return icl if mean + ci < icl.margin else explicit
+
+
+def rule_outcome(numbers: dict) -> str:
+    """``RULE_3B`` (before the convergence gate) applied again to the family decisions a verdict stores."""
+    return decide_3b({family: numbers["families"][family]["decision"] for family in SINGLE_FAMILIES})
