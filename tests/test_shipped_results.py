@@ -138,3 +138,17 @@ def test_a_damaged_shipped_file_is_ignored_with_a_warning_and_left_as_it_is(ship
     with pytest.warns(UserWarning, match="unreadable shipped entry"):
         model = train_or_load(SPEC, progress=False)
     assert not model.loaded_from_cache and gz.read_bytes() == b"not gzip"
+
+
+def test_a_partial_export_ships_the_stored_models_of_the_plan(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, False))
+    trained = train_or_load(SPEC, progress=False)
+    other = classification_run(SMOKE.classification, "protonet", TASK, seed=5)  # planned, not trained yet
+    manifest = results.export("smoke", tmp_path / "smoke", partial_plan=[run_job(SPEC), run_job(other)])
+    assert manifest["complete"] is False and manifest["models"] == 1
+    (row,) = manifest["entries"].values()
+    assert row["weights_hash"] == trained.weights_hash
+    assert not (tmp_path / "smoke" / "scorecard.json").exists()
+    monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, True))
+    with pytest.raises(ValueError, match="local changes"):
+        results.export("smoke", tmp_path / "again", partial_plan=[run_job(SPEC)])

@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     results = commands.add_parser("results", help="the shipped results (results/PRESET): status, export, verify")
     results.add_argument("action", help="one of: status, export, verify")
     results.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESET_NAMES)} (default: quick)")
+    results.add_argument(
+        "--partial", action="store_true", help="export: the stored models of an unfinished grid (no build needed)"
+    )
     results.add_argument("--sample", type=int, default=3, help="verify: how many shipped models to retrain")
     results.add_argument("--seed", type=int, default=0, help="verify: the seed that picks them")
     results.add_argument("--max-seconds", type=float, default=None, help="verify: only models that trained this fast")
@@ -205,7 +208,8 @@ def prepare_results(args: argparse.Namespace, preset: str) -> Callable[[], str]:
     if args.action == "status":
         return lambda: format_status(chosen.name, results.status(chosen, BOOK_CHAPTERS))
     if args.action == "export":
-        return lambda: format_export(results.export(chosen.name))
+        plan = [job for chapter in BOOK_CHAPTERS for job in chapter.training_plan(chosen)] if args.partial else None
+        return lambda: format_export(results.export(chosen.name, partial_plan=plan))
     check_int("--sample", args.sample, minimum=1)
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise UsageError(f"--max-seconds: got {args.max_seconds}; allowed: a positive number of seconds")
@@ -244,9 +248,11 @@ def format_status(preset: str, rows: list[dict]) -> str:
 
 def format_export(manifest: dict) -> str:
     megabytes = manifest["bytes"] / 2**20
+    partial = "" if manifest["complete"] else " (partial: models only, no scorecard)"
     return (
-        f"exported {len(manifest['entries'])} entries ({manifest['models']} models, {megabytes:.1f} MiB) of preset "
-        f"{manifest['preset']} at commit {manifest['commit'][:12]} into results/{manifest['preset']}/"
+        f"exported{partial} {len(manifest['entries'])} entries ({manifest['models']} models, "
+        f"{megabytes:.1f} MiB) of preset {manifest['preset']} at commit {manifest['commit'][:12]} "
+        f"into results/{manifest['preset']}/"
     )
 
 

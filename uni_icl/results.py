@@ -51,6 +51,7 @@ from uni_icl.storage import (
     cache_root,
     checked_json_load,
     checked_torch_load,
+    is_stored,
     offline,
     shipped_counterpart,
     weights_hash,
@@ -149,30 +150,45 @@ def _describe(relative: str, data: bytes, shipped_bytes: int) -> dict:
     return row
 
 
-def export(preset: str, destination: Path | None = None) -> dict:
+def export(preset: str, destination: Path | None = None, *, partial_plan: list[Job] | None = None) -> dict:
     """Copy the entries the last complete build of ``preset`` read into ``destination`` (default
     ``results/<preset>/``), with the manifest and the scorecard; returns the manifest.
 
     Refuses (ValueError, one line) a build that did not finish, that ran another commit than the
     checkout's, or that ran with local changes under ``uni_icl/``: its entries may not be the current
     code's. Entries of an earlier export that the build did not read are removed.
+
+    ``partial_plan`` (the jobs of the book's training plans) exports instead every model of those
+    jobs that is stored, with no build needed and no scorecard: unfinished work, shipped so that a
+    fresh machine resumes from it (the manifest says ``"complete": false``).
     """
     destination = destination or REPOSITORY_RESULTS / preset
     folder = reads_folder()
-    record = _plain_json(folder / f"book-{preset}.json")
-    if record is None:
-        raise ValueError(f"results export: no finished {preset} book build in {folder}; run scripts/build_book.sh")
     commit, dirty = git_state()
-    if record["commit"] != commit or record["local_changes"] or dirty:
-        raise ValueError(
-            f"results export: the last {preset} build ran commit {record['commit'][:12]}"
-            f"{' with local changes' if record['local_changes'] else ''}, the checkout is {commit[:12]}"
-            f"{' with local changes' if dirty else ''}; commit, then build again"
-        )
-    relatives = sorted(set(filter(None, (folder / f"book-{preset}.log").read_text().splitlines())))
-    scorecard = _plain_json(cache_root() / "scorecards" / f"scorecard-{preset}.json", checksummed=True)
-    if scorecard is None:
-        raise ValueError(f"results export: no stored {preset} scorecard in the cache; run scripts/build_book.sh first")
+    if partial_plan is not None:
+        if dirty:
+            raise ValueError(
+                f"results export: the checkout {commit[:12]} has local changes under uni_icl/; commit first"
+            )
+        record = {**provenance(preset), "wall_seconds": None, "complete": False}
+        stored = [job.path for job in partial_plan if is_stored(job.path)]
+        relatives = sorted({str(path.relative_to(cache_root())) for path in stored})
+        scorecard = None
+    else:
+        record = _plain_json(folder / f"book-{preset}.json")
+        if record is None:
+            raise ValueError(f"results export: no finished {preset} book build in {folder}; run scripts/build_book.sh")
+        if record["commit"] != commit or record["local_changes"] or dirty:
+            raise ValueError(
+                f"results export: the last {preset} build ran commit {record['commit'][:12]}"
+                f"{' with local changes' if record['local_changes'] else ''}, the checkout is {commit[:12]}"
+                f"{' with local changes' if dirty else ''}; commit, then build again"
+            )
+        record = {**record, "complete": True}
+        relatives = sorted(set(filter(None, (folder / f"book-{preset}.log").read_text().splitlines())))
+        scorecard = _plain_json(cache_root() / "scorecards" / f"scorecard-{preset}.json", checksummed=True)
+        if scorecard is None:
+            raise ValueError(f"results export: no stored {preset} scorecard in the cache; run scripts/build_book.sh")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=destination.parent))
     try:
@@ -194,7 +210,8 @@ def export(preset: str, destination: Path | None = None) -> dict:
             "bytes": size,
             "entries": entries,
         }
-        atomic_json_export(scorecard, staged / SCORECARD)
+        if scorecard is not None:
+            atomic_json_export(scorecard, staged / SCORECARD)
         atomic_json_export(manifest, staged / MANIFEST)
         if destination.exists():
             shutil.rmtree(destination)
