@@ -38,7 +38,7 @@ from uni_icl.parallel import run_job, worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
 from uni_icl.stopping import exit_status, terminate_as_interrupt
-from uni_icl.storage import FRESH_ENV, StorageError, atomic_json_export, cache_root, check_writable
+from uni_icl.storage import FRESH_ENV, StorageError, atomic_json_export, cache_root, check_writable, shipped_roots
 from uni_icl.validation import NonFiniteError, check_choice, check_int
 
 CLASSIFICATION_FAMILIES = sorted((*SINGLE_FAMILIES, MIXED_FAMILY, UNSEEN_FAMILY))  # the families `train` takes
@@ -163,6 +163,7 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
     preset = (get_preset(args.preset) if args.preset is not None else preset_from_env()).name
     progress = not args.no_progress
     worker_count(), policy_thread_count()  # UNI_ICL_WORKERS and UNI_ICL_THREADS, checked before any work
+    shipped_roots()  # UNI_ICL_FRESH
     if args.command == "run":
         if args.experiment not in EXPERIMENTS:
             raise UsageError(f"experiment: unknown value {args.experiment!r}; allowed: {', '.join(EXPERIMENTS)}")

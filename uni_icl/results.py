@@ -83,6 +83,7 @@ def start_read_log(preset: str) -> ReadLog:
     """Start an empty read log for a build of ``preset`` and point ``$UNI_ICL_READ_LOG`` at it (kernels inherit it)."""
     folder = reads_folder()
     folder.mkdir(parents=True, exist_ok=True)
+    folder = folder.resolve()  # kernels run in another working directory
     reads = ReadLog(preset, folder / f"book-{preset}.log", folder / f"book-{preset}.json")
     reads.record.unlink(missing_ok=True)
     reads.log.write_text("")
@@ -128,7 +129,11 @@ def _entry_bytes(relative: str) -> bytes:
     """The stored entry ``relative`` to the cache (checksum line included): the cache's, else the shipped one."""
     path = cache_root() / relative
     if path.is_file():
-        return path.read_bytes()
+        data = path.read_bytes()
+        digest, _, payload = data.partition(b"\n")
+        if hashlib.sha256(payload).hexdigest().encode() != digest:
+            raise ValueError(f"results export: {relative} is damaged in the cache (checksum); build again")
+        return data
     shipped = shipped_counterpart(path)
     if shipped is None:
         raise ValueError(f"results export: {relative} was read by the build but is neither cached nor shipped")
@@ -273,7 +278,8 @@ def scorecard_differences(shipped: dict, rebuilt: dict) -> list[str]:
 
 def status(preset: Preset, chapters) -> list[dict]:
     """Per chapter: its models stored in the cache, shipped, or missing, and whether the current code
-    finds every entry its ``run`` reads (``"current"``) or not (``"stale"``, naming the first one)."""
+    finds every entry its ``run`` and its ``PAGE_ENTRIES`` functions read (``"current"``) or not
+    (``"stale"``, naming the first one)."""
     rows = []
     for chapter in chapters:
         plan = chapter.training_plan(preset)
@@ -285,6 +291,8 @@ def status(preset: Preset, chapters) -> list[dict]:
         try:
             with offline():
                 chapter.run(preset, progress=False)
+                for name in getattr(chapter, "PAGE_ENTRIES", ()):  # entries only its page reads
+                    getattr(chapter, name)(preset)
             row["state"], row["first_missing"] = "current", None
         except MissingEntryError as missing:
             row["state"], row["first_missing"] = "stale", str(missing.path.relative_to(cache_root()))
@@ -349,8 +357,10 @@ def verify(
     for job, row in chosen:
         relative = job.path.relative_to(cache_root())
         started = time.perf_counter()
-        with empty_cache(shipped=True):  # the shipped entry, copied into an empty cache
+        with empty_cache(shipped=True), offline():  # the shipped entry itself, copied into an empty cache
             shipped = train_or_load(job.spec, progress=False) if job.spec is not None else None
+        if shipped is not None and shipped.weights_hash != row["weights_hash"]:
+            raise ValueError(f"results verify: the shipped {relative} does not hold the weights its manifest lists")
         with empty_cache(shipped=False):
             job.run()
             retrained = train_or_load(job.spec, progress=False) if job.spec is not None else None
