@@ -122,14 +122,31 @@ def test_verify_retrains_a_shipped_model_to_identical_weights(shipped):
     assert row["accuracy"][0] == row["accuracy"][1]
 
 
-def test_verify_fails_on_different_weights(shipped, monkeypatch):
+def test_verify_refuses_a_shipped_file_that_does_not_hold_its_manifests_weights(shipped, monkeypatch):
     manifest = results.load_manifest("smoke")
     relative = next(name for name in manifest["entries"] if name.startswith("models/"))
     manifest["entries"][relative]["weights_hash"] = "0" * 16
     monkeypatch.setattr(results, "load_manifest", lambda preset: manifest)
     chapter = SimpleNamespace(training_plan=lambda preset: [run_job(SPEC)])
+    with pytest.raises(ValueError, match="does not hold the weights"):
+        list(results.verify(SMOKE, [chapter], sample=1))
+
+
+def test_verify_fails_when_the_retrained_weights_differ(shipped, monkeypatch):
+    monkeypatch.setattr(results, "weights_hash", lambda weights: "f" * 16)  # the retrained model's hash only
+    chapter = SimpleNamespace(training_plan=lambda preset: [run_job(SPEC)])
     (row,) = results.verify(SMOKE, [chapter], sample=1)
     assert not row["identical"] and not row["passed"]
+    (row,) = results.verify(SMOKE, [chapter], sample=1, tolerance=0.001)  # equal accuracies: within tolerance
+    assert row["passed"]
+
+
+def test_fresh_recomputes_the_copies_earlier_runs_made_in_the_cache(shipped, monkeypatch):
+    assert train_or_load(SPEC, progress=False).loaded_from_cache  # copied from the shipped results
+    monkeypatch.setenv("UNI_ICL_FRESH", "1")
+    assert not is_stored(model_path(SPEC))
+    assert not train_or_load(SPEC, progress=False).loaded_from_cache  # recomputed here
+    assert train_or_load(SPEC, progress=False).loaded_from_cache  # and now it is this machine's
 
 
 def test_a_damaged_shipped_file_is_ignored_with_a_warning_and_left_as_it_is(shipped):
@@ -138,3 +155,17 @@ def test_a_damaged_shipped_file_is_ignored_with_a_warning_and_left_as_it_is(ship
     with pytest.warns(UserWarning, match="unreadable shipped entry"):
         model = train_or_load(SPEC, progress=False)
     assert not model.loaded_from_cache and gz.read_bytes() == b"not gzip"
+
+
+def test_a_partial_export_ships_the_stored_models_of_the_plan(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, False))
+    trained = train_or_load(SPEC, progress=False)
+    other = classification_run(SMOKE.classification, "protonet", TASK, seed=5)  # planned, not trained yet
+    manifest = results.export("smoke", tmp_path / "smoke", partial_plan=[run_job(SPEC), run_job(other)])
+    assert manifest["complete"] is False and manifest["models"] == 1
+    (row,) = manifest["entries"].values()
+    assert row["weights_hash"] == trained.weights_hash
+    assert not (tmp_path / "smoke" / "scorecard.json").exists()
+    monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, True))
+    with pytest.raises(ValueError, match="local changes"):
+        results.export("smoke", tmp_path / "again", partial_plan=[run_job(SPEC)])

@@ -38,7 +38,7 @@ from uni_icl.parallel import run_job, worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
 from uni_icl.stopping import exit_status, terminate_as_interrupt
-from uni_icl.storage import FRESH_ENV, StorageError, atomic_json_export, cache_root, check_writable
+from uni_icl.storage import FRESH_ENV, StorageError, atomic_json_export, cache_root, check_writable, shipped_roots
 from uni_icl.validation import NonFiniteError, check_choice, check_int
 
 CLASSIFICATION_FAMILIES = sorted((*SINGLE_FAMILIES, MIXED_FAMILY, UNSEEN_FAMILY))  # the families `train` takes
@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     results = commands.add_parser("results", help="the shipped results (results/PRESET): status, export, verify")
     results.add_argument("action", help="one of: status, export, verify")
     results.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESET_NAMES)} (default: quick)")
+    results.add_argument(
+        "--partial", action="store_true", help="export: the stored models of an unfinished grid (no build needed)"
+    )
     results.add_argument("--sample", type=int, default=3, help="verify: how many shipped models to retrain")
     results.add_argument("--seed", type=int, default=0, help="verify: the seed that picks them")
     results.add_argument("--max-seconds", type=float, default=None, help="verify: only models that trained this fast")
@@ -160,6 +163,7 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
     preset = (get_preset(args.preset) if args.preset is not None else preset_from_env()).name
     progress = not args.no_progress
     worker_count(), policy_thread_count()  # UNI_ICL_WORKERS and UNI_ICL_THREADS, checked before any work
+    shipped_roots()  # UNI_ICL_FRESH
     if args.command == "run":
         if args.experiment not in EXPERIMENTS:
             raise UsageError(f"experiment: unknown value {args.experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
@@ -205,7 +209,8 @@ def prepare_results(args: argparse.Namespace, preset: str) -> Callable[[], str]:
     if args.action == "status":
         return lambda: format_status(chosen.name, results.status(chosen, BOOK_CHAPTERS))
     if args.action == "export":
-        return lambda: format_export(results.export(chosen.name))
+        plan = [job for chapter in BOOK_CHAPTERS for job in chapter.training_plan(chosen)] if args.partial else None
+        return lambda: format_export(results.export(chosen.name, partial_plan=plan))
     check_int("--sample", args.sample, minimum=1)
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise UsageError(f"--max-seconds: got {args.max_seconds}; allowed: a positive number of seconds")
@@ -244,9 +249,11 @@ def format_status(preset: str, rows: list[dict]) -> str:
 
 def format_export(manifest: dict) -> str:
     megabytes = manifest["bytes"] / 2**20
+    partial = "" if manifest["complete"] else " (partial: models only, no scorecard)"
     return (
-        f"exported {len(manifest['entries'])} entries ({manifest['models']} models, {megabytes:.1f} MiB) of preset "
-        f"{manifest['preset']} at commit {manifest['commit'][:12]} into results/{manifest['preset']}/"
+        f"exported{partial} {len(manifest['entries'])} entries ({manifest['models']} models, "
+        f"{megabytes:.1f} MiB) of preset {manifest['preset']} at commit {manifest['commit'][:12]} "
+        f"into results/{manifest['preset']}/"
     )
 
 

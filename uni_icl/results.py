@@ -51,6 +51,7 @@ from uni_icl.storage import (
     cache_root,
     checked_json_load,
     checked_torch_load,
+    is_stored,
     offline,
     shipped_counterpart,
     weights_hash,
@@ -82,6 +83,7 @@ def start_read_log(preset: str) -> ReadLog:
     """Start an empty read log for a build of ``preset`` and point ``$UNI_ICL_READ_LOG`` at it (kernels inherit it)."""
     folder = reads_folder()
     folder.mkdir(parents=True, exist_ok=True)
+    folder = folder.resolve()  # kernels run in another working directory
     reads = ReadLog(preset, folder / f"book-{preset}.log", folder / f"book-{preset}.json")
     reads.record.unlink(missing_ok=True)
     reads.log.write_text("")
@@ -127,7 +129,11 @@ def _entry_bytes(relative: str) -> bytes:
     """The stored entry ``relative`` to the cache (checksum line included): the cache's, else the shipped one."""
     path = cache_root() / relative
     if path.is_file():
-        return path.read_bytes()
+        data = path.read_bytes()
+        digest, _, payload = data.partition(b"\n")
+        if hashlib.sha256(payload).hexdigest().encode() != digest:
+            raise ValueError(f"results export: {relative} is damaged in the cache (checksum); build again")
+        return data
     shipped = shipped_counterpart(path)
     if shipped is None:
         raise ValueError(f"results export: {relative} was read by the build but is neither cached nor shipped")
@@ -149,30 +155,45 @@ def _describe(relative: str, data: bytes, shipped_bytes: int) -> dict:
     return row
 
 
-def export(preset: str, destination: Path | None = None) -> dict:
+def export(preset: str, destination: Path | None = None, *, partial_plan: list[Job] | None = None) -> dict:
     """Copy the entries the last complete build of ``preset`` read into ``destination`` (default
     ``results/<preset>/``), with the manifest and the scorecard; returns the manifest.
 
     Refuses (ValueError, one line) a build that did not finish, that ran another commit than the
     checkout's, or that ran with local changes under ``uni_icl/``: its entries may not be the current
     code's. Entries of an earlier export that the build did not read are removed.
+
+    ``partial_plan`` (the jobs of the book's training plans) exports instead every model of those
+    jobs that is stored, with no build needed and no scorecard: unfinished work, shipped so that a
+    fresh machine resumes from it (the manifest says ``"complete": false``).
     """
     destination = destination or REPOSITORY_RESULTS / preset
     folder = reads_folder()
-    record = _plain_json(folder / f"book-{preset}.json")
-    if record is None:
-        raise ValueError(f"results export: no finished {preset} book build in {folder}; run scripts/build_book.sh")
     commit, dirty = git_state()
-    if record["commit"] != commit or record["local_changes"] or dirty:
-        raise ValueError(
-            f"results export: the last {preset} build ran commit {record['commit'][:12]}"
-            f"{' with local changes' if record['local_changes'] else ''}, the checkout is {commit[:12]}"
-            f"{' with local changes' if dirty else ''}; commit, then build again"
-        )
-    relatives = sorted(set(filter(None, (folder / f"book-{preset}.log").read_text().splitlines())))
-    scorecard = _plain_json(cache_root() / "scorecards" / f"scorecard-{preset}.json", checksummed=True)
-    if scorecard is None:
-        raise ValueError(f"results export: no stored {preset} scorecard in the cache; run scripts/build_book.sh first")
+    if partial_plan is not None:
+        if dirty:
+            raise ValueError(
+                f"results export: the checkout {commit[:12]} has local changes under uni_icl/; commit first"
+            )
+        record = {**provenance(preset), "wall_seconds": None, "complete": False}
+        stored = [job.path for job in partial_plan if is_stored(job.path)]
+        relatives = sorted({str(path.relative_to(cache_root())) for path in stored})
+        scorecard = None
+    else:
+        record = _plain_json(folder / f"book-{preset}.json")
+        if record is None:
+            raise ValueError(f"results export: no finished {preset} book build in {folder}; run scripts/build_book.sh")
+        if record["commit"] != commit or record["local_changes"] or dirty:
+            raise ValueError(
+                f"results export: the last {preset} build ran commit {record['commit'][:12]}"
+                f"{' with local changes' if record['local_changes'] else ''}, the checkout is {commit[:12]}"
+                f"{' with local changes' if dirty else ''}; commit, then build again"
+            )
+        record = {**record, "complete": True}
+        relatives = sorted(set(filter(None, (folder / f"book-{preset}.log").read_text().splitlines())))
+        scorecard = _plain_json(cache_root() / "scorecards" / f"scorecard-{preset}.json", checksummed=True)
+        if scorecard is None:
+            raise ValueError(f"results export: no stored {preset} scorecard in the cache; run scripts/build_book.sh")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{preset}-", dir=destination.parent))
     try:
@@ -194,7 +215,8 @@ def export(preset: str, destination: Path | None = None) -> dict:
             "bytes": size,
             "entries": entries,
         }
-        atomic_json_export(scorecard, staged / SCORECARD)
+        if scorecard is not None:
+            atomic_json_export(scorecard, staged / SCORECARD)
         atomic_json_export(manifest, staged / MANIFEST)
         if destination.exists():
             shutil.rmtree(destination)
@@ -256,7 +278,8 @@ def scorecard_differences(shipped: dict, rebuilt: dict) -> list[str]:
 
 def status(preset: Preset, chapters) -> list[dict]:
     """Per chapter: its models stored in the cache, shipped, or missing, and whether the current code
-    finds every entry its ``run`` reads (``"current"``) or not (``"stale"``, naming the first one)."""
+    finds every entry its ``run`` and its ``PAGE_ENTRIES`` functions read (``"current"``) or not
+    (``"stale"``, naming the first one)."""
     rows = []
     for chapter in chapters:
         plan = chapter.training_plan(preset)
@@ -268,6 +291,8 @@ def status(preset: Preset, chapters) -> list[dict]:
         try:
             with offline():
                 chapter.run(preset, progress=False)
+                for name in getattr(chapter, "PAGE_ENTRIES", ()):  # entries only its page reads
+                    getattr(chapter, name)(preset)
             row["state"], row["first_missing"] = "current", None
         except MissingEntryError as missing:
             row["state"], row["first_missing"] = "stale", str(missing.path.relative_to(cache_root()))
@@ -332,8 +357,10 @@ def verify(
     for job, row in chosen:
         relative = job.path.relative_to(cache_root())
         started = time.perf_counter()
-        with empty_cache(shipped=True):  # the shipped entry, copied into an empty cache
+        with empty_cache(shipped=True), offline():  # the shipped entry itself, copied into an empty cache
             shipped = train_or_load(job.spec, progress=False) if job.spec is not None else None
+        if shipped is not None and shipped.weights_hash != row["weights_hash"]:
+            raise ValueError(f"results verify: the shipped {relative} does not hold the weights its manifest lists")
         with empty_cache(shipped=False):
             job.run()
             retrained = train_or_load(job.spec, progress=False) if job.spec is not None else None

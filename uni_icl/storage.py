@@ -20,7 +20,8 @@ in the repository, or the folder ``$UNI_ICL_SHIPPED`` holding such preset folder
 shipped entry is copied into the cache, checked there, never changed where it ships), then compute.
 Keys are content addresses of everything an entry depends on, so an entry whose key no longer
 matches the code is never found. ``UNI_ICL_FRESH=1`` ignores the shipped results (a full
-reproduction). ``UNI_ICL_READ_LOG=FILE`` appends the cache-relative path of every entry served
+reproduction), including the copies earlier runs made in the cache (each marked by an empty
+``NAME.shipped`` file beside it). ``UNI_ICL_READ_LOG=FILE`` appends the cache-relative path of every entry served
 (what ``python -m uni_icl results export`` ships). Under :func:`offline`, a missing entry raises
 :class:`MissingEntryError` instead of being computed (``results status``).
 """
@@ -112,8 +113,11 @@ def shipped_counterpart(path: Path, root: Path | None = None) -> Path | None:
 
 
 def is_stored(path: Path) -> bool:
-    """Whether the entry at ``path`` is in the cache or shipped (it will be loaded, not computed)."""
-    return path.exists() or shipped_counterpart(path) is not None
+    """Whether the entry at ``path`` is in the cache or shipped (it will be loaded, not computed); under
+    UNI_ICL_FRESH=1 a cache entry copied from the shipped results does not count."""
+    if path.exists() and not (_fresh() and _shipped_marker(path).exists()):
+        return True
+    return shipped_counterpart(path) is not None
 
 
 @contextlib.contextmanager
@@ -144,7 +148,17 @@ def _copy_shipped(path: Path) -> bool:
         warnings.warn(f"unreadable shipped entry {shipped}: ignored, recomputing", CacheWarning, stacklevel=3)
         return False
     _write_atomic(path, payload, checksum=False)
+    _shipped_marker(path).touch()
     return True
+
+
+def _shipped_marker(path: Path) -> Path:
+    """The empty file beside a cache entry that was copied from the shipped results (not computed here)."""
+    return path.with_name(path.name + ".shipped")
+
+
+def _fresh() -> bool:
+    return os.environ.get(FRESH_ENV, "").strip() == "1"
 
 
 def _log_read(path: Path) -> None:
@@ -156,7 +170,7 @@ def _log_read(path: Path) -> None:
         line = str(path.relative_to(cache_root()))
     except ValueError:
         return
-    with open(log, "a") as handle:
+    with contextlib.suppress(OSError), open(log, "a") as handle:  # a log that cannot be written is no log
         handle.write(line + "\n")
 
 
@@ -445,7 +459,7 @@ def cached_entry(
     """
     load, save = (checked_torch_load, atomic_torch_save) if tensors else (checked_json_load, atomic_json_save)
     with entry_lock(path):
-        stored = load(path, validate)
+        stored = None if _fresh() and _shipped_marker(path).exists() else load(path, validate)
         if stored is None and _copy_shipped(path):
             stored = load(path, validate)
         _log_read(path)
@@ -457,6 +471,7 @@ def cached_entry(
         if validate is not None:
             validate(value)
         save(value, path)
+        _shipped_marker(path).unlink(missing_ok=True)  # computed here now
     return value, False
 
 

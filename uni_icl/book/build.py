@@ -58,7 +58,7 @@ from uni_icl.presets import Preset, preset_from_env
 from uni_icl.results import start_read_log
 from uni_icl.scorecard import BOOK_CHAPTERS, CHAPTERS
 from uni_icl.stopping import exit_status, terminate_as_interrupt
-from uni_icl.storage import StorageError, cache_root, check_writable
+from uni_icl.storage import READ_LOG_ENV, StorageError, cache_root, check_writable, shipped_roots
 from uni_icl.validation import NonFiniteError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,6 +208,7 @@ def build(output: Path, limits: ExecutionLimits, preset: Preset, root: Path = RO
         reads.finish(time.monotonic() - started)
     finally:  # the staged copy is only needed while building: never left behind, whatever ends the build
         shutil.rmtree(staged, ignore_errors=True)
+        os.environ.pop(READ_LOG_ENV, None)
     return time.monotonic() - started
 
 
@@ -243,6 +244,7 @@ def _checked_build(args: argparse.Namespace) -> int:
         limits = ExecutionLimits(silence_s=args.silence, cell_timeout_s=args.cell_timeout)
         preset = preset_from_env()
         pages_at_once()  # UNI_ICL_WORKERS and UNI_ICL_THREADS, checked before any work
+        shipped_roots()  # UNI_ICL_FRESH
         output = output_folder(args.output)
         confirm_paper_on_cpu(preset, lambda: book_plan(preset))
         check_writable(cache_root())

@@ -83,6 +83,7 @@ from uni_icl.verdicts import ClaimVerdict, model_record
 
 LEARNERS = ("icl", *META_LEARNERS)
 AUTHORS_VARIANTS = ("icl_authors_prefix", "icl_authors")  # their computation, and its causal one-pass form
+PAGE_ENTRIES = ("decision_regions",)  # what only the chapter's page reads (results status checks it too)
 CLAIMS = ("2-single", "2-mixed")
 BAYES_NAME = "Bayes"
 MIXTURE_BAYES_NAME = "Bayes, mixture prior"
