@@ -7,9 +7,10 @@ from uni_icl.device import policy_threads
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """Point the result store at a fresh temporary folder."""
+    """Point the result store at a fresh temporary folder, with the shipped results ignored."""
     folder = tmp_path / "cache"
     monkeypatch.setenv("UNI_ICL_CACHE", str(folder))
+    monkeypatch.setenv("UNI_ICL_FRESH", "1")  # the shipped results (results/) stay out of a test unless it asks
     return folder
 
 

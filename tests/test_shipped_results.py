@@ -26,6 +26,7 @@ SPEC = classification_run(SMOKE.classification, "protonet", TASK)
 def shipped(tmp_path, monkeypatch, isolated_cache):
     """A smoke 'build' that trained and evaluated SPEC, exported into tmp_path/results/smoke; then an empty cache."""
     monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, False))
+    monkeypatch.delenv("UNI_ICL_FRESH")
     base = tmp_path / "results"
     monkeypatch.setenv("UNI_ICL_SHIPPED", str(base))
     reads = results.start_read_log("smoke")
