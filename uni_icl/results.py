@@ -54,6 +54,7 @@ from uni_icl.storage import (
     is_stored,
     offline,
     shipped_counterpart,
+    shipped_results_off,
     weights_hash,
 )
 
@@ -246,7 +247,7 @@ def load_manifest(preset: str) -> dict | None:
 
 def describe_sources(preset: str) -> str:
     """One line for a page's setup output: where this preset's results come from."""
-    if os.environ.get(FRESH_ENV, "").strip() == "1":
+    if shipped_results_off():
         return "results: computed here and kept in the cache (the shipped results are off: UNI_ICL_FRESH=1)"
     manifest = load_manifest(preset)
     if manifest is None:

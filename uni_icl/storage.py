@@ -115,7 +115,7 @@ def shipped_counterpart(path: Path, root: Path | None = None) -> Path | None:
 def is_stored(path: Path) -> bool:
     """Whether the entry at ``path`` is in the cache or shipped (it will be loaded, not computed); under
     UNI_ICL_FRESH=1 a cache entry copied from the shipped results does not count."""
-    if path.exists() and not (_fresh() and _shipped_marker(path).exists()):
+    if path.exists() and not (shipped_results_off() and _shipped_marker(path).exists()):
         return True
     return shipped_counterpart(path) is not None
 
@@ -157,7 +157,8 @@ def _shipped_marker(path: Path) -> Path:
     return path.with_name(path.name + ".shipped")
 
 
-def _fresh() -> bool:
+def shipped_results_off() -> bool:
+    """Whether ``UNI_ICL_FRESH=1`` switches the shipped results off (a full reproduction)."""
     return os.environ.get(FRESH_ENV, "").strip() == "1"
 
 
@@ -459,7 +460,7 @@ def cached_entry(
     """
     load, save = (checked_torch_load, atomic_torch_save) if tensors else (checked_json_load, atomic_json_save)
     with entry_lock(path):
-        stored = None if _fresh() and _shipped_marker(path).exists() else load(path, validate)
+        stored = None if shipped_results_off() and _shipped_marker(path).exists() else load(path, validate)
         if stored is None and _copy_shipped(path):
             stored = load(path, validate)
         _log_read(path)

@@ -4,7 +4,6 @@ committed GPU results. Presentation only; :mod:`uni_icl.scorecard` runs the clai
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 from uni_icl.learners import display_name
 from uni_icl.results import load_manifest
 from uni_icl.scorecard import EXPERIMENTS, Scorecard
-from uni_icl.storage import FRESH_ENV
+from uni_icl.storage import shipped_results_off
 from uni_icl.verdicts import CLAIMS, check_decisive
 
 OUTCOME_COLOURS = {"reproduced": "#1b7837", "not reproduced": "#b2182b", "inconclusive": "#d6a21e"}
@@ -244,7 +243,7 @@ def discussion(card: Scorecard) -> str:
 def provenance_markdown(preset: str) -> str:
     """Where this page's numbers come from (the shipped results' manifest, or this machine) and how to
     recompute or check them."""
-    manifest = None if os.environ.get(FRESH_ENV, "").strip() == "1" else load_manifest(preset)
+    manifest = None if shipped_results_off() else load_manifest(preset)
     redo = (
         "To recompute everything here, run `UNI_ICL_FRESH=1 bash scripts/build_book.sh` (or "
         f"`python -m uni_icl reproduce --preset {preset} --fresh`); to check the shipped numbers in minutes, "
