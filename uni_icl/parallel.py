@@ -53,12 +53,23 @@ class Job:
     stage: int = 0
     spec: RunSpec | None = None  # set for a plain train-or-load, so seeds can be batched (ensembles)
     root: Path | None = None
+    rungs: tuple[int, ...] = ()  # shorter budgets stored on the way (runs.train_or_load)
 
 
-def run_job(spec: RunSpec, *, root: Path | None = None, stage: int = 0) -> Job:
-    """The :class:`Job` that trains ``spec`` with :func:`~uni_icl.runs.train_or_load`."""
-    work = functools.partial(_train_quietly, spec, root)
-    return Job(spec.label, model_path(spec, root), work, training_cost(spec), stage, spec, root)
+def run_job(spec: RunSpec, *, root: Path | None = None, stage: int = 0, rungs: tuple[int, ...] = ()) -> Job:
+    """The :class:`Job` that trains ``spec`` with :func:`~uni_icl.runs.train_or_load` (storing ``rungs``)."""
+    work = functools.partial(_train_quietly, spec, root, rungs)
+    return Job(spec.label, model_path(spec, root), work, training_cost(spec), stage, spec, root, rungs)
+
+
+def one_job_per_entry(jobs: list[Job]) -> list[Job]:
+    """One job per stored path (chapters share models); of jobs for the same path, the one that stores
+    the most budget rungs on the way."""
+    chosen: dict[Path, Job] = {}
+    for job in jobs:
+        if job.path not in chosen or len(job.rungs) > len(chosen[job.path].rungs):
+            chosen[job.path] = job
+    return list(chosen.values())
 
 
 def training_cost(spec: RunSpec) -> float:
@@ -66,8 +77,8 @@ def training_cost(spec: RunSpec) -> float:
     return spec.train.max_steps * spec.train.batch_size * (4.0 if kind_of(spec.learner.name) == "in-context" else 1.0)
 
 
-def _train_quietly(spec: RunSpec, root: Path | None) -> None:
-    train_or_load(spec, root=root, progress=False)
+def _train_quietly(spec: RunSpec, root: Path | None, rungs: tuple[int, ...] = ()) -> None:
+    train_or_load(spec, root=root, progress=False, rungs=rungs)
 
 
 def seed_ensembles(jobs: list[Job]) -> list[Job]:
@@ -75,7 +86,7 @@ def seed_ensembles(jobs: list[Job]) -> list[Job]:
     (:func:`uni_icl.ensemble.train_ensemble`); other jobs are kept as they are."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        if job.spec is None or job.spec.schedule is not None:
+        if job.spec is None or job.spec.schedule is not None or job.rungs:
             groups[(id(job),)] = [job]
             continue
         unseeded = replace(job.spec, train=replace(job.spec.train, seed=0))
@@ -125,7 +136,7 @@ def train_all(
     """
     workers = worker_count() if workers is None else workers
     ensembles = default_device().type == "cuda" if ensembles is None else ensembles
-    pending = list({job.path: job for job in jobs if not is_stored(job.path)}.values())  # one job per entry
+    pending = one_job_per_entry([job for job in jobs if not is_stored(job.path)])
     if pending and is_offline():
         raise MissingEntryError(pending[0].path)
     todo = sorted(seed_ensembles(pending) if ensembles else pending, key=lambda job: (job.stage, -job.cost))

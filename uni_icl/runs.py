@@ -17,7 +17,7 @@ thread count.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -91,11 +91,20 @@ def model_path(spec: RunSpec, root: Path | None = None) -> Path:
 
 
 def train_or_load(
-    spec: RunSpec, *, root: Path | None = None, progress: bool = True, device: torch.device | None = None
+    spec: RunSpec,
+    *,
+    root: Path | None = None,
+    progress: bool = True,
+    device: torch.device | None = None,
+    rungs: tuple[int, ...] = (),
 ) -> TrainedLearner:
-    """Load the learner trained under ``spec`` if stored, else train it (resuming a checkpoint) and store it."""
+    """Load the learner trained under ``spec`` if stored, else train it (resuming a checkpoint) and store it.
+
+    ``rungs``: shorter budgets of the same run (see :func:`rung_spec`) whose models are stored on the
+    way, as :func:`train_or_load` of :func:`rung_spec` would store them."""
     path = model_path(spec, root)
     learner = build_seeded(spec.learner, spec.task, spec.train.seed).to(device or default_device())
+    milestones = {rung: _rung_writer(rung_spec(spec, rung), learner, root) for rung in check_rungs(spec, rungs)}
 
     def fit() -> dict:
         history = train(
@@ -106,12 +115,50 @@ def train_or_load(
             checkpoint_path=path.with_suffix(".ckpt"),
             progress=progress,
             description=spec.label,
+            milestones=milestones,
         )
         return {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}
 
     stored, loaded = cached_entry(path, fit, model_entry_validator(learner), tensors=True)
     learner.load_state_dict(stored["weights"])
     return TrainedLearner(spec, learner, TrainHistory(**stored["history"]), loaded_from_cache=loaded)
+
+
+def rung_spec(spec: RunSpec, steps: int) -> RunSpec:
+    """``spec`` with a budget of ``steps`` (a rung of its budget ladder)."""
+    return replace(spec, train=replace(spec.train, max_steps=steps))
+
+
+def check_rungs(spec: RunSpec, rungs: tuple[int, ...]) -> tuple[int, ...]:
+    """The rungs shorter than ``spec``'s budget, after checking that the model at each is the one a run with
+    that budget trains: a constant learning rate (a schedule sized to the budget differs), no early
+    stopping and no time limit, and each rung an evaluation step."""
+    if not rungs:
+        return ()
+    config = spec.train
+    if config.lr_schedule != "constant" or config.patience or config.stop_tolerance or config.time_limit_s:
+        raise ValueError(
+            f"rungs: a budget ladder needs a constant learning rate and no early stopping or time limit; "
+            f"{spec.label} has lr_schedule={config.lr_schedule!r}, patience={config.patience}, "
+            f"stop_tolerance={config.stop_tolerance}, time_limit_s={config.time_limit_s}"
+        )
+    for rung in rungs:
+        if rung <= 0 or rung > config.max_steps or rung % config.eval_every:
+            raise ValueError(
+                f"rungs: each must be a multiple of eval_every ({config.eval_every}) "
+                f"in 1..{config.max_steps}; got {rung}"
+            )
+    return tuple(sorted(rung for rung in set(rungs) if rung < config.max_steps))
+
+
+def _rung_writer(spec: RunSpec, learner: nn.Module, root: Path | None) -> Callable[[TrainHistory, dict], None]:
+    """Store, at a milestone of a longer run, the entry :func:`train_or_load` of ``spec`` would store."""
+
+    def write(history: TrainHistory, best_weights: dict) -> None:
+        entry = {"weights": best_weights, "history": history.to_dict(), "config": spec.config()}
+        cached_entry(model_path(spec, root), lambda: entry, model_entry_validator(learner), tensors=True)
+
+    return write
 
 
 def model_entry_validator(learner: nn.Module) -> Callable[[object], None]:

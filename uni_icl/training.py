@@ -25,7 +25,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
@@ -258,13 +258,15 @@ def train(
     checkpoint_path: Path | None = None,
     progress: bool = True,
     description: str = "training",
+    milestones: Mapping[int, Milestone] | None = None,
 ) -> TrainHistory:
     """Train ``learner`` in place on ``task``: by default on its episodes (or ``schedule.task_at(step)``),
     validated on ``task`` (the full task); ``objective`` replaces both hooks (then ``task`` only
     names what is trained on, and ``schedule`` must be None). ``callbacks`` run after every
-    optimiser step. At the end the learner holds the weights
-    with the best validation score. With ``checkpoint_path``, the state is saved every
-    ``config.checkpoint_every`` steps and when SIGINT or SIGTERM arrives (then
+    optimiser step; ``milestones`` maps evaluation steps to a call with the history and the best
+    weights so far (what a run stopped at that step would hold: the budget ladder stores them). At
+    the end the learner holds the weights with the best validation score. With ``checkpoint_path``,
+    the state is saved every ``config.checkpoint_every`` steps and when SIGINT or SIGTERM arrives (then
     :class:`~uni_icl.stopping.Interrupted`, a KeyboardInterrupt, is raised at the end of the
     current step), a call that finds a checkpoint resumes from it, and the
     checkpoint is removed when training completes. A non-finite loss or validation score raises
@@ -309,6 +311,10 @@ def train(
                     add_pending_losses(state, pending_losses)
                     record_validation(learner, objective, config, state, history)
                     bar.set_postfix(val=f"{history.val_score[-1]:.4f}", best=f"{state['best_score']:.4f}")
+                    if milestones and state["step"] in milestones:
+                        history.seconds += time.perf_counter() - started
+                        started = time.perf_counter()
+                        milestones[state["step"]](copy.deepcopy(history), state["best_weights"])
                 if state["step"] % config.checkpoint_every == 0 or interrupted():
                     add_pending_losses(state, pending_losses)
                     history.seconds += time.perf_counter() - started
@@ -324,6 +330,10 @@ def train(
     if checkpoint_path is not None:
         checkpoint_path.unlink(missing_ok=True)
     return history
+
+
+# called at a milestone step with (a copy of) the history so far and the best weights so far
+Milestone = Callable[[TrainHistory, dict], None]
 
 
 def initial_state(learner: nn.Module) -> dict:

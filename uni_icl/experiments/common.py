@@ -23,7 +23,7 @@ from uni_icl.learners import META_LEARNERS as META_LEARNERS  # re-exported: the 
 from uni_icl.learners import LearnerSpec, bayes, bayes_mixture
 from uni_icl.parallel import Job, run_job
 from uni_icl.presets import ClassificationScale
-from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, train_or_load
+from uni_icl.runs import CODE_VERSION, RunSpec, TrainedLearner, rung_spec, train_or_load
 from uni_icl.storage import cache_root, config_hash, json_entry
 from uni_icl.tasks import MIXED_FAMILY, SINGLE_FAMILIES, TASK_FAMILIES, TaskFamily, make_task
 from uni_icl.tasks import UNSEEN_FAMILY as UNSEEN_FAMILY  # re-exported: the chapters' vocabulary
@@ -78,8 +78,22 @@ def per_family_budget(config: TrainConfig, n_families: int) -> TrainConfig:
 
 
 def classification_job(scale: ClassificationScale, learner: str, family: str, seed: int = 0, **task_params) -> Job:
-    """The :class:`~uni_icl.parallel.Job` that trains what :func:`trained` loads (same RunSpec)."""
-    return run_job(classification_run(scale, learner, classification_task(scale, family, **task_params), seed))
+    """The :class:`~uni_icl.parallel.Job` that trains what :func:`trained` loads (same RunSpec), storing
+    the models of its budget ladder on the way (:func:`ladder_rungs`)."""
+    spec = classification_run(scale, learner, classification_task(scale, family, **task_params), seed)
+    return run_job(spec, rungs=ladder_rungs(scale, spec))
+
+
+def ladder_rungs(scale: ClassificationScale, spec: RunSpec) -> tuple[int, ...]:
+    """The steps of ``spec``'s budget ladder: the scale's single-family rungs, times the number of
+    families it trains on (as its budget is); none for a run whose budget is not the scale's."""
+    rungs = tuple(rung * families_in(spec.task) for rung in scale.budget_rungs)
+    return rungs if rungs and rungs[-1] == spec.train.max_steps else ()
+
+
+def ladder_spec(scale: ClassificationScale, spec: RunSpec, rung: int) -> RunSpec:
+    """``spec`` at the single-family budget ``rung`` of the scale's ladder (x the number of families)."""
+    return rung_spec(spec, rung * families_in(spec.task))
 
 
 def candidate_jobs(scale: ClassificationScale) -> list[Job]:

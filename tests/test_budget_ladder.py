@@ -1,0 +1,88 @@
+"""The budget ladder: models stored at shorter budgets on the way are the models of those budgets."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from uni_icl.learners import LearnerSpec
+from uni_icl.parallel import Job, one_job_per_entry
+from uni_icl.runs import RunSpec, check_rungs, model_path, rung_spec, train_or_load
+from uni_icl.storage import checked_torch_load
+from uni_icl.tasks import make_task
+from uni_icl.training import TrainConfig
+
+TASK = make_task("pairwise", n_points=12)
+CONFIG = TrainConfig(max_steps=40, batch_size=8, eval_every=5, n_val_tasks=16, checkpoint_every=15, lr=3e-3)
+SPEC = RunSpec(LearnerSpec("protonet", {"hidden": 8, "n_layers": 2}), TASK, CONFIG)
+
+
+def _entry(spec, root):
+    return checked_torch_load(model_path(spec, root))
+
+
+def test_a_rung_holds_what_a_run_of_that_budget_trains(tmp_path):
+    train_or_load(SPEC, root=tmp_path / "ladder", progress=False, rungs=(10, 20, 40))
+    for rung in (10, 20):
+        short = rung_spec(SPEC, rung)
+        direct = train_or_load(short, root=tmp_path / "direct", progress=False)
+        stored = _entry(short, tmp_path / "ladder")
+        assert stored is not None, f"rung {rung} was not stored"
+        for name, tensor in direct.learner.state_dict().items():
+            assert torch.equal(stored["weights"][name], tensor), (rung, name)
+        history = {k: v for k, v in stored["history"].items() if k != "seconds"}
+        assert history == {k: v for k, v in direct.history.to_dict().items() if k != "seconds"}
+        assert stored["config"] == short.config()
+
+
+class HardKillError(Exception):
+    """Stands for a hard kill: nothing is saved when it is raised."""
+
+
+def test_rungs_survive_an_interrupted_ladder(tmp_path, monkeypatch):
+    """A ladder killed at step 18 (after its step-15 checkpoint) and run again stores the rungs of a run
+    straight through."""
+    import uni_icl.runs
+
+    real_train = uni_icl.runs.train
+
+    def kill_at_18(step, learner):
+        if step == 18:
+            raise HardKillError
+
+    monkeypatch.setattr(uni_icl.runs, "train", lambda *a, **k: real_train(*a, callbacks=[kill_at_18], **k))
+    with pytest.raises(HardKillError):
+        train_or_load(SPEC, root=tmp_path / "resumed", progress=False, rungs=(10, 20))
+    assert _entry(rung_spec(SPEC, 10), tmp_path / "resumed") is not None
+    assert _entry(rung_spec(SPEC, 20), tmp_path / "resumed") is None
+    monkeypatch.setattr(uni_icl.runs, "train", real_train)
+    train_or_load(SPEC, root=tmp_path / "resumed", progress=False, rungs=(10, 20))
+    train_or_load(SPEC, root=tmp_path / "straight", progress=False, rungs=(10, 20))
+    for rung in (10, 20, 40):
+        spec = rung_spec(SPEC, rung)
+        resumed, straight = _entry(spec, tmp_path / "resumed"), _entry(spec, tmp_path / "straight")
+        assert all(torch.equal(resumed["weights"][n], t) for n, t in straight["weights"].items()), rung
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"lr_schedule": "warmup_cosine"}, {"patience": 2}, {"stop_tolerance": 0.01}, {"time_limit_s": 5.0}],
+)
+def test_a_ladder_refuses_runs_whose_budget_changes_their_path(change):
+    spec = dataclasses.replace(SPEC, train=dataclasses.replace(CONFIG, **change))
+    with pytest.raises(ValueError, match="rungs: a budget ladder needs"):
+        check_rungs(spec, (10, 20))
+
+
+@pytest.mark.parametrize("rung", [7, 0, 45])
+def test_a_rung_must_be_an_evaluation_step_within_the_budget(rung):
+    with pytest.raises(ValueError, match="rungs: each must be a multiple of eval_every"):
+        check_rungs(SPEC, (rung,))
+
+
+def test_the_job_that_stores_the_ladder_wins_over_a_plain_one(tmp_path):
+    path = tmp_path / "model.pt"
+    plain = Job("plain", path, print)
+    ladder = Job("ladder", path, print, rungs=(10, 20))
+    assert [job.label for job in one_job_per_entry([ladder, plain])] == ["ladder"]
+    assert [job.label for job in one_job_per_entry([plain, ladder])] == ["ladder"]
