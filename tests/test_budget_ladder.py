@@ -2,11 +2,14 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
+from uni_icl.convergence import calibration, remaining_gain
 from uni_icl.learners import LearnerSpec
 from uni_icl.parallel import Job, one_job_per_entry
+from uni_icl.presets import MARGIN
 from uni_icl.runs import RunSpec, check_rungs, model_path, rung_spec, train_or_load
 from uni_icl.storage import checked_torch_load
 from uni_icl.tasks import make_task
@@ -86,3 +89,43 @@ def test_the_job_that_stores_the_ladder_wins_over_a_plain_one(tmp_path):
     ladder = Job("ladder", path, print, rungs=(10, 20))
     assert [job.label for job in one_job_per_entry([ladder, plain])] == ["ladder"]
     assert [job.label for job in one_job_per_entry([plain, ladder])] == ["ladder"]
+
+
+def _power_law(steps, ceiling, scale, alpha):
+    return [ceiling - scale * step**-alpha for step in steps]
+
+
+STEPS = list(range(100, 8001, 100))
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.3, 0.5, 1.0])
+def test_a_curve_still_gaining_0012_after_the_budget_fails(alpha):
+    """A power law that gains 0.012 between the budget T = 1000 and 8T is not converged at T."""
+    budget = 1000
+    scale = 0.012 / (budget**-alpha - (8 * budget) ** -alpha)
+    curve = _power_law(STEPS, 0.95, scale, alpha)
+    upto = STEPS.index(budget) + 1
+    assert curve[-1] - curve[upto - 1] == pytest.approx(0.012)
+    test = remaining_gain(STEPS[:upto], curve[:upto], MARGIN)
+    assert not test.converged and test.bound >= MARGIN
+
+
+def test_a_flat_curve_passes_and_a_noisy_flat_one_too():
+    assert remaining_gain(STEPS, [0.9] * len(STEPS), MARGIN).converged
+    noise = np.random.default_rng(0).normal(0, 0.002, len(STEPS))
+    assert remaining_gain(STEPS, list(0.9 + noise), MARGIN).converged
+
+
+def test_too_short_a_curve_is_not_converged():
+    assert not remaining_gain([100, 200, 300], [0.9, 0.9, 0.9], MARGIN).converged
+
+
+def test_calibration_counts_later_gains_of_the_points_called_converged():
+    flat = (STEPS, [0.9] * len(STEPS))
+    # flat until 4000, then a jump of 0.05: points called converged before it gained 0.05 later
+    jump = (STEPS, [0.9 if step <= 4000 else 0.95 for step in STEPS])
+    record = calibration([flat, jump], MARGIN)
+    assert record["runs"] == 2 and record["points_converged"] > 0
+    assert record["later_gain"]["max"] == pytest.approx(0.05)
+    assert 0 < record["share_below_margin"] < 1
+    assert calibration([flat], MARGIN)["share_below_margin"] == 1.0

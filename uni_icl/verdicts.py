@@ -189,7 +189,15 @@ def model_record(learner: str, train_family: str, runs: Iterable[dict]) -> dict:
     return {
         "learner": learner,
         "train_family": train_family,
-        "runs": [{"seed": r["seed"], "steps": r["steps"], "converged": bool(r["converged"])} for r in runs],
+        "runs": [
+            {
+                "seed": r["seed"],
+                "steps": r["steps"],
+                "converged": bool(r["converged"]),
+                "remaining_gain_bound": r["remaining_gain_bound"],
+            }
+            for r in runs
+        ],
     }
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.convergence import Convergence, convergence
+from uni_icl.convergence import RemainingGain, remaining_gain
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import Difference, EvalResult, evaluate
 from uni_icl.experiments.evidence import LOG_MARGIN, side, unconverged
@@ -250,9 +250,9 @@ def convergence_tolerance(scale: CurriculumScale) -> float:
     return CONVERGENCE_FRACTION * scale.least_squares_error * scale.d
 
 
-def run_convergence(history: dict, scale: CurriculumScale) -> Convergence:
-    """The convergence test (:func:`uni_icl.convergence.convergence`) on one run's full-task validation curve."""
-    return convergence(history["steps"], history["val_score"], convergence_tolerance(scale))
+def run_convergence(history: dict, scale: CurriculumScale) -> RemainingGain:
+    """The convergence test (:func:`uni_icl.convergence.remaining_gain`) on one run's full-task validation curve."""
+    return remaining_gain(history["steps"], history["val_score"], convergence_tolerance(scale))
 
 
 def evaluate_cached(model: torch.nn.Module, config: dict, task: TaskFamily, scale: CurriculumScale) -> EvalResult:
@@ -293,7 +293,7 @@ def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) 
     """Train-or-load every arm and seed, measure steps-to-threshold, evaluate early and late checkpoints.
 
     Returns a dict with the scale, one row per run (steps to threshold, final and best validation
-    error / d, the convergence test: ``converged`` and ``gain_upper``, the upper 95% bound of the
+    error / d, the convergence test: ``converged`` and ``remaining_gain_bound``, the bound on the
     error / d decrease over the last quarter), the validation curves, the per-shot curves (per run
     and checkpoint, and of the references), and the wall time.
     """
@@ -318,7 +318,7 @@ def run(preset: Preset, *, arms: tuple[str, ...] = ARMS, progress: bool = True) 
                 "last_fifth_drop": levelled_off(history, scale.d),
                 "steps": history["steps"][-1],
                 "converged": check.converged,
-                "gain_upper": check.upper / scale.d,
+                "remaining_gain_bound": check.bound / scale.d,
                 "train_seconds": history["seconds"],
                 "from_cache": result.loaded_from_cache,
             }

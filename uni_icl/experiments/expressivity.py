@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.convergence import convergence
+from uni_icl.convergence import remaining_gain
 from uni_icl.evaluation import Z_95, test_episodes
 from uni_icl.experiments.common import MATCHED_FAMILY, classification_run, classification_task
 from uni_icl.experiments.evidence import gated_verdict
@@ -508,7 +508,7 @@ class ImitationResults:
                         "best step": student.history.best_step,
                         "stopped early": student.history.stopped_early,
                         "best validation KL (nats)": min(student.history.val_loss, default=math.nan),
-                        "KL still to lose (bound, nats)": record["gain_upper"],
+                        "KL still to lose (bound, nats)": record["remaining_gain_bound"],
                         "converged": record["converged"],
                         "seconds": student.history.seconds,
                         "loaded from cache": student.loaded_from_cache,
@@ -594,14 +594,14 @@ def _cached_agreements(
 
 
 def _record(history: TrainHistory, seed: int, tolerance: float) -> dict:
-    check = convergence(history.steps, history.val_score, tolerance)
+    check = remaining_gain(history.steps, history.val_score, tolerance)
     return {
         "seed": seed,
         "steps": history.steps[-1] if history.steps else 0,
         "best_step": history.best_step,
         "stopped_early": history.stopped_early,
         "converged": check.converged,
-        "gain_upper": check.upper,
+        "remaining_gain_bound": check.bound,
     }
 
 

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.convergence import convergence
+from uni_icl.convergence import remaining_gain
 from uni_icl.device import default_device
 from uni_icl.evaluation import Difference
 from uni_icl.experiments.evidence import LOG_MARGIN, reading, side
@@ -346,14 +346,14 @@ def domain_sets_difference(checks: list[dict]) -> dict:
 
 
 def training_record(history: dict, seed: int, tolerance: float) -> dict:
-    """One seed's training with its convergence test (:func:`uni_icl.convergence.convergence` on the
+    """One seed's training with its convergence test (:func:`uni_icl.convergence.remaining_gain` on the
     validation curve; scores: minus the validation error, higher is better)."""
-    check = convergence(history["steps"], history["val_score"], tolerance)
+    check = remaining_gain(history["steps"], history["val_score"], tolerance)
     return {
         "seed": seed,
         "steps": history["steps"][-1] if history["steps"] else 0,
         "converged": check.converged,
-        "gain_upper": check.upper,
+        "remaining_gain_bound": check.bound,
         "tolerance": tolerance,
     }
 

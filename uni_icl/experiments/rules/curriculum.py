@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 # exact on these noise-free prompts, so a ratio there is undefined): otherwise the models have not
 # learned in-context regression and steps to a threshold say little about convergence.
 PREMISE_FACTOR = 1.5
-# Convergence test of every compared run (uni_icl.convergence on its full-task validation curve): the
-# upper 95% bound of the decrease of validation error / d over the last quarter of training must be
-# below this fraction of least squares' error / d (convergence_tolerance).
+# Convergence test of every compared run (uni_icl.convergence.remaining_gain on its full-task
+# validation curve): the bound on the decrease of validation error / d the next 3 doublings of the
+# budget could bring must be below this fraction of least squares' error / d (convergence_tolerance).
 CONVERGENCE_FRACTION = 0.05
 COMPARED_ARMS = ("none", "paper")  # the arms the rule compares; Garg et al.'s is reported beside them
 
@@ -60,7 +60,8 @@ RULE_4A = (
     "either arm never reaches the threshold (its steps, so the ratio, are unknown), if the no-curriculum runs end "
     f"(best-validated error/d, mean over seeds) above {PREMISE_FACTOR} times least squares' error/d (they have not "
     "learned the task), or if a run of either arm fails the convergence test (the upper 95% bound of the decrease "
-    "of its validation error/d over the last quarter of training is not below "
+    "of its validation error/d per doubling of the budget, over the last two doublings, times 3 doublings to come, "
+    "is not below "
     f"{CONVERGENCE_FRACTION} times least squares' error/d). Final error need not improve; Garg et al.'s schedule is "
     "reported with its interval but does not decide."
 )

@@ -28,11 +28,11 @@ EXACT_RELATIVE_TOLERANCE = 1e-4  # float32: max |difference| <= this * max(1, ma
 # Written with the seeds, before any seeded result was seen (the single-seed quick numbers of the
 # previous rule were known): the decision margin on a difference of argmax agreements (fractions of
 # predictions) is the book's one margin (evidence.MARGIN), used in both directions.
-# Convergence tests (uni_icl.convergence.convergence), stated before the runs: a teacher passes when
-# the upper 95% bound of its validation-accuracy gain over the last quarter of training is below
-# TEACHER_CONVERGENCE_TOLERANCE (chapter 2's, equal to the margin); a student, whose validation
-# score is minus its mean KL to the teacher, when the bound on the KL it could still lose over the
-# last quarter is below STUDENT_CONVERGENCE_TOLERANCE nats.
+# Convergence tests (uni_icl.convergence.remaining_gain, since 2026-12-07; before, the last-quarter
+# test): a teacher passes when the bound on the validation-accuracy gain the next 3 doublings of its
+# budget could bring is below TEACHER_CONVERGENCE_TOLERANCE (chapter 2's, equal to the margin); a
+# student, whose validation score is minus its mean KL to the teacher, when the same bound on the KL
+# it could still lose is below STUDENT_CONVERGENCE_TOLERANCE nats.
 TEACHER_CONVERGENCE_TOLERANCE = MARGIN
 STUDENT_CONVERGENCE_TOLERANCE = STUDENT_TOLERANCE  # presets: half the margin, in nats of KL
 
@@ -51,9 +51,10 @@ RULE = (
     "D = agreement(ICL imitation) - agreement(other meta-learner), with a 95% interval over seeds and test "
     f"episodes. 'reproduced' if every D's interval lies above +{MARGIN}; 'not reproduced' if some D's interval "
     f"lies below -{MARGIN}; 'inconclusive' otherwise. If any seed of a teacher fails the convergence test (upper "
-    "95% bound of its validation-accuracy gain over the last quarter of training not below "
-    f"{TEACHER_CONVERGENCE_TOLERANCE}) or any seed of a student does (the bound of the validation KL it could still "
-    f"lose over the last quarter not below {STUDENT_CONVERGENCE_TOLERANCE} nats), the outcome is 'inconclusive' and "
+    "95% bound of its validation-accuracy gain per doubling of the budget, over the last two doublings, times 3 "
+    f"doublings to come, not below {TEACHER_CONVERGENCE_TOLERANCE}) or any seed of a student does (the same bound on "
+    f"the validation KL it could still lose not below {STUDENT_CONVERGENCE_TOLERANCE} nats), the outcome "
+    "is 'inconclusive' and "
     "names them. The hand-set constructions (MatchNet, ProtoNet and CNP from any weights, one gradient step on the "
     "squared loss) are exact by construction: they are checked (float32 difference at most "
     f"{EXACT_RELATIVE_TOLERANCE:g} x max(1, max |output|)), reported, and a failed check stops the experiment as a "

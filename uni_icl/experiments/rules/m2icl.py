@@ -40,8 +40,9 @@ RULE_4B = (
     "and does not decide. The outcome is 'inconclusive' whatever the intervals, naming the models, if ICL without "
     f"adaptation is not a working in-context regressor (geometric-mean relative error above {WORKING_ERROR} over "
     "the held-out domains and seeds), or if a seed of ICL's pre-training or of M2-ICL's meta-training fails its "
-    "convergence test (the upper 95% bound of its validation-score gain over the last quarter of training not "
-    "below the preset's tolerance: relative error for ICL, mean log relative error after adaptation for M2-ICL)."
+    "convergence test (the upper 95% bound of its validation-score gain per doubling of the budget, over the last "
+    "two doublings, times 3 doublings to come, not below the preset's tolerance: relative error for ICL, "
+    "mean log relative error after adaptation for M2-ICL)."
 )
 
 

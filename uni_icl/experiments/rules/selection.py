@@ -32,8 +32,9 @@ RULE_3A = (
     "entirely within (-m, +m) (no practical difference: the claim is that ICL handles test tasks that selection "
     "cannot, so equal accuracy does not support it); 'inconclusive' otherwise (the interval crosses +m or -m). If "
     "any seed of ICL on the mixture or of the three meta-learners the selector is built from fails the "
-    "convergence test (the upper 95% bound of its validation-accuracy gain over the last quarter of training is not "
-    f"below {CONVERGENCE_TOLERANCE}), the outcome is 'inconclusive' and names the models."
+    "convergence test (the upper 95% bound of its validation-accuracy gain per doubling of the budget, over the last "
+    f"two doublings, times 3 doublings to come, is not below {CONVERGENCE_TOLERANCE}), the outcome is "
+    "'inconclusive' and names the models."
 )
 
 

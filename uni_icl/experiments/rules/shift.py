@@ -62,7 +62,8 @@ RULE_3B = (
     "explicit algorithm degrades; otherwise it is undetermined. 'reproduced' if at least 2 of the 3 families "
     "support the claim, 'not reproduced' if at least 2 contradict it, 'inconclusive' otherwise. If any seed of ICL "
     "trained on a family or of a matching meta-learner fails the convergence test (the upper 95% bound of its "
-    f"validation-accuracy gain over the last quarter of training is not below {CONVERGENCE_TOLERANCE}), the outcome "
+    "validation-accuracy gain per doubling of the budget, over the last two doublings, times 3 doublings to come, is "
+    f"not below {CONVERGENCE_TOLERANCE}), the outcome "
     "is 'inconclusive' and names the models."
 )
 
