@@ -15,8 +15,8 @@ Two token layouts, both computing all N positions in **one forward pass** (``ICL
 In both, because attention is causal, what a token computes is the same in every prefix that
 contains it, so the single pass equals running the model once per prefix, causally, and reading
 the last token (``forward_per_prefix``, the reference the tests and the benchmark use; the
-authors' own per-prefix passes have no causal mask, see below). There is no positional encoding;
-the causal mask is the only source of order.
+authors' own per-prefix passes have no causal mask: :mod:`uni_icl.learners.icl_prefix`). There is
+no positional encoding; the causal mask is the only source of order.
 
 The authors' own "ICLer" (the support/query format at width d + 2C, no embedding, bias-free
 attention projections, a 2C-logit readout) is :mod:`uni_icl.learners.icler`.
