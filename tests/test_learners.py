@@ -42,7 +42,8 @@ def test_output_at_i_uses_only_x_i_and_earlier_pairs(name, scale):
     episode_xs = scale * episode.xs
     with torch.no_grad():
         reference = learner(episode_xs, episode.ys)
-        assert reference.shape == ((3, N) if regression else (3, N, 2))
+        # (3, N, C) logits; the authors' ICLer gives its 2C (uni_icl.learners.icler)
+        assert reference.shape == ((3, N) if regression else (3, N, getattr(learner, "n_logits", 2)))
         for i in (0, 4, N - 1):
             xs, ys = perturb_after(episode_xs, episode.ys, i, regression)
             changed = learner(xs, ys)
@@ -79,7 +80,6 @@ ONE_PASS_CONFIGS = [
     ICLConfig(width=16, depth=2, n_heads=2, layout="paired"),
     ICLConfig(width=16, depth=2, n_heads=2, layout="support_query"),
     ICLConfig(width=16, depth=2, n_heads=2, attention="linear", layout="paired"),
-    ICLConfig.authors(),
 ]
 
 
@@ -117,13 +117,6 @@ def test_paired_layout_uses_n_tokens():
     assert sequence.shape[:2] == (2, N) and allowed.shape == (N, N)
     assert torch.equal(sequence[:, 1:, 2:4], episode.xs[:, :-1])  # token i carries x_{i-1} ...
     assert torch.equal(sequence[:, 0, 2:], torch.zeros_like(sequence[:, 0, 2:]))  # ... token 0 no pair
-
-
-def test_authors_shape_matches_paper():
-    learner = ICLTransformer(2, 2, ICLConfig.authors())
-    widths = {block.attn.qkv.in_features for block in learner.blocks}
-    assert widths == {6} and len(learner.blocks) == 8
-    assert 3000 < sum(p.numel() for p in learner.parameters()) < 4500  # the paper: about 3.4k
 
 
 @pytest.mark.parametrize("name", ["matchnet", "protonet", "cnp", "icl"])

@@ -33,6 +33,7 @@ from uni_icl.experiments.common import (
 )
 from uni_icl.learners import TRAINABLE_CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
+from uni_icl.learners.icler import ICLer
 from uni_icl.output_paths import output_file
 from uni_icl.parallel import run_job, worker_count
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
@@ -301,10 +302,13 @@ def step_bytes(spec: RunSpec, n_points: int) -> int:
     evaluation forward passes of 256 episodes hold one layer at a time.
     """
     params = spec.learner.params
-    if spec.learner.name in ("icl", "icl_authors", "icl_authors_prefix"):
-        config = ICLConfig(**params) if spec.learner.name == "icl" else ICLConfig.authors()
+    if spec.learner.name == "icl":
+        config = ICLConfig(**params)
         tokens = 2 * n_points if config.layout == "support_query" else n_points
         layers, heads, width = config.depth, config.n_heads, config.width * (2 + config.mlp_ratio)
+    elif spec.learner.name in ("icl_authors", "icl_authors_prefix"):  # support and query tokens, one head
+        tokens, layers, heads = 2 * n_points, ICLer.depth, 1
+        width = (spec.task.input_dim + 2 * spec.task.n_classes) * (2 + ICLer.mlp_ratio)
     else:
         tokens, layers, heads, width = n_points, params.get("n_layers", 2), 1, 4 * params.get("hidden", 64)
     per_layer = heads * tokens * tokens + tokens * width

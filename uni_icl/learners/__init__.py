@@ -1,10 +1,13 @@
 """Learners: every model and predictor of the book under one contract, and the one registry.
 
 The contract: ``learner(xs (B, N, d), ys (B, N)) -> (B, N, C)`` logits (or (B, N) predictions for
-a regressor), where output i uses only x_i and the pairs (x_j, y_j) with j < i.
+a regressor), where output i uses only x_i and the pairs (x_j, y_j) with j < i. The authors' ICLer
+returns its readout's 2C logits, (B, N, 2C), the last C for padding labels that never occur
+(:mod:`~uni_icl.learners.icler`): its cross-entropy and argmax are then the authors'.
 
 - :mod:`~uni_icl.learners.modules`: masks, attention, MLPs shared by the networks.
-- :mod:`~uni_icl.learners.icl`: the in-context transformer (and the authors' ICLer shape).
+- :mod:`~uni_icl.learners.icl`: the in-context transformer.
+- :mod:`~uni_icl.learners.icler`: the authors' ICLer, parameter for parameter, in one causal pass.
 - :mod:`~uni_icl.learners.icl_prefix`: the authors' ICLer run as they run it, once per prefix.
 - :mod:`~uni_icl.learners.meta_learners`: MatchNet, ProtoNet, CNP.
 - :mod:`~uni_icl.learners.regressors`: the causal regression transformer and its baselines.
@@ -16,7 +19,8 @@ a regressor), where output i uses only x_i and the pairs (x_j, y_j) with j < i.
 - :mod:`~uni_icl.learners.maml`: MAML over the in-context regressor (M2-ICL).
 
 :data:`LEARNERS` maps a name to how to build it; a :class:`LearnerSpec` (name + parameters) fully
-describes an untrained learner and is part of every cache key.
+describes an untrained learner and is part of every cache key, with the learner's ``revision``
+when it has one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch import nn
 from uni_icl.learners.baselines import KNearestClassifier, NearestClassMean, PrefixLogisticRegression
 from uni_icl.learners.icl import ICLConfig, ICLTransformer
 from uni_icl.learners.icl_prefix import ICLPrefixTransformer
+from uni_icl.learners.icler import ICLer
 from uni_icl.learners.meta_learners import ConditionalNeuralProcess, MatchingNetwork, PrototypicalNetwork
 from uni_icl.learners.regressors import (
     Averaging,
@@ -61,6 +66,9 @@ class Learner:
     trainable: bool
     regression: bool = False
     kind: str = "explicit"  # one of KINDS
+    # bump when a change to the learner invalidates its stored models: a revision > 0 is part of its
+    # specs' keys (so other learners' keys stay as they are)
+    revision: int = 0
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, KINDS)
@@ -70,8 +78,10 @@ LEARNERS: dict[str, Learner] = {
     "icl": Learner(
         "ICL", lambda d, c, p: ICLTransformer(d, c, ICLConfig(**p)), _field_names(ICLConfig), True, kind="in-context"
     ),
+    # the authors' ICLer made causal so that one pass serves every prefix (uni_icl.learners.icler);
+    # revision 1: their parametrisation (bias-free q, k, v, no output projection, d_h^-1/2, 2C-logit readout)
     "icl_authors": Learner(
-        "ICL (authors' ICLer)", lambda d, c, p: ICLTransformer(d, c, ICLConfig.authors()), (), True, kind="in-context"
+        "ICL (authors' ICLer)", lambda d, c, p: ICLer(d, c), (), True, kind="in-context", revision=1
     ),
     "matchnet": Learner(
         "MatchNet", lambda d, c, p: MatchingNetwork(d, c, **p), META_LEARNER_PARAMS, True, kind="meta-learner"
@@ -83,13 +93,14 @@ LEARNERS: dict[str, Learner] = {
         "CNP", lambda d, c, p: ConditionalNeuralProcess(d, c, **p), META_LEARNER_PARAMS, True, kind="meta-learner"
     ),
     # the authors' ICLer as they compute it: same parameters as icl_authors (its causal one-pass
-    # form), but one non-causal pass per prefix (uni_icl.learners.icl_prefix)
+    # form), but one non-causal pass per prefix (uni_icl.learners.icl_prefix); revision as icl_authors
     "icl_authors_prefix": Learner(
         "ICL (authors' ICLer, per prefix)",
-        lambda d, c, p: ICLPrefixTransformer(d, c, ICLConfig.authors()),
+        lambda d, c, p: ICLPrefixTransformer(d, c),
         (),
         True,
         kind="in-context",
+        revision=1,
     ),
     "icl_regressor": Learner(
         "ICL",
@@ -134,7 +145,9 @@ class LearnerSpec:
             check_choice(f"parameter of learner '{self.name}'", key, LEARNERS[self.name].params)
 
     def config(self) -> dict:
-        return asdict(self)
+        """The spec as JSON-able data (part of cache keys): name, params and the learner's revision if > 0."""
+        revision = LEARNERS[self.name].revision
+        return {**asdict(self), "revision": revision} if revision else asdict(self)
 
     @property
     def trainable(self) -> bool:

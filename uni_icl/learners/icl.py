@@ -15,16 +15,11 @@ Two token layouts, both computing all N positions in **one forward pass** (``ICL
 In both, because attention is causal, what a token computes is the same in every prefix that
 contains it, so the single pass equals running the model once per prefix, causally, and reading
 the last token (``forward_per_prefix``, the reference the tests and the benchmark use; the
-authors' own per-prefix passes have no causal mask, see below). There is no positional encoding;
-the causal mask is the only source of order.
+authors' own per-prefix passes have no causal mask: :mod:`uni_icl.learners.icl_prefix`). There is
+no positional encoding; the causal mask is the only source of order.
 
-``ICLConfig.authors()`` mirrors the authors' "ICLer": the support/query token format, width
-d + 2C (the token itself, label part padded to 2C), 8 layers, 1 head, linear attention, GELU MLP of
-4x width, no LayerNorm, no positional encoding, linear readout. Run by this class (registry name
-``icl_authors``) it is the **causal one-pass** variant: a support token only reads earlier
-supports. The authors compute it differently, one pass per prefix with every token of the prefix
-reading every other (no causal mask); that is :mod:`uni_icl.learners.icl_prefix`
-(``icl_authors_prefix``), same parameters.
+The authors' own "ICLer" (the support/query format at width d + 2C, no embedding, bias-free
+attention projections, a 2C-logit readout) is :mod:`uni_icl.learners.icler`.
 """
 
 from __future__ import annotations
@@ -45,13 +40,12 @@ LAYOUTS = ("paired", "support_query")
 class ICLConfig:
     """Architecture of :class:`ICLTransformer`."""
 
-    width: int = 64  # residual stream width (ignored when embed=False: it is then the token size)
+    width: int = 64  # residual stream width
     depth: int = 4  # number of transformer blocks
     n_heads: int = 4  # attention heads per block
     attention: str = "softmax"  # "softmax" or "linear" (the authors' kernelised attention)
     mlp_ratio: int = 4  # hidden width of each block's MLP, as a multiple of the width
-    layer_norm: bool = True  # pre-norm LayerNorms (the authors' ICLer has none)
-    embed: bool = True  # learned linear token embedding; False feeds the raw token (authors)
+    layer_norm: bool = True  # pre-norm LayerNorms
     layout: str = "paired"  # "paired" (N tokens) or "support_query" (2N tokens); see the module
 
     def __post_init__(self) -> None:
@@ -61,20 +55,6 @@ class ICLConfig:
         check_int("mlp_ratio", self.mlp_ratio, minimum=1)
         check_choice("attention", self.attention, ATTENTION_KINDS)
         check_choice("layout", self.layout, LAYOUTS)
-
-    @staticmethod
-    def authors() -> ICLConfig:
-        """The authors' ICLer shape (about 3.4k parameters at d = 2, C = 2); width becomes d + 2C."""
-        return ICLConfig(
-            width=6,
-            depth=8,
-            n_heads=1,
-            attention="linear",
-            mlp_ratio=4,
-            layer_norm=False,
-            embed=False,
-            layout="support_query",
-        )
 
 
 def causal_mask(n_tokens: int, device: torch.device) -> torch.Tensor:
@@ -100,18 +80,15 @@ class ICLTransformer(nn.Module):
     def __init__(self, d: int, n_classes: int, config: ICLConfig = ICLConfig()) -> None:
         super().__init__()
         self.d, self.n_classes, self.config = d, n_classes, config
-        self.label_slots = n_classes if config.embed else 2 * n_classes
-        flag_size = 1 if config.embed else 0
-        pair_size = d + self.label_slots
-        token_size = d + pair_size + flag_size if config.layout == "paired" else pair_size + flag_size
-        width = config.width if config.embed else token_size
-        self.embed = nn.Linear(token_size, width) if config.embed else nn.Identity()
+        pair_size = d + n_classes + 1  # [x, one_hot(y), flag]
+        token_size = d + pair_size if config.layout == "paired" else pair_size
+        self.embed = nn.Linear(token_size, config.width)
         self.blocks = nn.ModuleList(
-            TransformerBlock(width, config.n_heads, config.attention, config.mlp_ratio, config.layer_norm)
+            TransformerBlock(config.width, config.n_heads, config.attention, config.mlp_ratio, config.layer_norm)
             for _ in range(config.depth)
         )
-        self.norm = nn.LayerNorm(width) if config.layer_norm else nn.Identity()
-        self.readout = nn.Linear(width, n_classes)
+        self.norm = nn.LayerNorm(config.width) if config.layer_norm else nn.Identity()
+        self.readout = nn.Linear(config.width, n_classes)
 
     def tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The token sequence (B, T, F) before the embedding and its attention mask (T, T).
@@ -119,15 +96,14 @@ class ICLTransformer(nn.Module):
         T = N for the paired layout, 2N (supports, then queries) for the support/query layout.
         """
         B, N, _ = xs.shape
-        labels = F.one_hot(ys, self.label_slots).to(xs.dtype)  # (B, N, L)
+        labels = F.one_hot(ys, self.n_classes).to(xs.dtype)  # (B, N, C)
         flag = torch.ones_like(xs[..., :1])  # (B, N, 1)
-        flags = [flag] if self.config.embed else []
         if self.config.layout == "paired":
-            pairs = torch.cat([xs, labels, *flags], dim=-1)[:, :-1]  # pair j, j = 0..N-2
+            pairs = torch.cat([xs, labels, flag], dim=-1)[:, :-1]  # pair j, j = 0..N-2
             previous_pair = F.pad(pairs, (0, 0, 1, 0))  # row i holds pair i - 1; row 0 all zeros
             return torch.cat([xs, previous_pair], dim=-1), causal_mask(N, xs.device)
-        support = torch.cat([xs, labels, *(0 * f for f in flags)], dim=-1)
-        query = torch.cat([xs, torch.zeros_like(labels), *flags], dim=-1)
+        support = torch.cat([xs, labels, 0 * flag], dim=-1)
+        query = torch.cat([xs, torch.zeros_like(labels), flag], dim=-1)
         return torch.cat([support, query], dim=1), episode_mask(N, xs.device)
 
     def _run(self, sequence: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
