@@ -196,7 +196,7 @@ def test_verdicts_record_every_compared_model_with_its_seeds(isolated_cache):
     for verdict in found.values():
         for record in verdict.rests_on:
             assert [run["seed"] for run in record["runs"]] == list(preset.classification.seeds)
-            assert all(set(run) == {"seed", "steps", "converged"} for run in record["runs"])
+            assert all(set(run) == {"seed", "steps", "converged", "remaining_gain_bound"} for run in record["runs"])
     data = json.loads(json.dumps(Scorecard("smoke", list(found.values()), 1.0).to_dict()))
     check_scorecard_dict(data)
     data["verdicts"][0]["rests_on"][0]["runs"][0]["converged"] = "yes"
@@ -279,31 +279,36 @@ def test_mixture_models_get_the_same_training_episodes_per_family():
     assert radius.max_steps == scale.meta_train.max_steps
 
 
-def test_models_stop_on_the_convergence_test_the_rules_require():
+def test_every_classification_model_trains_its_full_budget_with_a_ladder():
+    """Equal footing: no early stopping, one budget for every learner, the ladder's last rung."""
     for name in ("quick", "paper"):
         scale = PRESETS[name].classification
         for config in (scale.icl_train, scale.meta_train):
-            assert config.stop_tolerance == evidence.CONVERGENCE_TOLERANCE and config.patience == 0
+            assert config.stop_tolerance == 0 and config.patience == 0 and config.lr_schedule == "constant"
+            assert config.max_steps == scale.budget_rungs[-1]
+        rungs = scale.budget_rungs
+        assert all(b == 2 * a for a, b in zip(rungs, rungs[1:], strict=False)) and len(rungs) >= 4
 
 
-def test_the_budget_sweep_doubles_budgets_without_early_stopping(isolated_cache):
-    from uni_icl.experiments import budget_sweep
-    from uni_icl.parallel import train_all
-
+def test_the_ladder_reads_both_rules_at_every_rung(isolated_cache):
+    """The chapter's ladder rows: per rung, each rule's comparisons and its decisive row; the last rung's
+    decisive rows are the verdicts' own."""
     preset = PRESETS["smoke"]
-    extras = preset.learnability
-    single = budget_sweep.sweep_run(preset, "icl", "pairwise", extras.sweep_budgets[0], 0).train
-    mixed = budget_sweep.sweep_run(preset, "icl", "mixture", extras.sweep_budgets[0], 0).train
-    assert (single.max_steps, mixed.max_steps) == (extras.sweep_budgets[0], 3 * extras.sweep_budgets[0])
-    assert single.stop_tolerance == 0 and single.patience == 0
-    assert all(b == 2 * a for a, b in zip(extras.sweep_budgets, extras.sweep_budgets[1:], strict=False))
-    train_all(budget_sweep.training_plan(preset), progress=False, workers=1)
-    rows = budget_sweep.sweep_table(preset)
-    assert len(rows) == len(extras.sweep_learners) * len(extras.sweep_budgets) * len(lrn.SINGLE_FAMILIES)
-    for row in rows:
-        assert len(row["per seed"]) == len(extras.sweep_seeds)
-        assert row["mixed - single"] == pytest.approx(row["mixed"] - row["single"])
-        assert row["mixed - single"] == pytest.approx(sum(row["per seed"]) / len(row["per seed"]))
+    results = lrn.run(preset, progress=False)
+    rungs = preset.classification.budget_rungs
+    decisive = [row for row in results.ladder if row["kind"] == "decisive"]
+    assert sorted({(row["claim"], row["steps"]) for row in decisive}) == sorted(
+        (claim, rung) for claim in ("2-single", "2-mixed") for rung in rungs
+    )
+    verdicts = {verdict.claim: verdict for verdict in lrn.verdicts(results)}
+    for claim, verdict in verdicts.items():
+        last = next(row for row in decisive if row["claim"] == claim and row["steps"] == rungs[-1])
+        assert last["effect"] == pytest.approx(verdict.numbers["decisive"]["effect"])
+        assert last["outcome"] == verdict.outcome
+        assert [row["steps"] for row in verdict.notes["budget_ladder"]] == list(rungs)
+        assert verdict.notes["calibration"]["runs"] == 4 * 4 * len(preset.classification.seeds)
+        for model in verdict.rests_on:
+            assert all("remaining_gain_bound" in run for run in model["runs"])
 
 
 def test_the_prototype_bayes_row_carries_its_monte_carlo_error(isolated_cache):

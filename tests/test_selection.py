@@ -296,7 +296,7 @@ def test_run_at_smoke_rests_on_every_seed_of_the_compared_models(isolated_cache)
     assert compared == {("icl", "mixture"), ("matchnet", "pairwise"), ("protonet", "prototype"), ("cnp", "amortized")}
     for record in verdict.rests_on:
         assert [run["seed"] for run in record["runs"]] == seeds
-        assert all(set(run) == {"seed", "steps", "converged"} for run in record["runs"])
+        assert all(set(run) == {"seed", "steps", "converged", "remaining_gain_bound"} for run in record["runs"])
     assert verdict.outcome == "inconclusive" or not verdict.notes["unconverged"]
     assert_decisive_is_icl_minus_selector(verdict)
     assert len(verdict.numbers["icl_minus_selector_per_seed"]) == len(seeds)

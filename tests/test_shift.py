@@ -423,7 +423,7 @@ def test_run_at_smoke_compares_every_seed_and_the_explicit_rules(isolated_cache)
     assert verdict.outcome in ("reproduced", "not reproduced", "inconclusive")
     for record in verdict.rests_on:
         assert [run["seed"] for run in record["runs"]] == seeds
-        assert all(set(run) == {"seed", "steps", "converged"} for run in record["runs"])
+        assert all(set(run) == {"seed", "steps", "converged", "remaining_gain_bound"} for run in record["runs"])
     assert len(verdict.rests_on) == 6
     assert verdict.outcome == "inconclusive" or not verdict.notes["unconverged"]
     assert_decisive_is_a_growth_the_rule_reads(verdict)

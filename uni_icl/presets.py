@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from uni_icl.learners import META_LEARNERS
 from uni_icl.learners.maml import MAMLConfig
 from uni_icl.tasks import SINGLE_FAMILIES
 from uni_icl.training import TrainConfig
@@ -173,11 +172,6 @@ class LearnabilityScale:
     # "icl_authors" (the same network made causal and one-pass, about 2.4x cheaper per step)
     authors_variants: tuple[str, ...] = ("icl_authors_prefix", "icl_authors")
     bayes_seed: int = 0  # seed of the prototype sampler
-    # the budget sweep (does mixing cost less with more training?): learners, single-family step
-    # budgets (doubling; the mixture gets 3x), seeds; constant lr, no early stopping
-    sweep_learners: tuple[str, ...] = ("icl",)
-    sweep_budgets: tuple[int, ...] = (10, 20, 40, 80)
-    sweep_seeds: tuple[int, ...] = (0, 1)
 
 
 LEARNABILITY_SCALES = {
@@ -194,7 +188,6 @@ LEARNABILITY_SCALES = {
         region_resolution=50,
         region_bayes_samples=128,
         authors_families=("pairwise",),
-        sweep_budgets=(250, 500, 1000, 2000),
     ),
     "paper": LearnabilityScale(
         bayes_samples=2048,
@@ -202,9 +195,6 @@ LEARNABILITY_SCALES = {
         region_resolution=80,
         region_bayes_samples=512,
         authors_families=SINGLE_FAMILIES,
-        sweep_learners=("icl", *META_LEARNERS),
-        sweep_budgets=(12_500, 25_000, 50_000, 100_000),
-        sweep_seeds=(0, 1, 2),
     ),
 }
 

@@ -50,10 +50,14 @@ class Scorecard:
     wall_seconds: float
 
     def to_dict(self) -> dict:
+        """The stored form: the verdicts, and lifted from their notes for scripts to read, the convergence
+        test's ``calibration`` and the ``budget_ladder`` rows (claim, steps, decisive effect, ci, ...)."""
         return {
             "preset": self.preset,
             "wall_seconds": self.wall_seconds,
             "verdicts": [asdict(v) for v in self.verdicts],
+            "calibration": next((v.notes["calibration"] for v in self.verdicts if "calibration" in v.notes), None),
+            "budget_ladder": [row for v in self.verdicts for row in v.notes.get("budget_ladder", [])],
         }
 
     @staticmethod

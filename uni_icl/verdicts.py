@@ -7,6 +7,7 @@ is not one (a renamed key, an unknown outcome, a non-finite time) is treated as 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
@@ -194,7 +195,7 @@ def model_record(learner: str, train_family: str, runs: Iterable[dict]) -> dict:
                 "seed": r["seed"],
                 "steps": r["steps"],
                 "converged": bool(r["converged"]),
-                "remaining_gain_bound": r["remaining_gain_bound"],
+                "remaining_gain_bound": r["remaining_gain_bound"] if math.isfinite(r["remaining_gain_bound"]) else None,
             }
             for r in runs
         ],
@@ -210,19 +211,47 @@ def check_rests_on(records) -> None:
         if not isinstance(record["runs"], list) or not record["runs"]:
             raise ValueError("verdict.rests_on[].runs: expected a non-empty list of runs")
         for run in record["runs"]:
-            check_keys("verdict.rests_on[].runs[]", run, ("seed", "steps", "converged"))
+            check_keys("verdict.rests_on[].runs[]", run, ("seed", "steps", "converged", "remaining_gain_bound"))
             check_int("verdict.rests_on[].runs[].seed", run["seed"], minimum=0)
             check_int("verdict.rests_on[].runs[].steps", run["steps"], minimum=0)
             if not isinstance(run["converged"], bool):
                 raise ValueError("verdict.rests_on[].runs[].converged: expected true or false")
 
 
+def check_calibration(data) -> None:
+    """Raise a ValueError unless ``data`` is None or :func:`uni_icl.convergence.calibration`'s record."""
+    if data is None:
+        return
+    keys = ("margin", "horizon_doublings", "runs", "points", "points_converged", "later_gain", "share_below_margin")
+    check_keys("scorecard.calibration", data, keys)
+    for key in ("runs", "points", "points_converged", "horizon_doublings"):
+        check_int(f"scorecard.calibration.{key}", data[key], minimum=0)
+    if data["later_gain"] is not None:
+        check_keys("scorecard.calibration.later_gain", data["later_gain"], ("median", "p95", "max"))
+    if data["share_below_margin"] is not None:
+        check_number("scorecard.calibration.share_below_margin", data["share_below_margin"], minimum=0, maximum=1)
+
+
+def check_budget_ladder(rows) -> None:
+    """Raise a ValueError unless ``rows`` is a list of budget-ladder rows (claim, steps, effect, ci, ...)."""
+    if not isinstance(rows, list):
+        raise ValueError("scorecard.budget_ladder: expected a list of rows")
+    for row in rows:
+        if not isinstance(row, dict) or not {"claim", "steps", "effect", "ci"} <= set(row):
+            raise ValueError("scorecard.budget_ladder[]: expected claim, steps, effect and ci")
+        check_int("scorecard.budget_ladder[].steps", row["steps"], minimum=1)
+        check_number("scorecard.budget_ladder[].effect", row["effect"])
+        check_number("scorecard.budget_ladder[].ci", row["ci"], minimum=0)
+
+
 def check_scorecard_dict(data) -> None:
     """Raise a ValueError unless ``data`` is a stored scorecard: preset, wall time, a list of valid verdicts
     (outcomes from :data:`OUTCOMES`), each claim at most once. Whether each outcome is what its rule
     gives is :func:`uni_icl.scorecard.check_scorecard`'s part (it needs the chapters' rules)."""
-    check_keys("scorecard", data, ("preset", "wall_seconds", "verdicts"))
+    check_keys("scorecard", data, ("preset", "wall_seconds", "verdicts", "calibration", "budget_ladder"))
     check_number("scorecard.wall_seconds", data["wall_seconds"], minimum=0)
+    check_calibration(data["calibration"])
+    check_budget_ladder(data["budget_ladder"])
     if not isinstance(data["verdicts"], list):
         raise ValueError("scorecard.verdicts: expected a list of verdicts")
     for verdict in data["verdicts"]:

@@ -50,6 +50,7 @@ from uni_icl.experiments.rules.curriculum import (
     speedup_interval,
     ungated_4a,
 )
+from uni_icl.experiments.rules.previous import previous_outcome
 from uni_icl.learners import LearnerSpec
 from uni_icl.parallel import Job, train_all, training_cost
 from uni_icl.presets import CurriculumScale, Preset
@@ -490,6 +491,7 @@ def verdicts(results: CurriculumResults) -> list[ClaimVerdict]:
             "gates": reasons,
             "ungated_outcome": ungated_4a(paper["per_seed"]),
             "unconverged": unconverged(records, _arm_name),
+            **previous_outcome("4a"),
         },
         rests_on=records,
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from uni_icl.convergence import HORIZON_DOUBLINGS, remaining_gain
 from uni_icl.evaluation import Difference, EvalResult
+from uni_icl.experiments.rules.previous import previous_outcome
 from uni_icl.learners import display_name
 from uni_icl.presets import MARGIN
 from uni_icl.runs import TrainedLearner
@@ -188,7 +189,12 @@ def gated_verdict(
         outcome=gated(ungated, models),
         chapter=chapter,
         wall_seconds=wall_seconds,
-        notes={"unconverged": unconverged(models), "ungated_outcome": ungated, **(notes or {})},
+        notes={
+            "unconverged": unconverged(models),
+            "ungated_outcome": ungated,
+            **(notes or {}),
+            **previous_outcome(claim),
+        },
         rests_on=models,
     )
 

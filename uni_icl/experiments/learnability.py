@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from uni_icl.convergence import calibration
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import Difference, EvalResult, class_probabilities_on_grid
-from uni_icl.experiments import budget_sweep
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
     META_LEARNERS,
@@ -50,6 +50,7 @@ from uni_icl.experiments.common import (
     trained,
 )
 from uni_icl.experiments.evidence import (
+    CONVERGENCE_TOLERANCE,
     MARGIN,
     gated_verdict,
     per_seed_difference,
@@ -63,8 +64,10 @@ from uni_icl.experiments.rules.learnability import (
     RULE_MIXED,
     RULE_SINGLE,
     _is_meta_on,
+    authors_bias_effects,
     decide_mixed,
     decide_single,
+    ladder_rows,
     matching_vs_best_other,
     mixed_decisive,
     mixed_evidence,
@@ -238,8 +241,10 @@ class LearnabilityResults:
     """Everything the chapter shows, at one preset.
 
     ``rows``: every learner row of :func:`cross_table` (single-type, mixed and authors' ICLer
-    models) plus the Bayes rows; ``bayes``: the Bayes evaluations by family; ``sweep``: the rows of
-    :func:`~uni_icl.experiments.budget_sweep.sweep_table`; ``type_posterior``: per family, the mean
+    models) plus the Bayes rows; ``bayes``: the Bayes evaluations by family; ``authors_shapes``: the
+    rows of the authors' 2-2-2 meta-learners (single families and mixture); ``ladder``: the rules read
+    at every budget of the ladder (:func:`ladder`); ``calibration``: the convergence test's calibration
+    on the full curves (:func:`uni_icl.convergence.calibration`); ``type_posterior``: per family, the mean
     P(true family | prefix) of the mixture-prior Bayes predictor by shot count; ``tables``: the
     DataFrames built by :func:`tables`; ``seconds``: wall time of :func:`run`.
     """
@@ -248,7 +253,8 @@ class LearnabilityResults:
     rows: list[dict]
     bayes: dict[str, BayesEvaluation]
     authors_shapes: list[dict] = field(default_factory=list)
-    sweep: list[dict] = field(default_factory=list)
+    ladder: list[dict] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)
     type_posterior: dict[str, list[float]] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: float = 0.0
@@ -263,8 +269,8 @@ class LearnabilityResults:
 
 def training_plan(preset: Preset) -> list[Job]:
     """Every model the chapter trains: each learner on each single family and on the mixture, with
-    each of the scale's seeds, the authors' ICLer (seed 0) on ``authors_families``, and the budget
-    sweep's runs (:mod:`uni_icl.experiments.budget_sweep`)."""
+    each of the scale's seeds (their budget ladders stored on the way), the authors' ICLer (seed 0) on
+    ``authors_families``, and the authors' 2-2-2 meta-learner shapes on each family and the mixture."""
     scale, extras = preset.classification, preset.learnability
     jobs = [
         classification_job(scale, learner, family, seed)
@@ -281,10 +287,10 @@ def training_plan(preset: Preset) -> list[Job]:
     jobs += [
         classification_job(authors, learner, family, seed)
         for seed in scale.seeds
-        for family in SINGLE_FAMILIES
+        for family in TRAIN_FAMILIES
         for learner in META_LEARNERS
     ]
-    return jobs + budget_sweep.training_plan(preset)
+    return jobs
 
 
 def authors_shape_scale(scale: ClassificationScale) -> ClassificationScale:
@@ -313,18 +319,59 @@ def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
     prior_part, type_posterior = mixture_prior_rows(
         scale, n_samples=extras.bayes_samples, bayes_seed=extras.bayes_seed, n_sampler_seeds=len(scale.seeds)
     )
-    authors_shapes = cross_table(authors_shape_scale(scale), META_LEARNERS, SINGLE_FAMILIES, progress=progress)
+    authors = authors_shape_scale(scale)
+    authors_shapes = cross_table(authors, META_LEARNERS, SINGLE_FAMILIES, progress=progress)
+    authors_shapes += cross_table(authors, META_LEARNERS, (MIXED_FAMILY,), SINGLE_FAMILIES, progress=progress)
     results = LearnabilityResults(
         preset.name,
         rows + bayes_part + prior_part,
         evaluations,
         authors_shapes,
-        budget_sweep.sweep_table(preset),
+        ladder(scale, bayes_part, progress=progress),
+        calibration(curves(rows), CONVERGENCE_TOLERANCE),
         type_posterior,
     )
     results.tables = tables(results)
     results.seconds = time.perf_counter() - started
     return results
+
+
+def rung_scale(scale: ClassificationScale, rung: int) -> ClassificationScale:
+    """``scale`` with every learner's budget cut to the single-family ``rung`` (x3 on the mixture): its
+    runs are the rung's models, stored on the way by the full budget's runs (runs.rung_spec)."""
+    return replace(
+        scale,
+        icl_train=replace(scale.icl_train, max_steps=rung),
+        meta_train=replace(scale.meta_train, max_steps=rung),
+    )
+
+
+def ladder(scale: ClassificationScale, bayes_part: list[dict], *, progress: bool = True) -> list[dict]:
+    """Claims 2-single and 2-mixed read at every budget of ``scale.budget_rungs``: the rows of
+    :func:`~uni_icl.experiments.rules.learnability.ladder_rows` for each rung's models (the Bayes rows
+    do not depend on the budget)."""
+    rows = []
+    for rung in scale.budget_rungs:
+        at_rung = rung_scale(scale, rung)
+        learners = cross_table(at_rung, LEARNERS, SINGLE_FAMILIES, SINGLE_FAMILIES, progress=progress)
+        learners += cross_table(at_rung, LEARNERS, (MIXED_FAMILY,), SINGLE_FAMILIES, progress=progress)
+        view = LearnabilityResults(scale.preset, learners + bayes_part, {})
+        rows += ladder_rows(view, rung, rests_on(view, SINGLE_FAMILIES), rests_on(view, TRAIN_FAMILIES))
+    return rows
+
+
+def curves(rows: list[dict]) -> list[tuple[list[int], list[float]]]:
+    """The validation curves of every run of the chapter's compared models (one per model and seed)."""
+    seen, out = set(), []
+    for row in rows:
+        if row.get("learner_id") not in LEARNERS:
+            continue
+        for run in row["runs"]:
+            key = (row["learner_id"], row["train_family"], run["seed"])
+            if key not in seen:
+                seen.add(key)
+                out.append((run["val_steps"], run["val_score"]))
+    return out
 
 
 def _with_ci(mean: float, ci: float) -> str:
@@ -333,7 +380,7 @@ def _with_ci(mean: float, ci: float) -> str:
 
 def tables(results: LearnabilityResults) -> dict[str, pd.DataFrame]:
     """The chapter's tables: ``cross``, ``training``, ``mixed``, ``bayes_gap``, ``gap_curves``,
-    ``faithfulness``, ``bayes_diagnostics``, ``summary``, ``sweep`` (one DataFrame each; see the notebook)."""
+    ``faithfulness``, ``bayes_diagnostics``, ``summary``, ``ladder`` (one DataFrame each; see the notebook)."""
     learner_rows = [row for row in results.rows if "runs" in row]  # trained models (not the Bayes rows)
     cross = pd.DataFrame(
         [
@@ -384,7 +431,7 @@ def tables(results: LearnabilityResults) -> dict[str, pd.DataFrame]:
         "premise": premise_table(results),
         "bayes_diagnostics": bayes_diagnostics_table(results),
         "summary": summary_table(results),
-        "sweep": pd.DataFrame(results.sweep),
+        "ladder": pd.DataFrame(results.ladder),
         "price_of_type": price_of_type_table(results),
         "type_posterior": pd.DataFrame(
             [
@@ -625,6 +672,17 @@ def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
     mixed_outcome = decide_mixed(icl_mixed_vs_single, bias_effects)
     single_numbers["decisive"] = single_decisive(icl_vs_best, matching_vs_other, single_outcome)
     mixed_numbers["decisive"] = mixed_decisive(icl_mixed_vs_single, bias_effects, mixed_outcome)
+    for learner, (effect, _, _) in authors_bias_effects(results).items():
+        mixed_numbers[f"{learner}_authors_shape_bias_effect"] = [effect.mean, effect.ci]
+
+    def ladder_notes(claim: str) -> dict:
+        rows = [
+            {key: row[key] for key in ("claim", "steps", "effect", "ci", "label", "ungated_outcome", "outcome")}
+            for row in results.ladder
+            if row["kind"] == "decisive" and row["claim"] == claim
+        ]
+        return {"budget_ladder": rows, "calibration": results.calibration}
+
     return [
         gated_verdict(
             "2-single",
@@ -636,6 +694,7 @@ def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
             rule=RULE_SINGLE,
             chapter=CHAPTER,
             wall_seconds=results.seconds,
+            notes=ladder_notes("2-single"),
         ),
         gated_verdict(
             "2-mixed",
@@ -647,6 +706,7 @@ def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
             rule=RULE_MIXED,
             chapter=CHAPTER,
             wall_seconds=results.seconds,
+            notes=ladder_notes("2-mixed"),
         ),
     ]
 

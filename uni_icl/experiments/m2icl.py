@@ -67,6 +67,7 @@ from uni_icl.experiments.rules.m2icl import (
     decisive_4b,
     gates_4b,
 )
+from uni_icl.experiments.rules.previous import previous_outcome
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.maml import (
     LOG_FLOOR,
@@ -581,6 +582,7 @@ def verdicts(results: M2ICLResults) -> list[ClaimVerdict]:
             "init": scale.init,
             "gates": reasons,
             "ungated_outcome": ungated,
+            **previous_outcome("4b"),
         },
         rests_on=rests_on(records),
     )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from uni_icl.evaluation import Difference
 from uni_icl.experiments.common import MATCHED_FAMILY, MATCHING_LEARNER, META_LEARNERS, MIXED_FAMILY, SINGLE_FAMILIES
-from uni_icl.experiments.evidence import MARGIN, RULE_CONVERGED, row_difference
+from uni_icl.experiments.evidence import MARGIN, RULE_CONVERGED, gated, row_difference, unconverged
 from uni_icl.learners import display_name
 from uni_icl.uncertainty import combined_difference
 from uni_icl.verdicts import Comparison, decisive
@@ -170,18 +170,9 @@ def mixed_evidence(results: LearnabilityResults) -> tuple[dict[str, Difference],
             numbers[family][f"{learner}_mixed_minus_reference"] = [diff.mean, diff.ci]
     bias_effects = {}
     for learner in META_LEARNERS:
-        drops = {
-            family: (results.row(learner, MIXED_FAMILY, family), results.row(learner, family, family))
-            for family in SINGLE_FAMILIES
-        }
-        own = MATCHED_FAMILY[learner]
-        others = [family for family in SINGLE_FAMILIES if family != own]
-        terms = [(1 / len(others), *_scores(*drops[family])) for family in others]
-        bias_effects[learner] = combined_difference([*terms, (-1.0, *_scores(*drops[own]))])
-        for family, (mixed, single) in drops.items():
-            drop = row_difference(mixed, single)
+        bias_effects[learner], off_bias, drops = bias_effect(results, learner)
+        for family, drop in drops.items():
             numbers[family][f"{learner}_drop"] = [drop.mean, drop.ci]
-        off_bias = combined_difference(terms)
         numbers[f"{learner}_bias_effect"] = [bias_effects[learner].mean, bias_effects[learner].ci]
         numbers[f"{learner}_off_bias_drop"] = [off_bias.mean, off_bias.ci]
     icl_terms = [
@@ -191,6 +182,77 @@ def mixed_evidence(results: LearnabilityResults) -> tuple[dict[str, Difference],
     icl_mean = combined_difference(icl_terms)
     numbers["icl_mean_drop"] = [icl_mean.mean, icl_mean.ci]
     return icl_mixed_vs_single, bias_effects, numbers
+
+
+def bias_effect(results, learner: str) -> tuple[Difference, Difference, dict[str, Difference]]:
+    """A meta-learner's bias effect (``RULE_MIXED``: its mean drop off its bias minus its drop on it), its
+    mean drop off its bias, and its drop on each family; ``results`` has its single and mixed rows."""
+    pairs = {
+        family: (results.row(learner, MIXED_FAMILY, family), results.row(learner, family, family))
+        for family in SINGLE_FAMILIES
+    }
+    own = MATCHED_FAMILY[learner]
+    others = [family for family in SINGLE_FAMILIES if family != own]
+    terms = [(1 / len(others), *_scores(*pairs[family])) for family in others]
+    effect = combined_difference([*terms, (-1.0, *_scores(*pairs[own]))])
+    drops = {family: row_difference(mixed, single) for family, (mixed, single) in pairs.items()}
+    return effect, combined_difference(terms), drops
+
+
+def authors_bias_effects(results: LearnabilityResults) -> dict[str, tuple[Difference, Difference, dict]]:
+    """:func:`bias_effect` for the authors' 2-2-2 meta-learner shapes (reported beside the rule, which
+    reads the book's shapes; added 2026-12-07, issue "each claim tested as the paper states it")."""
+    from uni_icl.experiments.learnability import LearnabilityResults  # the rows' container
+
+    view = LearnabilityResults(results.preset, results.authors_shapes, {})
+    trained_on = {(row["learner_id"], row["train_family"]) for row in results.authors_shapes}
+    return {
+        learner: bias_effect(view, learner)
+        for learner in META_LEARNERS
+        if all((learner, family) in trained_on for family in (*SINGLE_FAMILIES, MIXED_FAMILY))
+    }
+
+
+def ladder_rows(
+    results: LearnabilityResults, steps: int, single_models: list[dict], mixed_models: list[dict]
+) -> list[dict]:
+    """Both rules read on the models of one budget (``steps`` single-family steps; the mixture's x3):
+    one row per comparison each rule reads (``kind`` "comparison") and one per claim with the rule's
+    outcome, its outcome after the convergence gate, and its decisive comparison (``kind`` "decisive")."""
+    icl_vs_best, matching_vs_other, _ = single_evidence(results)
+    drops, effects, _ = mixed_evidence(results)
+    single = decide_single(icl_vs_best, matching_vs_other)
+    mixed = decide_mixed(drops, effects)
+    comparisons = {
+        "2-single": {f"ICL − best meta-learner, {f}": d for f, d in icl_vs_best.items()}
+        | {f"{display_name(MATCHING_LEARNER[f])} − best other, {f}": d for f, d in matching_vs_other.items()},
+        "2-mixed": {f"ICL mixed − ICL single, {f}": d for f, d in drops.items()}
+        | {f"{display_name(learner)} bias effect": d for learner, d in effects.items()},
+    }
+    decided = {
+        "2-single": (single, single_decisive(icl_vs_best, matching_vs_other, single), single_models),
+        "2-mixed": (mixed, mixed_decisive(drops, effects, mixed), mixed_models),
+    }
+    rows = []
+    for claim, (outcome, decisive_comparison, models) in decided.items():
+        rows += [
+            {"kind": "comparison", "claim": claim, "steps": steps, "label": label, "effect": d.mean, "ci": d.ci}
+            for label, d in comparisons[claim].items()
+        ]
+        rows.append(
+            {
+                "kind": "decisive",
+                "claim": claim,
+                "steps": steps,
+                "label": decisive_comparison["label"],
+                "effect": decisive_comparison["effect"],
+                "ci": decisive_comparison["ci"],
+                "ungated_outcome": outcome,
+                "outcome": gated(outcome, models),
+                "unconverged": unconverged(models),
+            }
+        )
+    return rows
 
 
 def _scores(a: dict, b: dict) -> tuple[list, list]:
