@@ -238,7 +238,7 @@ def _check_premise_for_both_shapes(results, single_verdict):
     read as the rule reads it, and the authors' numbers reach the verdict (not its decision)."""
     authors = results.authors_shapes
     assert {(r["learner_id"], r["train_family"]) for r in authors} == {
-        (m, f) for m in common.META_LEARNERS for f in lrn.SINGLE_FAMILIES
+        (m, f) for m in common.META_LEARNERS for f in lrn.TRAIN_FAMILIES
     }
     model = common.trained(lrn.authors_shape_scale(PRESETS["smoke"].classification), "matchnet", "pairwise")
     assert model.spec.learner.params == lrn.AUTHORS_META_SHAPE
@@ -254,6 +254,10 @@ def _check_premise_for_both_shapes(results, single_verdict):
     for family in lrn.SINGLE_FAMILIES:
         stored = single_verdict.numbers[family]["authors_shape_matching_minus_best_other"]
         assert stored == [authors_rows.loc[family, "matching - best other"], authors_rows.loc[family, "difference ci"]]
+    mixed_verdict = next(v for v in lrn.verdicts(results) if v.claim == "2-mixed")
+    for learner in common.META_LEARNERS:  # the bias effect of the authors' shapes too, reported beside the rule
+        effect, ci = mixed_verdict.numbers[f"{learner}_authors_shape_bias_effect"]
+        assert ci >= 0 and -1 <= effect <= 1
 
 
 def test_cross_table_rejects_bad_names_before_training(isolated_cache):

@@ -37,7 +37,7 @@ from uni_icl.device import default_device, policy_thread_count, policy_threads
 from uni_icl.evaluation import evaluate
 from uni_icl.parallel import Job, worker_count
 from uni_icl.presets import Preset
-from uni_icl.runs import train_or_load
+from uni_icl.runs import model_path, rung_spec, train_or_load
 from uni_icl.storage import (
     CACHE_ENV,
     FRESH_ENV,
@@ -165,8 +165,9 @@ def export(preset: str, destination: Path | None = None, *, partial_plan: list[J
     code's. Entries of an earlier export that the build did not read are removed.
 
     ``partial_plan`` (the jobs of the book's training plans) exports instead every model of those
-    jobs that is stored, with no build needed and no scorecard: unfinished work, shipped so that a
-    fresh machine resumes from it (the manifest says ``"complete": false``).
+    jobs that is stored (with the models of their budget ladders), with no build needed and no
+    scorecard, keeping the earlier export's other entries: unfinished work, shipped so that a fresh
+    machine resumes from it (the manifest says ``"complete": false``).
     """
     destination = destination or REPOSITORY_RESULTS / preset
     folder = reads_folder()
@@ -177,8 +178,14 @@ def export(preset: str, destination: Path | None = None, *, partial_plan: list[J
                 f"results export: the checkout {commit[:12]} has local changes under uni_icl/; commit first"
             )
         record = {**provenance(preset), "wall_seconds": None, "complete": False}
-        stored = [job.path for job in partial_plan if is_stored(job.path)]
+        paths = [job.path for job in partial_plan]
+        paths += [
+            model_path(rung_spec(job.spec, rung), job.root) for job in partial_plan if job.rungs for rung in job.rungs
+        ]
+        stored = [path for path in paths if is_stored(path)]
         relatives = sorted({str(path.relative_to(cache_root())) for path in stored})
+        earlier = load_manifest(preset) or {}
+        relatives = sorted(set(relatives) | set(earlier.get("entries", {})))
         scorecard = None
     else:
         record = _plain_json(folder / f"book-{preset}.json")

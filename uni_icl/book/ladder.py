@@ -37,14 +37,25 @@ def ladder_figure(ladder: list[dict], claim: str, margin: float) -> plt.Figure:
     offsets = np.linspace(-0.06, 0.06, len(labels)) if len(labels) > 1 else [0.0]
     for offset, label in zip(offsets, labels, strict=True):
         part = rows[rows["label"] == label].sort_values("steps")
-        ax.errorbar(part["steps"] * 2**offset, part["effect"], yerr=part["ci"], marker="o", capsize=3, label=label)
+        style = "-" if label.startswith("ICL") else "--"  # ICL's comparisons solid, the others' dashed
+        ax.errorbar(
+            part["steps"] * 2**offset,
+            part["effect"],
+            yerr=part["ci"],
+            marker="o",
+            capsize=3,
+            linestyle=style,
+            label=label,
+        )
     steps = sorted(decided["steps"])
     ax.set_xscale("log", base=2)
     ax.set_xticks(steps, labels=[f"{s:,}" for s in steps])
     ax.minorticks_off()
-    top = ax.get_ylim()[1]
-    for _, row in decided.iterrows():
-        ax.annotate(row["outcome"], (row["steps"], top), ha="center", va="bottom", fontsize=8, annotation_clip=False)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, -1.0), min(high, 1.0))  # an accuracy difference lies in [-1, 1]
+    outcomes = ax.secondary_xaxis("top")
+    outcomes.set_xticks(steps, labels=list(decided["outcome"]), fontsize=8)
+    outcomes.tick_params(length=0)
     ax.set(
         xlabel="single-family training steps (the mixture: 3x)",
         ylabel="effect (accuracy difference)",
