@@ -245,9 +245,9 @@ def test_explain_skips_a_verdict_stored_under_the_single_seed_rule():
 
 def test_student_convergence_tolerance_is_in_nats_of_kl():
     student = expressivity.Student(
-        "cnp", 0, torch.nn.Identity(), history([-0.3 + 0.0005 * k for k in range(8)]), None, True
+        "cnp", 0, torch.nn.Identity(), history([-0.3 + 0.00005 * k for k in range(8)]), None, True
     )
-    assert expressivity.student_record(student)["converged"]  # 0.0005 nats per evaluation: done
+    assert expressivity.student_record(student)["converged"]  # 0.00005 nats per evaluation: done
     student.history = history(FALLING_KL)
     record = expressivity.student_record(student)
     assert not record["converged"] and record["remaining_gain_bound"] > expressivity.STUDENT_CONVERGENCE_TOLERANCE

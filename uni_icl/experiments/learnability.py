@@ -328,7 +328,7 @@ def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
         evaluations,
         authors_shapes,
         ladder(scale, bayes_part, progress=progress),
-        calibration(curves(rows), CONVERGENCE_TOLERANCE),
+        convergence_calibration(scale, progress=progress),
         type_posterior,
     )
     results.tables = tables(results)
@@ -360,18 +360,16 @@ def ladder(scale: ClassificationScale, bayes_part: list[dict], *, progress: bool
     return rows
 
 
-def curves(rows: list[dict]) -> list[tuple[list[int], list[float]]]:
-    """The validation curves of every run of the chapter's compared models (one per model and seed)."""
-    seen, out = set(), []
-    for row in rows:
-        if row.get("learner_id") not in LEARNERS:
-            continue
-        for run in row["runs"]:
-            key = (row["learner_id"], row["train_family"], run["seed"])
-            if key not in seen:
-                seen.add(key)
-                out.append((run["val_steps"], run["val_score"]))
-    return out
+def convergence_calibration(scale: ClassificationScale, *, progress: bool = True) -> dict:
+    """The convergence test's calibration (:func:`uni_icl.convergence.calibration`) on the full validation
+    curves of the chapter's compared models: each learner on each family and the mixture, every seed."""
+    histories = [
+        trained(scale, learner, family, seed=seed, progress=progress).history
+        for learner in LEARNERS
+        for family in TRAIN_FAMILIES
+        for seed in scale.seeds
+    ]
+    return calibration([(h.steps, h.val_score) for h in histories], CONVERGENCE_TOLERANCE)
 
 
 def _with_ci(mean: float, ci: float) -> str:
