@@ -195,11 +195,16 @@ def model_record(learner: str, train_family: str, runs: Iterable[dict]) -> dict:
                 "seed": r["seed"],
                 "steps": r["steps"],
                 "converged": bool(r["converged"]),
-                "remaining_gain_bound": r["remaining_gain_bound"] if math.isfinite(r["remaining_gain_bound"]) else None,
+                "remaining_gain_bound": _finite_or_none(r.get("remaining_gain_bound")),
             }
             for r in runs
         ],
     }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """A run's remaining-gain bound as stored: None where there is none or it is infinite (too short a curve)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def check_rests_on(records) -> None:
