@@ -22,7 +22,7 @@ from uni_icl.presets import preset_from_env
 from uni_icl.scorecard import BOOK_CHAPTERS
 
 
-def groups(preset, book: bool) -> list[tuple[str, list]]:
+def groups(preset, book: bool, chapters: tuple[str, ...] = ()) -> list[tuple[str, list]]:
     scale = preset.classification
     authors = authors_shape_scale(scale)
     out = []
@@ -50,7 +50,8 @@ def groups(preset, book: bool) -> list[tuple[str, list]]:
         )
     )
     if book:
-        rest = [job for chapter in BOOK_CHAPTERS for job in chapter.training_plan(preset)]
+        chosen = [chapter for chapter in BOOK_CHAPTERS if not chapters or chapter.__name__.split(".")[-1] in chapters]
+        rest = [job for chapter in chosen for job in chapter.training_plan(preset)]
         out.append(("the rest of the book", rest))
     return out
 
@@ -59,9 +60,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--book", action="store_true", help="then train every other model of the book")
+    names = [chapter.__name__.split(".")[-1] for chapter in BOOK_CHAPTERS]
+    parser.add_argument("--chapters", nargs="+", choices=names, default=(), help="with --book: only these chapters")
     args = parser.parse_args()
     preset = preset_from_env()
-    for label, jobs in groups(preset, args.book):
+    for label, jobs in groups(preset, args.book, tuple(args.chapters)):
         started = time.perf_counter()
         train_all(jobs, workers=args.workers, progress=False, description=label)
         print(f"{label}: {len(jobs)} models stored, {time.perf_counter() - started:.0f} s", flush=True)
