@@ -5,6 +5,7 @@ ships exactly what a finished build read, refuses a build of other code, and ``v
 shipped models from scratch and compares their weights.
 """
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -14,8 +15,15 @@ from uni_icl import results
 from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.parallel import run_job, train_all
 from uni_icl.presets import PRESETS
-from uni_icl.runs import evaluate_or_load, model_path, train_or_load
-from uni_icl.storage import MissingEntryError, is_stored, offline, shipped_roots
+from uni_icl.runs import evaluate_or_load, model_path, rung_spec, train_or_load
+from uni_icl.storage import (
+    MissingEntryError,
+    atomic_json_save,
+    cache_root,
+    is_stored,
+    offline,
+    shipped_roots,
+)
 
 SMOKE = PRESETS["smoke"]
 TASK = classification_task(SMOKE.classification, "prototype")
@@ -156,6 +164,26 @@ def test_a_damaged_shipped_file_is_ignored_with_a_warning_and_left_as_it_is(ship
     with pytest.warns(UserWarning, match="unreadable shipped entry"):
         model = train_or_load(SPEC, progress=False)
     assert not model.loaded_from_cache and gz.read_bytes() == b"not gzip"
+
+
+def test_a_partial_export_adds_ladders_and_keeps_what_the_plan_still_reads(tmp_path, monkeypatch):
+    """Rungs of a planned ladder ship; an earlier export's table stays, its model that no job trains goes."""
+    monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, False))
+    old = classification_run(SMOKE.classification, "cnp", TASK, seed=7)
+    train_or_load(old, progress=False)
+    table = cache_root() / "tables" / "t.json"
+    atomic_json_save({"x": 1}, table)
+    first = results.export("smoke", tmp_path / "smoke", partial_plan=[run_job(old)])
+    assert set(first["entries"]) == {str(model_path(old).relative_to(cache_root()))}
+    manifest = json.loads((tmp_path / "smoke" / "manifest.json").read_text())
+    manifest["entries"]["tables/t.json"] = {"sha256": "0", "bytes": 1}  # as if an earlier build had read it
+    (tmp_path / "smoke" / "manifest.json").write_text(json.dumps(manifest))
+    rungs = (10, 20)
+    spec = dataclasses.replace(SPEC, train=dataclasses.replace(SPEC.train, max_steps=20, eval_every=10))
+    train_or_load(spec, progress=False, rungs=rungs)
+    second = results.export("smoke", tmp_path / "smoke", partial_plan=[run_job(spec, rungs=rungs)])
+    expected = {str(model_path(rung_spec(spec, r)).relative_to(cache_root())) for r in rungs} | {"tables/t.json"}
+    assert set(second["entries"]) == expected
 
 
 def test_a_partial_export_ships_the_stored_models_of_the_plan(tmp_path, monkeypatch):

@@ -166,7 +166,8 @@ def export(preset: str, destination: Path | None = None, *, partial_plan: list[J
 
     ``partial_plan`` (the jobs of the book's training plans) exports instead every model of those
     jobs that is stored (with the models of their budget ladders), with no build needed and no
-    scorecard, keeping the earlier export's other entries: unfinished work, shipped so that a fresh
+    scorecard, keeping the earlier export's other entries (its models only where the plan still has
+    them): unfinished work, shipped so that a fresh
     machine resumes from it (the manifest says ``"complete": false``).
     """
     destination = destination or REPOSITORY_RESULTS / preset
@@ -182,10 +183,12 @@ def export(preset: str, destination: Path | None = None, *, partial_plan: list[J
         paths += [
             model_path(rung_spec(job.spec, rung), job.root) for job in partial_plan if job.rungs for rung in job.rungs
         ]
-        stored = [path for path in paths if is_stored(path)]
-        relatives = sorted({str(path.relative_to(cache_root())) for path in stored})
-        earlier = load_manifest(preset) or {}
-        relatives = sorted(set(relatives) | set(earlier.get("entries", {})))
+        planned = {str(path.relative_to(cache_root())) for path in paths}
+        stored = {str(path.relative_to(cache_root())) for path in paths if is_stored(path)}
+        earlier = _plain_json(destination / MANIFEST) or {}
+        # the earlier export's tables and results, and those of its models the plan still trains
+        kept = {name for name in earlier.get("entries", {}) if not name.startswith("models/") or name in planned}
+        relatives = sorted(stored | kept)
         scorecard = None
     else:
         record = _plain_json(folder / f"book-{preset}.json")
