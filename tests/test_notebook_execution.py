@@ -18,6 +18,7 @@ from uni_icl.book.build import (
     toc_files,
 )
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
+from uni_icl.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,10 +119,10 @@ def test_a_bad_preset_or_worker_count_gives_one_line_and_status_2_before_any_wor
 
 
 def test_pages_at_once_never_asks_for_more_threads_than_workers() -> None:
-    assert pages_at_once({"UNI_ICL_WORKERS": "2"}) == 2
-    assert pages_at_once({"UNI_ICL_WORKERS": "2", "UNI_ICL_THREADS": "2"}) == 1
-    assert pages_at_once({"UNI_ICL_WORKERS": "4", "UNI_ICL_THREADS": "2"}) == 2
-    assert pages_at_once({"UNI_ICL_WORKERS": "1", "UNI_ICL_THREADS": "4"}) == 1
+    assert pages_at_once(Runtime(workers=2)) == 2
+    assert pages_at_once(Runtime(workers=2, threads=2)) == 1
+    assert pages_at_once(Runtime(workers=4, threads=2)) == 2
+    assert pages_at_once(Runtime(workers=1, threads=4)) == 1
 
 
 def timed_page(root: Path, page: str, log: Path, seconds: float, *, imports: str = "") -> str:
