@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from uni_icl.device import default_device, policy_threads
 from uni_icl.learners import kind_of
-from uni_icl.runs import RunSpec, model_entry_validator, model_path, train_or_load
+from uni_icl.runs import RunSpec, checkpoint_path, model_entry_validator, model_path, train_or_load
 from uni_icl.runtime import Runtime, current_runtime, install_runtime
 from uni_icl.storage import MissingEntryError, cached_entry, is_offline, is_stored
 
@@ -93,10 +93,12 @@ def seed_ensembles(jobs: list[Job]) -> list[Job]:
 
 
 def _train_ensemble(specs: list[RunSpec], root: Path | None) -> None:
-    """Train ``specs`` as one ensemble and store each member where train_or_load finds it."""
+    """Train ``specs`` as one ensemble, checkpointed where train_or_load checkpoints each, and store each
+    member where train_or_load finds it."""
     from uni_icl.ensemble import train_ensemble
 
-    for spec, (learner, history) in zip(specs, train_ensemble(specs), strict=True):
+    checkpoints = [checkpoint_path(spec, root) for spec in specs]
+    for spec, (learner, history) in zip(specs, train_ensemble(specs, checkpoint_paths=checkpoints), strict=True):
         entry = {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}
         cached_entry(model_path(spec, root), lambda entry=entry: entry, model_entry_validator(learner), tensors=True)
 
@@ -113,7 +115,7 @@ def train_all(
 
     ``workers`` defaults to the runtime's. ``ensembles`` (default: on CUDA only) trains the seeds of a
     model as one batched ensemble (:func:`seed_ensembles`); on the 2-core CPU a loop of single models
-    was faster (``scripts/benchmark_ensemble.py``), and an ensemble has no checkpoints. One progress bar counts finished jobs for the
+    was faster (``scripts/benchmark_ensemble.py``). One progress bar counts finished jobs for the
     whole grid. An error in a job (e.g. a NonFiniteError) stops the other workers and is raised here;
     finished jobs stay stored, unfinished ones keep their checkpoints.
     """
