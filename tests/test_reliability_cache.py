@@ -228,7 +228,6 @@ def fake_experiments(monkeypatch, claims):
             CLAIMS=(claim,),
             run=lambda preset, progress: preset.name,
             verdicts=lambda preset_name: [make_verdict(claim, preset_name)],
-            explain=lambda verdict: None,
             training_plan=lambda preset: [],
         )
 

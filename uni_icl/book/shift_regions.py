@@ -12,7 +12,8 @@ from torch import nn
 
 from uni_icl.book.interactive import explore
 from uni_icl.book.plotting import class_probabilities_on_grid, draw_support_set
-from uni_icl.experiments.shift import LEARNER_ORDER, ShiftResults, curves_frame, support_set
+from uni_icl.book.shift_page import curves_frame
+from uni_icl.experiments.shift import LEARNER_ORDER, ShiftResults, support_set
 from uni_icl.validation import check_choice, check_int
 
 
