@@ -7,6 +7,8 @@
   ``scripts/build_book.sh`` runs) executes the notebooks in static mode (no machine paths, no live
   widgets) and hands Jupyter Book a copy with execution off. A plain ``jupyter-book build .`` would
   execute them itself, live, and give other pages; it stops at once with one line saying so.
+- Wide cell outputs (a table with many columns) scroll sideways inside the text column instead of
+  being cut off: a small style sheet, ``_static/uni_icl_book.css``, written with the book.
 - Citations read author-year with round brackets: the reference style ``author_year_round``
   (``{cite:t}`` gives "Akyürek et al. (2023)", ``{cite}`` and ``{cite:p}`` give
   "(Akyürek et al., 2023)") and the bibliography style ``author_year`` (entries sorted by author,
@@ -74,9 +76,14 @@ def _serve_mathjax_locally(app, config) -> None:
     config.mathjax_path = f"{MATHJAX_STATIC}/{MATHJAX_SCRIPT}"  # relative: under _static/
 
 
+BOOK_CSS = "uni_icl_book.css"  # under the built book's _static/
+BOOK_CSS_TEXT = "/* the book's own rules (uni_icl.book.sphinx_extension) */\ndiv.cell_output { overflow-x: auto; }\n"
+
+
 def _copy_mathjax_when_built(app, exception: Exception | None) -> None:
     if exception is None and app.builder.format == "html":
         copy_mathjax(Path(app.outdir))
+        (Path(app.outdir) / "_static" / BOOK_CSS).write_text(BOOK_CSS_TEXT)
 
 
 def author_year_label(entry) -> str:
@@ -133,4 +140,5 @@ def setup(app) -> dict:
     app.connect("config-inited", refuse_executing_build)
     app.connect("config-inited", _serve_mathjax_locally)
     app.connect("build-finished", _copy_mathjax_when_built)
+    app.add_css_file(BOOK_CSS)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
