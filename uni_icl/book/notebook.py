@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def setup(style: bool = True) -> NotebookContext:
     # short lines: the page shows them without scrolling
     print(f"preset: {context.preset.name} (UNI_ICL_PRESET: smoke, quick or paper)")
     print(f"cache: {cache}")
-    print(describe_sources(context.preset.name))
+    print(textwrap.fill(describe_sources(context.preset.name), width=88, subsequent_indent="  "))
     if "google.colab" in sys.modules:  # ipywidgets 8 needs Colab's custom widget manager to show
         from google.colab import output
 
@@ -74,9 +75,10 @@ def setup(style: bool = True) -> NotebookContext:
 
 
 def plan_line(chapter, preset: Preset) -> str:
-    """One line: how many of ``chapter``'s models (its ``training_plan``) this page loads from the cache
-    or the shipped results and how many it trains, with their training time as the shipped manifest
-    records it (the machine that computed them); nothing else is timed, so nothing is guessed."""
+    """A line, wrapped to the page's 88 characters: how many of ``chapter``'s models (its ``training_plan``)
+    this page loads from the cache or the shipped results and how many it trains, with their training
+    time as the shipped manifest records it (the machine that computed them); nothing else is timed,
+    so nothing is guessed."""
     plan = chapter.training_plan(preset)
     cached = [job for job in plan if job.path.is_file()]
     shipped = [job for job in plan if not job.path.is_file() and shipped_counterpart(job.path) is not None]
@@ -100,4 +102,4 @@ def plan_line(chapter, preset: Preset) -> str:
             f"of one CPU core on the machine that shipped them ({manifest['machine']}, {manifest['workers']} models "
             "at a time)"
         )
-    return text
+    return textwrap.fill(text, width=88, subsequent_indent="  ")

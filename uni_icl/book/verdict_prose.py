@@ -67,7 +67,7 @@ def _expressivity(numbers: dict, outcome: str) -> str:
         for key, pair in entry.items():
             if not key.startswith("imitation_minus_"):
                 continue
-            text = f"{key.removeprefix('imitation_minus_')} on {teacher}'s teacher ({pm(pair)})"
+            text = f"ICL − {key.removeprefix('imitation_minus_')} with teacher {teacher} ({pm(pair)})"
             where = "above" if _above(pair, margin) else "below" if _below(pair, -margin) else "open"
             found[where].append(text)
     if found["below"]:
@@ -98,8 +98,8 @@ def _learnability_single(numbers: dict, outcome: str) -> str:
         if not _above(row["matching_minus_best_other"], -margin):
             blocked.add(family)
             premise.append(
-                f"on {family} the matching meta-learner, {_matching(family)}, trails the best other by "
-                f"{pm(row['matching_minus_best_other'])}"
+                f"on {family}, {_matching(family)} (the matching meta-learner) − the best other is "
+                f"{pm(row['matching_minus_best_other'])}, not above −m"
             )
     if behind:
         return f"ICL falls behind the best meta-learner by more than m = {margin}: {_names(behind)}."
@@ -265,6 +265,9 @@ def decided_by(verdict) -> str:
         return text + (f"Decided by {decisive['label']}." if isinstance(decisive, dict) else "")
 
 
+NAMED_RUNS = 4  # unconverged runs named in a sentence; the chapter's training table lists them all
+
+
 def convergence_sentence(verdict) -> str:
     """'All 36 compared runs passed the convergence test.', or how many did not, named; '' when the
     verdict records no runs."""
@@ -278,7 +281,10 @@ def convergence_sentence(verdict) -> str:
     ]
     if not failed:
         return f"All {len(runs)} compared runs ({len(verdict.rests_on)} models) passed the convergence test."
+    named = "; ".join(failed[:NAMED_RUNS]) + (
+        f"; and {len(failed) - NAMED_RUNS} more" if len(failed) > NAMED_RUNS else ""
+    )
     return (
-        f"{len(failed)} of the {len(runs)} compared runs did not pass the convergence test ({'; '.join(failed)}), "
+        f"{len(failed)} of the {len(runs)} compared runs did not pass the convergence test ({named}), "
         "so the outcome is inconclusive whatever the intervals say."
     )
