@@ -15,6 +15,7 @@ from uni_icl.book.build import (
     main,
     pages_at_once,
     scorecard_inputs,
+    scorecard_pages,
     toc_files,
 )
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
@@ -172,6 +173,13 @@ def test_the_scorecard_inputs_are_the_claim_chapters_pages() -> None:
     pages = [page for page in toc_files(ROOT) if (ROOT / f"{page}.ipynb").exists()]
     inputs = scorecard_inputs(pages, ROOT)
     assert inputs == {page for page in pages if page.split("/")[-1][:2] in {"01", "02", "03", "04", "05", "06"}}
+
+
+def test_the_scorecard_pages_are_the_intro_and_the_scorecard() -> None:
+    """The intro shows every claim's verdict box (it reruns the claims, as the scorecard page does): both
+    wait for the claim chapters' pages."""
+    pages = [page for page in toc_files(ROOT) if (ROOT / f"{page}.ipynb").exists()]
+    assert scorecard_pages(pages, ROOT) == ["book/00_intro", SCORECARD_PAGE]
 
 
 def test_a_failing_page_fails_the_build_and_later_pages_do_not_start(tmp_path: Path) -> None:

@@ -111,49 +111,59 @@ def pages_at_once(runtime: Runtime) -> int:
     return max(1, runtime.workers // runtime.threads)
 
 
+def _page_code(root: Path, page: str) -> str:
+    cells = json.loads((root / f"{page}.ipynb").read_text())["cells"]
+    return "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+
+
 def scorecard_inputs(pages: list[str], root: Path = ROOT) -> set[str]:
     """The pages that run a chapter the scorecard reruns: notebooks whose code imports one of its
     modules (``from uni_icl.experiments import learnability as lrn``, ...)."""
     modules = {chapter.__name__.rsplit(".", 1)[-1] for chapter in CHAPTERS}
     found = set()
     for page in pages:
-        cells = json.loads((root / f"{page}.ipynb").read_text())["cells"]
-        code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
-        imported = set(re.findall(r"^from uni_icl\.experiments import (\w+)", code, flags=re.MULTILINE))
+        imported = set(
+            re.findall(r"^from uni_icl\.experiments import (\w+)", _page_code(root, page), flags=re.MULTILINE)
+        )
         if imported & modules:
             found.add(page)
     return found
 
 
+def scorecard_pages(pages: list[str], root: Path = ROOT) -> list[str]:
+    """The pages that rerun every claim's chapter, in page order: the scorecard page and any page whose
+    code imports the scorecard (``from uni_icl import scorecard``: the intro's verdict boxes)."""
+    found = re.compile(r"^from uni_icl import scorecard\b", flags=re.MULTILINE)
+    return [page for page in pages if page == SCORECARD_PAGE or found.search(_page_code(root, page))]
+
+
 def execute_pages(pages: list[str], staged: Path, limits: ExecutionLimits, at_once: int, root: Path = ROOT) -> None:
     """Execute ``pages`` (paths without suffix) into ``staged``, ``at_once`` at a time.
 
-    The scorecard page reruns every claim's chapter: beside a page of one of them it could wait,
-    idle and silent, on an entry that page computes (the watchdog would call that a stall). So it
-    starts when every page of :func:`scorecard_inputs` has finished, ahead of the pages still
-    waiting, which may run beside it. Those pages run first, in page order, then the others. The
-    first failure, in page order, is raised once the running pages finish; pages not started by
-    then are not started.
+    The scorecard pages (:func:`scorecard_pages`) rerun every claim's chapter: beside a page of one
+    of them they could wait, idle and silent, on an entry that page computes (the watchdog would
+    call that a stall). So they start when every page of :func:`scorecard_inputs` has finished,
+    ahead of the pages still waiting, which may run beside them. Those pages run first, in page
+    order, then the others. The first failure, in page order, is raised once the running pages
+    finish; pages not started by then are not started.
     """
-    inputs = scorecard_inputs([page for page in pages if page != SCORECARD_PAGE], root)
+    cards = scorecard_pages(pages, root)
+    inputs = scorecard_inputs([page for page in pages if page not in cards], root)
     waiting = [page for page in pages if page in inputs] + [
-        page for page in pages if page not in inputs and page != SCORECARD_PAGE
+        page for page in pages if page not in inputs and page not in cards
     ]
-    card_waits = SCORECARD_PAGE in pages
     finished: set[str] = set()
     errors: dict[str, BaseException] = {}
     changed = threading.Condition()
 
     def next_page() -> str | None:
-        nonlocal card_waits
         with changed:
             while not errors:
-                if card_waits and inputs <= finished:
-                    card_waits = False
-                    return SCORECARD_PAGE
+                if cards and inputs <= finished:
+                    return cards.pop(0)
                 if waiting:
                     return waiting.pop(0)
-                if not card_waits:
+                if not cards:
                     return None
                 changed.wait()
             return None

@@ -3,6 +3,7 @@ committed GPU results. Presentation only; :mod:`uni_icl.scorecard` runs the clai
 
 from __future__ import annotations
 
+import html
 import json
 import textwrap
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 
 from uni_icl.book import curriculum_page, expressivity_page, m2icl_page, selection_page, shift_page
+from uni_icl.book.answers import CHAPTER_TITLES, OUTCOME_COLOURS, chapter_link
 from uni_icl.experiments import curriculum, expressivity, learnability, m2icl, selection, shift
 from uni_icl.learners import display_name
 from uni_icl.results import load_manifest
@@ -34,7 +36,6 @@ EXPLAIN: dict[str, Callable[[ClaimVerdict], str | None]] = {
     )
     for claim in chapter.CLAIMS
 }
-OUTCOME_COLOURS = {"reproduced": "#1b7837", "not reproduced": "#b2182b", "inconclusive": "#d6a21e"}
 GPU_RESULTS = Path(__file__).resolve().parents[2] / "gpu_results"
 
 
@@ -54,12 +55,6 @@ def scorecard_frame(card: Scorecard) -> pd.DataFrame:
             for v in card.verdicts
         ]
     )
-
-
-def chapter_link(chapter: str) -> str:
-    """A relative link from a book page to ``chapter`` (e.g. 'book/02_learnability')."""
-    page = chapter.split("/")[-1]
-    return f'<a href="{page}.html">{page}</a>'
 
 
 def scorecard_html(frame: pd.DataFrame) -> str:
@@ -101,6 +96,18 @@ def rests_on_frame(card: Scorecard) -> pd.DataFrame:
 def rules_markdown(card: Scorecard) -> str:
     """Markdown: for each claim, the quantity measured and the rule that decided it."""
     return "\n".join(f"- **{v.claim}** ({v.outcome}): measured {v.quantity}. *Rule:* {v.rule}" for v in card.verdicts)
+
+
+def rules_html(card: Scorecard) -> str:
+    """HTML: the quantity measured and the rule of each claim, folded (a click opens it), so the rules'
+    text does not bury the table; plain HTML, which the book and Colab both render."""
+    items = "".join(
+        f"<li><b>{v.claim}</b> ({v.outcome}): measured {html.escape(v.quantity)}. <i>Rule:</i> {html.escape(v.rule)}"
+        "</li>"
+        for v in card.verdicts
+    )
+    summary = "<summary>The quantity measured and the decision rule of each claim</summary>"
+    return f"<details>{summary}<ul>{items}</ul></details>"
 
 
 def decisive_effect(verdict) -> dict | None:
@@ -245,11 +252,11 @@ def discussion(card: Scorecard) -> str:
         return f"Every claim run at preset `{card.preset}` was reproduced by its rule."
     parts = []
     for verdict in failed:
-        page = verdict.chapter.split("/")[-1]
-        why = f"the chapter {page} (linked in the table) shows the evidence."
+        page = CHAPTER_TITLES.get(verdict.chapter, verdict.chapter.split("/")[-1])
+        why = f"{page} (linked in the table) shows the evidence."
         explanation = EXPLAIN[verdict.claim](verdict) if verdict.claim in EXPLAIN else None
         if explanation:
-            why = f"{explanation} The chapter {page} shows the evidence."
+            why = f"{explanation} {page} shows the evidence."
         parts.append(
             f"**Claim {verdict.claim}** ({CLAIMS[verdict.claim]}): **{verdict.outcome}** at preset "
             f"`{verdict.preset}` under the rule above. {why}"
