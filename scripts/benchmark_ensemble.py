@@ -33,11 +33,12 @@ import time
 
 import torch
 
-from uni_icl.device import default_device, policy_thread_count
+from uni_icl.device import default_device
 from uni_icl.ensemble import train_ensemble
 from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.presets import get_preset
 from uni_icl.runs import RunSpec, build_seeded
+from uni_icl.runtime import current_runtime, install_runtime, runtime_from_env
 from uni_icl.training import train
 
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating timings of each; the median is shown")
     parser.add_argument("--family", default="pairwise", help="task family trained on")
     args = parser.parse_args()
+    install_runtime(runtime_from_env())  # this script is an edge: the UNI_ICL_* variables are read here
     device = default_device()
     scale = get_preset("quick").classification
     base = classification_run(scale, "icl", classification_task(scale, args.family))
@@ -76,7 +78,7 @@ def main() -> None:
     )
     specs = [dataclasses.replace(base, train=dataclasses.replace(config, seed=seed)) for seed in range(max(args.seeds))]
     print(
-        f"device {device}; {policy_thread_count()} torch thread(s) (the package's thread policy); "
+        f"device {device}; {current_runtime().threads} torch thread(s) (the package's thread policy); "
         f"ICL {scale.icl}, N = {scale.n_points}, batch {config.batch_size}, {args.steps} steps per timed run"
     )
     warmup = dataclasses.replace(specs[0], train=dataclasses.replace(config, max_steps=2, eval_every=2))

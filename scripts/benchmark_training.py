@@ -29,8 +29,9 @@ from pathlib import Path
 
 from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.experiments.learnability import LEARNERS, TRAIN_FAMILIES
-from uni_icl.parallel import run_job, train_all, worker_count
+from uni_icl.parallel import run_job, train_all
 from uni_icl.presets import get_preset
+from uni_icl.runtime import current_runtime, install_runtime, runtime_from_env, use_runtime
 
 
 def grid_jobs(steps: int, root: Path) -> list:
@@ -46,8 +47,7 @@ def grid_jobs(steps: int, root: Path) -> list:
 
 def models_per_minute(steps: int, *, workers: int, threads: int) -> float:
     """Train the grid into a fresh cache with ``workers`` processes (1: in this process) of ``threads``."""
-    os.environ["UNI_ICL_THREADS"] = str(threads)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, use_runtime(replace(current_runtime(), threads=threads)):
         jobs = grid_jobs(steps, Path(folder))
         started = time.perf_counter()
         train_all(jobs, workers=workers, progress=False)
@@ -68,10 +68,12 @@ def measure(steps: int, workers: int, threads: int) -> dict[str, float]:
 
 
 def main() -> None:
+    install_runtime(runtime_from_env())  # this script is an edge: the UNI_ICL_* variables are read here
+    cores = current_runtime().workers
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500, help="training steps per model (default 500)")
-    parser.add_argument("--workers", type=int, default=worker_count(), help="parallel workers (default: cores)")
-    parser.add_argument("--threads", type=int, default=worker_count(), help="threads of the plain sequential way")
+    parser.add_argument("--workers", type=int, default=cores, help="parallel workers (default: cores)")
+    parser.add_argument("--threads", type=int, default=cores, help="threads of the plain sequential way")
     args = parser.parse_args()
     print(f"chapter-2 grid at quick size, {args.steps} steps per model, {os.cpu_count()} cores", flush=True)
     print("idle machine:")

@@ -32,6 +32,7 @@ import torch
 from uni_icl import presets, scorecard
 from uni_icl.device import default_device
 from uni_icl.experiments import learnability
+from uni_icl.runtime import Runtime, current_runtime, install_runtime, runtime_from_env
 from uni_icl.storage import atomic_json_export
 
 CLAIMS = ("2-single", "2-mixed")
@@ -49,8 +50,9 @@ def time_limited(name: str, seconds: float) -> presets.Preset:
     return dataclasses.replace(preset, classification=limited)
 
 
-def one_thread() -> None:
-    """Worker initialiser: one torch thread per process (the processes share the GPU)."""
+def one_thread(runtime: Runtime) -> None:
+    """Worker initialiser: the parent's runtime, one torch thread per process (the processes share the GPU)."""
+    install_runtime(dataclasses.replace(runtime, threads=1))
     torch.set_num_threads(1)
 
 
@@ -94,6 +96,7 @@ def main() -> None:
         "--preset", default="paper", choices=presets.PRESET_NAMES, help="scale (smoke: a local dry run)"
     )
     args = parser.parse_args()
+    install_runtime(runtime_from_env())  # this script is an edge: the UNI_ICL_* variables are read here
     args.output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     device = default_device()
@@ -113,7 +116,7 @@ def main() -> None:
     todo = jobs(preset)
     print(f"{about['device']}: {len(todo)} jobs in parallel, training limit {args.train_seconds:.0f} s", flush=True)
     context = multiprocessing.get_context("spawn")
-    with context.Pool(len(todo), initializer=one_thread) as pool:
+    with context.Pool(len(todo), initializer=one_thread, initargs=(current_runtime(),)) as pool:
         summaries = pool.starmap(run_job, [(preset, job) for job in todo])
     torch.set_num_threads(8)
     card = scorecard.reproduce(preset, CLAIMS, progress=False)

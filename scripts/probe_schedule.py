@@ -25,6 +25,7 @@ from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.parallel import run_job, train_all
 from uni_icl.presets import get_preset
 from uni_icl.runs import evaluate_or_load, train_or_load
+from uni_icl.runtime import install_runtime, runtime_from_env
 
 BUDGETS = (1000, 2000, 4000)
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=["amortized", "mixture"])
     args = parser.parse_args()
+    install_runtime(runtime_from_env())  # this script is an edge: the UNI_ICL_* variables are read here
     scale = get_preset("quick").classification
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)

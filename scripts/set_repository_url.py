@@ -1,23 +1,29 @@
 """Point the book at another repository (a fork): rewrite the URL in _config.yml and in every setup cell.
 
 Usage: python scripts/set_repository_url.py https://github.com/<you>/<your-fork>
+       python scripts/set_repository_url.py --check [URL]   # exit 1 unless configured (and equal to URL)
 
 The URL lives in ``_config.yml`` (``repository.url``: launch and repository buttons) and is
 repeated in the first code cell of every ``book/*.ipynb`` (``REPO_URL = "..."``: what Colab
 installs). Both are rewritten as text, so nothing else in the files changes.
-tests/test_book_config.py checks that they agree.
+tests/test_book_config.py checks that they agree. Until it is rewritten the URL is the placeholder
+``PLACEHOLDER_URL``, under which every launch, repository and issue button and every Colab setup
+cell fails; ``--check`` (run by the publishing workflow against the repository it runs in, and by
+tests/test_book_config.py where CI says which repository it is) fails on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 URL_PATTERN = re.compile(r"https://[A-Za-z0-9._~:/@%+-]+")
+PLACEHOLDER_URL = "https://github.com/uni-icl/uni-icl-book"  # no such repository: rewrite it for yours
 SETUP_LINE = re.compile(r'(REPO_URL = \\")([^"\\]*)(\\")')  # as stored in the notebook's JSON
 
 
@@ -45,12 +51,36 @@ def set_repository_url(url: str, root: Path = ROOT) -> list[Path]:
     return changed
 
 
-def main() -> None:
+def configuration_problem(expected: str | None = None, root: Path = ROOT) -> str | None:
+    """Why ``root``'s repository URL is not configured (the placeholder, or not ``expected``), or None."""
+    url = yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]
+    if expected is not None and url != expected.rstrip("/"):
+        return f"_config.yml: repository.url is {url}, not {expected}; run: python {Path(__file__).name} {expected}"
+    if url == PLACEHOLDER_URL:
+        return (
+            f"_config.yml: repository.url is the placeholder {PLACEHOLDER_URL} (no such repository); run: "
+            "python scripts/set_repository_url.py https://github.com/<you>/<your-repository>"
+        )
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url", help="the repository's https URL, e.g. https://github.com/you/uni-icl-book")
-    for path in set_repository_url(parser.parse_args().url):
+    parser.add_argument("url", nargs="?", help="the repository's https URL, e.g. https://github.com/you/uni-icl-book")
+    parser.add_argument("--check", action="store_true", help="only check the configured URL (against URL if given)")
+    args = parser.parse_args(argv)
+    if args.check:
+        problem = configuration_problem(args.url)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+        return 0
+    if not args.url:
+        parser.error("url: required unless --check")
+    for path in set_repository_url(args.url):
         print(f"updated {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from uni_icl.book.build import ROOT, toc_files
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
-from uni_icl.book.notebook import BOOK_BUILD_ENV
+from uni_icl.runtime import BOOK_BUILD_ENV
 
 BUSY_LOOP = "while True:\n    pass"
 

@@ -19,6 +19,7 @@ from uni_icl.experiments.learnability import LEARNERS, authors_shape_scale
 from uni_icl.learners import META_LEARNERS
 from uni_icl.parallel import train_all
 from uni_icl.presets import preset_from_env
+from uni_icl.runtime import install_runtime, runtime_from_env
 from uni_icl.scorecard import BOOK_CHAPTERS
 
 
@@ -63,6 +64,7 @@ def main() -> None:
     names = [chapter.__name__.split(".")[-1] for chapter in BOOK_CHAPTERS]
     parser.add_argument("--chapters", nargs="+", choices=names, default=(), help="with --book: only these chapters")
     args = parser.parse_args()
+    install_runtime(runtime_from_env())  # this script is an edge: the UNI_ICL_* variables are read here
     preset = preset_from_env()
     for label, jobs in groups(preset, args.book, tuple(args.chapters)):
         started = time.perf_counter()

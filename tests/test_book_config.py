@@ -6,8 +6,11 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,8 +138,12 @@ def test_notebook_code_lines_fit_the_page():
 
 
 def test_every_notebook_ends_with_a_summary():
+    """Every chapter ends with its summary (the intro, the book's root page, ends with its references)."""
+    root = yaml.safe_load((ROOT / "_toc.yml").read_text())["root"]
     missing = []
     for notebook in NOTEBOOKS:
+        if notebook == ROOT / f"{root}.ipynb":
+            continue
         cells = json.loads(notebook.read_text())["cells"]
         headings = [
             line.strip()
@@ -185,6 +192,7 @@ def test_publishing_workflow_builds_the_readme_book_on_every_push_to_main():
     main_command = "bash scripts/build_book.sh"
     assert main_command in commands and main_command in (ROOT / "README.md").read_text()
     assert "results status --preset quick" in commands and "every chapter is current" in commands
+    assert 'set_repository_url.py --check "$GITHUB_SERVER_URL/$GITHUB_REPOSITORY"' in commands
     assert any(step.get("with", {}).get("path") == "_build/html" for step in steps)
     assert any(step.get("uses", "").startswith("actions/deploy-pages") for step in workflow["jobs"]["deploy"]["steps"])
 
@@ -221,3 +229,47 @@ def test_quoted_code_is_the_functions_highlighted_source():
     assert "decide_3a" in html and "uni_icl.experiments.rules.selection" in html
     assert "style=" in html  # inline styles: renders on Colab and in the book without a stylesheet
     assert "def decide_3a" in repr(quoted)
+
+
+def test_the_repository_url_check_fails_on_the_placeholder_and_on_another_repository(tmp_path):
+    script = load_url_script()
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    (tmp_path / "book").mkdir()
+    script.set_repository_url(script.PLACEHOLDER_URL, root=tmp_path)
+    assert "placeholder" in script.configuration_problem(root=tmp_path)
+    fork = "https://github.com/someone/uni-icl-fork"
+    script.set_repository_url(fork, root=tmp_path)
+    assert script.configuration_problem(root=tmp_path) is None
+    assert script.configuration_problem(fork, root=tmp_path) is None
+    other = "https://github.com/other/repo"
+    assert f"not {other}" in script.configuration_problem(other, root=tmp_path)
+
+
+def test_the_repository_url_is_configured_in_ci():
+    """Where CI names the repository (GitHub Actions: GITHUB_REPOSITORY, or UNI_ICL_REPOSITORY_URL), the
+    book's URL must be it; in any other CI run it must not be the placeholder. Skipped outside CI."""
+    expected = os.environ.get("UNI_ICL_REPOSITORY_URL")
+    if not expected and os.environ.get("GITHUB_REPOSITORY"):
+        expected = f"{os.environ.get('GITHUB_SERVER_URL', 'https://github.com')}/{os.environ['GITHUB_REPOSITORY']}"
+    if not expected and not os.environ.get("CI"):
+        pytest.skip("not in CI: the placeholder URL is allowed while developing")
+    problem = load_url_script().configuration_problem(expected)
+    assert problem is None, problem
+
+
+def test_a_plain_jupyter_book_build_refuses_with_one_line(tmp_path):
+    """`jupyter-book build .` would execute the notebooks live (machine paths, widget views): the book's
+    Sphinx extension stops it before any page is read, with one line and exit status 2."""
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "book", tmp_path / "book")
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [str(jupyter_book), "build", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "scripts/build_book.sh" in errors[0], done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "_build" / "html" / "book").exists()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from uni_icl.book import curriculum_page
 from uni_icl.experiments import curriculum as experiment
 from uni_icl.experiments.rules import curriculum as rules
 from uni_icl.presets import PRESETS
@@ -230,7 +231,7 @@ def test_verdict_rests_on_the_compared_runs_and_explains_from_its_numbers():
     decisive = verdict.numbers["decisive"]
     assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == pytest.approx(math.log(1.1))
     assert [decisive["effect"], decisive["ci"]] == verdict.numbers["log_speedup"]  # the one interval RULE_4A reads
-    text = experiment.explain(verdict)
+    text = curriculum_page.explain(verdict)
     assert f"{value:.2f} [{low:.2f}, {high:.2f}]" in text and "lies above +m" in text
     assert "1.20 times least squares'" in text and "within the rule's 1.5x" in text
     assert "10 of the 10 compared runs passed" in text and "inconclusive" not in text
@@ -240,7 +241,7 @@ def test_verdict_rests_on_the_compared_runs_and_explains_from_its_numbers():
     (verdict,) = experiment.verdicts(weak)
     assert verdict.outcome == "inconclusive" and verdict.numbers["speedup"] is None
     assert "decisive" not in verdict.numbers  # no speed-up to state
-    text = experiment.explain(verdict)
+    text = curriculum_page.explain(verdict)
     assert "The speed-up is undefined" in text and "more than the rule's 1.5x" in text
     assert "So the outcome is inconclusive: never reached the threshold: no curriculum seed 2" in text
     json.dumps(dataclasses.asdict(verdict))

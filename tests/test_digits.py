@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from uni_icl.book.digits_page import fit_note
 from uni_icl.experiments.digits import (
     FIT_MARGIN,
     SEEN,
     UNSEEN,
     example_episode,
     fit_failures,
-    fit_note,
     run_spec,
 )
 from uni_icl.learners import LearnerSpec

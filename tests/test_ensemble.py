@@ -7,6 +7,8 @@ the gradient over all members together instead of per member differed by 7e-4 to
 """
 
 import dataclasses
+import os
+import signal
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ import torch
 from uni_icl.ensemble import train_ensemble
 from uni_icl.learners import LearnerSpec
 from uni_icl.runs import RunSpec, build_seeded
+from uni_icl.storage import checked_torch_load
 from uni_icl.tasks import make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
 from uni_icl.training import TrainConfig, train
@@ -103,3 +106,88 @@ def test_specs_that_differ_in_more_than_the_seed_are_refused(change, name):
 def test_an_empty_ensemble_is_refused():
     with pytest.raises(ValueError, match="^specs"):
         train_ensemble([], device=CPU)
+
+
+class StopAt:
+    """A schedule that trains on ``task`` and, when step ``step`` starts, raises ``error`` (a hard kill)
+    or sends this process SIGINT (``error=None``: Ctrl-C); ``steps`` records the steps asked for."""
+
+    def __init__(self, task, step=None, error=None):
+        self.task, self.step, self.error, self.steps = task, step, error, []
+
+    def task_at(self, step):
+        self.steps.append(step)
+        if step == self.step:
+            if self.error is None:
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise self.error
+        return self.task
+
+    def config(self):
+        return {}
+
+
+class HardKillError(Exception):
+    """Stands for a hard kill: nothing is saved when it is raised."""
+
+
+def assert_identical(members, reference) -> None:
+    for (learner, history), (expected, expected_history) in zip(members, reference, strict=True):
+        for name, weight in expected.state_dict().items():
+            assert torch.equal(learner.state_dict()[name], weight), name
+        assert {**history.to_dict(), "seconds": 0} == {**expected_history.to_dict(), "seconds": 0}
+
+
+# at 70 steps members 1 and 2 stop early at step 30, before the interruption, and member 0 at step 60
+@pytest.mark.parametrize(
+    ("max_steps", "stop_at", "error", "saved_steps", "last_step"),
+    [
+        (30, 13, None, [14, 14, 14], 30),  # Ctrl-C: a checkpoint at the end of the step
+        (30, 13, HardKillError(), [10, 10, 10], 30),  # a hard kill: the last periodic checkpoint
+        (70, 44, None, [45, 30, 30], 60),
+        (70, 44, HardKillError(), [40, 30, 30], 60),
+    ],
+)
+def test_an_interrupted_ensemble_resumes_to_exactly_the_uninterrupted_result(
+    tmp_path, max_steps, stop_at, error, saved_steps, last_step
+):
+    config = dataclasses.replace(CONFIG, max_steps=max_steps, patience=2, min_delta=0.005, checkpoint_every=5)
+    specs = seed_specs(config, schedule=StopAt(TASK))
+    paths = [tmp_path / f"seed{spec.train.seed}.ckpt" for spec in specs]
+    reference = train_ensemble(specs, device=CPU)
+    assert max(history.steps[-1] for _, history in reference) == last_step
+    assert_identical(train_ensemble(specs, device=CPU, checkpoint_paths=paths), reference)  # checkpoints change nothing
+    assert not any(path.exists() for path in paths)  # removed when training completes
+    with pytest.raises(KeyboardInterrupt if error is None else HardKillError):
+        train_ensemble(seed_specs(config, schedule=StopAt(TASK, stop_at, error)), device=CPU, checkpoint_paths=paths)
+    assert [checked_torch_load(path)["state"]["step"] for path in paths] == saved_steps
+    schedule = StopAt(TASK)
+    resumed = train_ensemble(seed_specs(config, schedule=schedule), device=CPU, checkpoint_paths=paths)
+    assert schedule.steps == list(range(saved_steps[0], last_step))  # only the steps left
+    assert_identical(resumed, reference)
+    assert not any(path.exists() for path in paths)
+
+
+def test_a_members_checkpoint_is_the_one_its_single_run_writes_and_resumes(tmp_path):
+    specs = seed_specs(dataclasses.replace(CONFIG, checkpoint_every=5), schedule=StopAt(TASK, 13, HardKillError()))
+    paths = [tmp_path / f"seed{spec.train.seed}.ckpt" for spec in specs]
+    with pytest.raises(HardKillError):
+        train_ensemble(specs, device=CPU, checkpoint_paths=paths)
+    single = StopAt(TASK)
+    learner = build_seeded(LEARNER, TASK, specs[1].train.seed)
+    train(learner, TASK, specs[1].train, schedule=single, checkpoint_path=paths[1], progress=False)
+    assert single.steps == list(range(10, CONFIG.max_steps))  # resumed where the ensemble stopped
+    assert not paths[1].exists()
+
+
+def test_checkpoints_out_of_step_are_ignored_and_training_starts_over(tmp_path):
+    specs = seed_specs(dataclasses.replace(CONFIG, checkpoint_every=5), schedule=StopAt(TASK, 13, HardKillError()))
+    paths = [tmp_path / f"seed{spec.train.seed}.ckpt" for spec in specs]
+    with pytest.raises(HardKillError):
+        train_ensemble(specs, device=CPU, checkpoint_paths=paths)
+    paths[2].unlink()  # as if the run had been killed between writing two members' checkpoints
+    again = StopAt(TASK)
+    members = train_ensemble(seed_specs(specs[0].train, schedule=again), device=CPU, checkpoint_paths=paths)
+    assert again.steps == list(range(CONFIG.max_steps))
+    assert_identical(members, train_ensemble(seed_specs(specs[0].train, schedule=StopAt(TASK)), device=CPU))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from uni_icl.book import expressivity_page
 from uni_icl.evaluation import Difference
 from uni_icl.experiments import expressivity
 from uni_icl.experiments.common import classification_run, classification_task
@@ -214,7 +215,7 @@ def test_decisive_effect_is_the_difference_that_decided_the_outcome():
     differences = assert_decisive_is_a_difference_the_rule_reads(failed)
     furthest = min(differences.values(), key=lambda pair: pair[0] + pair[1])  # lowest upper bound
     assert [failed.numbers["decisive"]["effect"], failed.numbers["decisive"]["ci"]] == furthest
-    assert "decisive" not in expressivity.explain(failed)
+    assert "decisive" not in expressivity_page.explain(failed)
 
 
 def test_verdict_rests_on_every_teacher_and_student_with_its_seeds():
@@ -234,13 +235,13 @@ def test_an_unconverged_run_makes_the_verdict_inconclusive_and_is_named(which):
     assert verdict.outcome == "inconclusive" and verdict.notes["ungated_outcome"] == "reproduced"
     named = "; ".join(verdict.notes["unconverged"])
     assert ("MatchNet on pairwise" in named) if which == "teacher" else ("ICL imitating MatchNet" in named)
-    assert "not converged" in expressivity.explain(verdict).lower()
+    assert "not converged" in expressivity_page.explain(verdict).lower()
 
 
 def test_explain_skips_a_verdict_stored_under_the_single_seed_rule():
     verdict = verdicts(fake_results(0.95, 0.85))[0]
     old = ClaimVerdict(**{**asdict(verdict), "numbers": {"imitation_agreement": {"CNP": 0.98}}})
-    assert expressivity.explain(old) is None and "CNP" in expressivity.explain(verdict)
+    assert expressivity_page.explain(old) is None and "CNP" in expressivity_page.explain(verdict)
 
 
 def test_student_convergence_tolerance_is_in_nats_of_kl():

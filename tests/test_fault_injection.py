@@ -32,11 +32,10 @@ from hypothesis import strategies as st
 from uni_icl import scorecard
 from uni_icl.book import build as book_build
 from uni_icl.cli import main
-from uni_icl.confirm import CONFIRM_ENV, confirm_paper_on_cpu
-from uni_icl.device import policy_thread_count, usable_cores
+from uni_icl.confirm import confirm_paper_on_cpu
 from uni_icl.experiments import selection
-from uni_icl.parallel import worker_count
 from uni_icl.presets import PRESETS
+from uni_icl.runtime import CONFIRM_ENV, runtime_from_env, usable_cores, use_runtime
 from uni_icl.storage import (
     CacheWarning,
     atomic_json_save,
@@ -250,9 +249,10 @@ def test_huge_thread_and_worker_counts_are_refused_before_any_work(isolated_cach
 
 def test_counts_up_to_the_bound_are_accepted():
     bound = str(4 * usable_cores())
-    assert policy_thread_count({"UNI_ICL_THREADS": bound}) == worker_count({"UNI_ICL_WORKERS": bound}) == int(bound)
+    runtime = runtime_from_env({"UNI_ICL_THREADS": bound, "UNI_ICL_WORKERS": bound})
+    assert runtime.threads == runtime.workers == int(bound)
     with pytest.raises(ValueError, match="allowed: integers from 1 to"):
-        worker_count({"UNI_ICL_WORKERS": "9" * 5000})
+        runtime_from_env({"UNI_ICL_WORKERS": "9" * 5000})
 
 
 HOLD_LOCK = """
@@ -290,14 +290,14 @@ def test_paper_on_a_cpu_states_the_estimate_and_how_to_go_on(isolated_cache):
     assert not isolated_cache.exists()
 
 
-def test_confirmation_or_a_smaller_preset_never_asks(monkeypatch):
+def test_confirmation_or_a_smaller_preset_never_asks():
     def plan():
         raise AssertionError("the plan is only built when the question may be asked")
 
     confirm_paper_on_cpu(PRESETS["smoke"], plan)
     confirm_paper_on_cpu(PRESETS["quick"], plan)
-    monkeypatch.setenv(CONFIRM_ENV, "1")
-    confirm_paper_on_cpu(PRESETS["paper"], plan)
+    with use_runtime(runtime_from_env({CONFIRM_ENV: "1"})):
+        confirm_paper_on_cpu(PRESETS["paper"], plan)
 
 
 # ---------------------------------------------------------------------------------------------

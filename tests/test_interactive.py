@@ -178,6 +178,23 @@ def test_small_multiples_draw_the_whole_grid(grid):
     assert [t.get_text() for t in facets.legend.get_texts()] == list(LEARNERS)
 
 
+def test_small_multiples_clip_bands_to_bounds_and_keep_a_categorical_order(grid):
+    """Bands stop at what an accuracy can be, and panels follow a categorical column's categories (one
+    family order on a page), not the alphabet."""
+    grid = grid.assign(ci=0.5)  # bands far beyond [0, 1]
+    facets = small_multiples(grid, x="shots", y="accuracy", ci="ci", hue="learner", col="noise_std", bounds=(0, 1))
+    for ax in facets.axes.flat:
+        for band in ax.collections:
+            ys = np.concatenate([path.vertices[:, 1] for path in band.get_paths()])
+            assert ys.min() >= 0.0 and ys.max() <= 1.0
+        low, high = ax.get_ylim()
+        assert low >= -0.06 and high <= 1.06
+    order = [NOISE[-1], *NOISE[:-1]]
+    ordered = grid.assign(noise_std=pd.Categorical(grid["noise_std"], categories=order))
+    facets = small_multiples(ordered, x="shots", y="accuracy", hue="learner", col="noise_std", titles="{col_name}")
+    assert [ax.get_title() for ax in facets.axes.flat] == [str(value) for value in order]
+
+
 def test_slider_is_an_offline_jshtml_animation_with_one_frame_per_value(grid):
     open_figures = plt.get_fignums()
     view = slider(grid, x="shots", y="accuracy", ci="ci", hue="learner", over="noise_std")

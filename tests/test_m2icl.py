@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from uni_icl.book import m2icl_page
 from uni_icl.evaluation import Difference
 from uni_icl.experiments import m2icl as experiment
 from uni_icl.experiments.rules import m2icl as rules
@@ -366,7 +367,7 @@ def test_verdict_rests_on_both_models_and_explains_from_its_numbers():
     # of (a) 0.3 and (b) 0.7, (a) is the closer to failing; (b) ICL without adaptation is 1.5x worse
     assert assert_decisive_is_a_log_ratio_the_rule_reads(verdict) == "adapted"
     assert verdict.numbers["shrink"][0] > 0  # the synthetic gain shrinks with K
-    text = experiment.explain(verdict)
+    text = m2icl_page.explain(verdict)
     assert "above +m: supports" in text and "M2-ICL adapted has the lower error on 12 of 12 domains" in text
     assert "it falls significantly" in text and "a working in-context regressor" in text
     assert "the two code paths agree" in text and "6 of the 6 compared training runs passed" in text
@@ -375,7 +376,7 @@ def test_verdict_rests_on_both_models_and_explains_from_its_numbers():
     (verdict,) = experiment.verdicts(_synthetic_results(0.0, icl_converged=False))
     assert verdict.outcome == "inconclusive" and verdict.notes["ungated_outcome"] == "not reproduced"
     assert assert_decisive_is_a_log_ratio_the_rule_reads(verdict) == "adapted"  # (a) within ±m: the failing one
-    text = experiment.explain(verdict)
+    text = m2icl_page.explain(verdict)
     assert "within ±m: contradicts" in text and "no significant change" in text
     assert "So the outcome is inconclusive: not converged: ICL pre-training (seeds 0, 1, 2)" in text
 

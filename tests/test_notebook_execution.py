@@ -15,9 +15,11 @@ from uni_icl.book.build import (
     main,
     pages_at_once,
     scorecard_inputs,
+    scorecard_pages,
     toc_files,
 )
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
+from uni_icl.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,10 +120,10 @@ def test_a_bad_preset_or_worker_count_gives_one_line_and_status_2_before_any_wor
 
 
 def test_pages_at_once_never_asks_for_more_threads_than_workers() -> None:
-    assert pages_at_once({"UNI_ICL_WORKERS": "2"}) == 2
-    assert pages_at_once({"UNI_ICL_WORKERS": "2", "UNI_ICL_THREADS": "2"}) == 1
-    assert pages_at_once({"UNI_ICL_WORKERS": "4", "UNI_ICL_THREADS": "2"}) == 2
-    assert pages_at_once({"UNI_ICL_WORKERS": "1", "UNI_ICL_THREADS": "4"}) == 1
+    assert pages_at_once(Runtime(workers=2)) == 2
+    assert pages_at_once(Runtime(workers=2, threads=2)) == 1
+    assert pages_at_once(Runtime(workers=4, threads=2)) == 2
+    assert pages_at_once(Runtime(workers=1, threads=4)) == 1
 
 
 def timed_page(root: Path, page: str, log: Path, seconds: float, *, imports: str = "") -> str:
@@ -171,6 +173,13 @@ def test_the_scorecard_inputs_are_the_claim_chapters_pages() -> None:
     pages = [page for page in toc_files(ROOT) if (ROOT / f"{page}.ipynb").exists()]
     inputs = scorecard_inputs(pages, ROOT)
     assert inputs == {page for page in pages if page.split("/")[-1][:2] in {"01", "02", "03", "04", "05", "06"}}
+
+
+def test_the_scorecard_pages_are_the_intro_and_the_scorecard() -> None:
+    """The intro shows every claim's verdict box (it reruns the claims, as the scorecard page does): both
+    wait for the claim chapters' pages."""
+    pages = [page for page in toc_files(ROOT) if (ROOT / f"{page}.ipynb").exists()]
+    assert scorecard_pages(pages, ROOT) == ["book/00_intro", SCORECARD_PAGE]
 
 
 def test_a_failing_page_fails_the_build_and_later_pages_do_not_start(tmp_path: Path) -> None:

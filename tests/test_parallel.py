@@ -7,14 +7,15 @@ import functools
 import operator
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
-from uni_icl.device import policy_thread_count
 from uni_icl.experiments import learnability
-from uni_icl.parallel import Job, train_all, worker_count
+from uni_icl.parallel import Job, train_all
 from uni_icl.presets import get_preset
+from uni_icl.runtime import current_runtime, runtime_from_env, use_runtime
 from uni_icl.storage import checked_torch_load
 
 
@@ -22,12 +23,13 @@ def _stored_models(jobs: list[Job]) -> dict[str, dict]:
     return {job.label: checked_torch_load(job.path) for job in jobs}
 
 
-def test_two_workers_store_the_same_models_as_one(tmp_path, monkeypatch):
+def test_two_workers_store_the_same_models_as_one(tmp_path):
+    """The workers store into the cache of the runtime they are handed (not the environment's)."""
     stores = {}
     for workers in (1, 2):
-        monkeypatch.setenv("UNI_ICL_CACHE", str(tmp_path / f"workers-{workers}"))
-        jobs = learnability.training_plan(get_preset("smoke"))[:4]
-        ran = train_all(jobs, workers=workers, progress=False)
+        with use_runtime(replace(current_runtime(), cache=tmp_path / f"workers-{workers}")):
+            jobs = learnability.training_plan(get_preset("smoke"))[:4]
+            ran = train_all(jobs, workers=workers, progress=False)
         assert sorted(ran) == sorted(job.label for job in jobs)
         stores[workers] = _stored_models(jobs)
     assert stores[1].keys() == stores[2].keys()
@@ -65,11 +67,11 @@ def test_an_error_in_a_worker_is_raised_here(tmp_path):
 @pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
 def test_bad_worker_and_thread_counts_are_one_line_errors(value):
     with pytest.raises(ValueError, match="UNI_ICL_WORKERS: .*allowed: a positive integer"):
-        worker_count({"UNI_ICL_WORKERS": value})
+        runtime_from_env({"UNI_ICL_WORKERS": value})
     with pytest.raises(ValueError, match="UNI_ICL_THREADS: .*allowed: a positive integer"):
-        policy_thread_count({"UNI_ICL_THREADS": value})
-    assert worker_count({"UNI_ICL_WORKERS": "3"}) == 3
-    assert policy_thread_count({}) == 1
+        runtime_from_env({"UNI_ICL_THREADS": value})
+    assert runtime_from_env({"UNI_ICL_WORKERS": "3"}).workers == 3
+    assert runtime_from_env({}).threads == 1
 
 
 def test_the_cli_rejects_a_bad_worker_count_before_any_work(tmp_path):
@@ -84,18 +86,19 @@ def test_the_cli_rejects_a_bad_worker_count_before_any_work(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-def test_seeds_trained_as_one_ensemble_store_what_single_runs_store(tmp_path, monkeypatch):
+def test_seeds_trained_as_one_ensemble_store_what_single_runs_store(tmp_path):
     """On CUDA the seeds of a model train as one ensemble; forced here on the CPU, the stored entries
     match single-model training up to the ensemble's float rounding (see tests/test_ensemble.py)."""
     stores = {}
     for ensembles in (False, True):
-        monkeypatch.setenv("UNI_ICL_CACHE", str(tmp_path / f"ensembles-{ensembles}"))
-        jobs = [job for job in learnability.training_plan(get_preset("smoke")) if job.spec.learner.name == "protonet"]
-        jobs = [job for job in jobs if job.spec.task.name == "pairwise" and job.spec.learner.params["hidden"] != 2]
-        assert len(jobs) == 2  # the smoke preset's two seeds (not the authors' 2-2-2 shape)
-        ran = train_all(jobs, workers=1, ensembles=ensembles, progress=False)
-        assert len(ran) == (1 if ensembles else 2)
-        stores[ensembles] = _stored_models(jobs)
+        with use_runtime(replace(current_runtime(), cache=tmp_path / f"ensembles-{ensembles}")):
+            plan = learnability.training_plan(get_preset("smoke"))
+            jobs = [job for job in plan if job.spec.learner.name == "protonet" and job.spec.task.name == "pairwise"]
+            jobs = [job for job in jobs if job.spec.learner.params["hidden"] != 2]
+            assert len(jobs) == 2  # the smoke preset's two seeds (not the authors' 2-2-2 shape)
+            ran = train_all(jobs, workers=1, ensembles=ensembles, progress=False)
+            assert len(ran) == (1 if ensembles else 2)
+            stores[ensembles] = _stored_models(jobs)
     for label, single in stores[False].items():
         batched = stores[True][label]
         assert batched["config"] == single["config"]

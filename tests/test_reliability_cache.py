@@ -133,7 +133,7 @@ def curriculum_run_killed_after_the_snapshot(monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
-def test_lost_early_snapshot_trains_again_instead_of_storing_no_weights(tmp_path, monkeypatch, damage):
+def test_lost_early_snapshot_trains_again_instead_of_storing_no_weights(tmp_path, monkeypatch, set_runtime, damage):
     scale, side_file = curriculum_run_killed_after_the_snapshot(monkeypatch)
     if damage == "deleted":
         side_file.unlink()
@@ -143,7 +143,7 @@ def test_lost_early_snapshot_trains_again_instead_of_storing_no_weights(tmp_path
         run = experiment.train_run(scale, "paper", 0, progress=False)
     again = experiment.train_run(scale, "paper", 0, progress=False)  # the stored entry is whole
     assert again.loaded_from_cache
-    monkeypatch.setenv("UNI_ICL_CACHE", str(tmp_path / "uninterrupted"))
+    set_runtime(cache=tmp_path / "uninterrupted")
     reference = experiment.train_run(scale, "paper", 0, progress=False)
     for model in (run, again):
         for name, value in reference.early.state_dict().items():
@@ -228,7 +228,6 @@ def fake_experiments(monkeypatch, claims):
             CLAIMS=(claim,),
             run=lambda preset, progress: preset.name,
             verdicts=lambda preset_name: [make_verdict(claim, preset_name)],
-            explain=lambda verdict: None,
             training_plan=lambda preset: [],
         )
 

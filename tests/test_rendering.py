@@ -240,6 +240,9 @@ ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception):")
 MACHINE_PATHS = tuple(
     sorted({f"{Path(p).as_posix().rstrip('/')}/" for p in (Path.home(), ROOT, tempfile.gettempdir())})
 )
+# an absolute path of some machine (a cache, a checkout, a temporary folder), wherever it was built:
+# "/home/ci/.cache/uni_icl", "/tmp/uni_icl_book_x/cache", "/content/uni-icl/results"
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:home|root|tmp|work|Users|var|opt|mnt|srv|content|private)/[\w.~-]+")
 # a table's |---| line left unrendered (typography may have turned --- into an em dash)
 RAW_PIPE_TABLE = re.compile(r"\|\s*:?(?:-{3,}|[\u2013\u2014]+):?\s*\|")
 # TeX that MathJax should have typeset: inline or display delimiters, an environment
@@ -312,6 +315,7 @@ def page_problems(driver, url: str, base: str, *, needs_figure: bool) -> list[st
     if "Traceback (most recent call last)" in facts["text"] or facts["error_outputs"]:
         problems.append("a Python traceback or error output is shown")
     paths = [path for path in MACHINE_PATHS if path in facts["text"]]
+    paths += sorted(set(ABSOLUTE_PATH.findall(facts["prose"] + "\n" + facts["outputs"])))
     if paths:
         problems.append(f"a machine path in the page: {paths}")
     if RAW_PIPE_TABLE.search(facts["outputs"]):
@@ -427,6 +431,7 @@ def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
         '<img src="missing.png"><div class="cell_output"><pre>Traceback (most recent call last):\n'
         f'ValueError: boom</pre></div><div class="cell_output"><p>cache: {Path.home()}/.cache/uni_icl</p>'
         "<p>| a | b |\n|\u2014|\u2014|\n| 1 | 2 |</p></div>"
+        '<div class="cell_output"><pre>results: /srv/builder/uni_icl_cache/models</pre></div>'
         '<p>A formula <span class="math">\\(x^2\\)</span>, as shown in [AkyurekSA+23], see '
         '<a href="http://PAPER.md">PAPER.md</a>.</p>'
         '<a href="gone.html">gone</a>'
@@ -459,7 +464,7 @@ def test_checks_catch_a_broken_page(tmp_path: Path, browser) -> None:
         "widget or progress-bar elements",
         "a text progress bar",
     )
-    for expected in (*expected_problems, "gone.html: HTTP 404"):
+    for expected in (*expected_problems, "gone.html: HTTP 404", "/srv/builder"):
         assert expected in problems, f"the checks missed {expected!r}: {problems}"
     assert len(squeezed) == 1 and "figures shrunk below 0.43" in squeezed[0], squeezed
     assert "wide.png (700 of 3000 px, 0.23)" in squeezed[0], squeezed  # ...and only the figure too wide

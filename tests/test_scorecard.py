@@ -131,9 +131,7 @@ def test_partial_run_updates_the_stored_card(tmp_path, monkeypatch):
     def verdicts(preset_name):
         return [ClaimVerdict("4a", preset_name, "q", {"x": 1.0}, "r", "reproduced", "book/05_curriculum")]
 
-    fake = SimpleNamespace(
-        CLAIMS=("4a",), run=run, verdicts=verdicts, explain=lambda verdict: None, training_plan=lambda preset: []
-    )
+    fake = SimpleNamespace(CLAIMS=("4a",), run=run, verdicts=verdicts, training_plan=lambda preset: [])
     monkeypatch.setitem(scorecard.EXPERIMENTS, "4a", fake)
     stored = make_card({"1": "reproduced", "4a": "inconclusive"})
     from uni_icl.storage import atomic_json_save

@@ -5,8 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uni_icl.book import selection_page
+from uni_icl.book.formatting import training_table
+from uni_icl.evaluation import Difference
 from uni_icl.experiments import selection as experiment
 from uni_icl.experiments.common import classification_run, classification_task
+from uni_icl.experiments.evidence import side
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.selectors import AlgorithmSelector, OracleSelector, prequential_scores, select_best
 from uni_icl.presets import PRESETS
@@ -128,8 +132,8 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         OracleSelector(meta_learners())(torch.zeros(2, 5, 2), torch.zeros(2, 5, dtype=torch.long))
 
 
-def _d(mean: float, ci: float) -> experiment.Difference:
-    return experiment.Difference(mean, ci)
+def _d(mean: float, ci: float) -> Difference:
+    return Difference(mean, ci)
 
 
 def test_claim_3a_rule_on_synthetic_differences():
@@ -144,8 +148,8 @@ def test_claim_3a_rule_on_synthetic_differences():
     # significantly positive is not enough any more: above 0 but not above +m
     assert experiment.decide_3a(_d(0.006, 0.003)) == "not reproduced"  # (0.003, 0.009): above 0, inside +m
     assert experiment.decide_3a(_d(0.012, 0.004)) == "inconclusive"
-    assert experiment.side(_d(0.05, 0.02)) == "above +m" and experiment.side(_d(-0.05, 0.02)) == "below -m"
-    assert experiment.side(_d(0.0, 0.005)) == "within ±m" and experiment.side(_d(0.0, 0.05)) == "crosses ±m"
+    assert side(_d(0.05, 0.02)) == "above +m" and side(_d(-0.05, 0.02)) == "below -m"
+    assert side(_d(0.0, 0.005)) == "within ±m" and side(_d(0.0, 0.05)) == "crosses ±m"
     for words in (f"m = {m}", "above +m", "below -m", "within (-m, +m)", "convergence test"):
         assert words in experiment.RULE_3A
 
@@ -210,7 +214,7 @@ def test_claim_3a_verdict_reads_the_seeded_difference():
     assert verdict.numbers["icl_minus_selector_per_seed"] == pytest.approx([0.1, 0.1])
     assert verdict.numbers["bayes_radius"][0] == pytest.approx(sum(BASE) / len(BASE) + 0.2)
     assert verdict.numbers["bayes_minus_icl_radius_ceiling"][0] == pytest.approx(0.095)  # the ceiling is ICL here
-    text = experiment.explain(verdict)
+    text = selection_page.explain(verdict)
     assert "The radius Bayes predictor, the ceiling of any learner there, reaches 0.856; Bayes minus" in text
     assert experiment.verdicts(fake_results(two, better))[0].outcome == "not reproduced"
     tiny = [[v + 0.001 * (-1) ** i for i, v in enumerate(seed)] for seed in two]
@@ -220,7 +224,7 @@ def test_claim_3a_verdict_reads_the_seeded_difference():
     verdict = experiment.verdicts(fake_results(split, two))[0]
     assert verdict.outcome == "inconclusive"
     assert_decisive_is_icl_minus_selector(verdict)
-    assert "disagree on the sign" in experiment.explain(verdict)
+    assert "disagree on the sign" in selection_page.explain(verdict)
 
 
 def test_claim_3a_is_inconclusive_when_a_compared_model_did_not_converge():
@@ -228,7 +232,7 @@ def test_claim_3a_is_inconclusive_when_a_compared_model_did_not_converge():
     verdict = experiment.verdicts(fake_results(better, [BASE, BASE], converged=(True, False)))[0]
     assert verdict.outcome == "inconclusive" and verdict.notes["ungated_outcome"] == "reproduced"
     assert verdict.notes["unconverged"] == ["ICL on mixture (seeds 1)"]
-    assert "Not converged: ICL on mixture (seeds 1)" in experiment.explain(verdict)
+    assert "Not converged: ICL on mixture (seeds 1)" in selection_page.explain(verdict)
     compared = {(record["learner"], record["train_family"]) for record in verdict.rests_on}
     assert compared == {("icl", "mixture"), ("matchnet", "pairwise"), ("protonet", "prototype"), ("cnp", "amortized")}
 
@@ -278,7 +282,7 @@ def test_variants_are_reported_but_do_not_change_the_outcome():
         "per_seed": [0.04, 0.06],
         "default": False,
     }
-    assert "different sides of the margin" in experiment.explain(verdict)
+    assert "different sides of the margin" in selection_page.explain(verdict)
 
 
 def test_run_at_smoke_rests_on_every_seed_of_the_compared_models(isolated_cache):
@@ -301,9 +305,9 @@ def test_run_at_smoke_rests_on_every_seed_of_the_compared_models(isolated_cache)
     assert_decisive_is_icl_minus_selector(verdict)
     assert len(verdict.numbers["icl_minus_selector_per_seed"]) == len(seeds)
     assert {v["layout"] for v in results.variants} == {"paired", "support_query"}
-    table = experiment.training_table(results)
+    table = training_table(results.trainings)
     assert len(table) == 6 * len(seeds)  # every trained model and seed, with its convergence test
-    assert experiment.explain(verdict).startswith("On radius")
+    assert selection_page.explain(verdict).startswith("On radius")
     # the oracle predicts with one candidate: its scores are that candidate's
     oracle = results.row(experiment.ORACLE, "pairwise")
     assert oracle["per_seed_episode_mean"] == results.row("MatchNet", "pairwise")["per_seed_episode_mean"]

@@ -5,9 +5,11 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from uni_icl.book import shift_regions
+from uni_icl.book import shift_page, shift_regions
+from uni_icl.book.formatting import training_table
 from uni_icl.evaluation import EVAL_BATCH, evaluate
 from uni_icl.experiments import shift
+from uni_icl.experiments.rules import shift as rules
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.selectors import AlgorithmSelector
 from uni_icl.presets import PRESETS
@@ -96,7 +98,7 @@ def test_shift_grid_has_one_row_per_family_noise_level_and_learner():
     assert len(keys) == 27
     row = results.rows[0]
     assert len(row["per_position"]) == 20 and len(row["per_episode_mean"]) == 16
-    frame = shift.curves_frame(results.rows)
+    frame = shift_page.curves_frame(results.rows)
     assert list(frame.columns) == ["family", "noise_std", "learner", "shots", "accuracy", "ci"]
     assert len(frame) == 27 * 20
     # the grid evaluates at the requested noise: a learner's result equals a direct evaluation there
@@ -218,7 +220,7 @@ def test_status_is_an_equivalence_test_with_the_margin():
 
 def test_claim_3b_rule_on_synthetic_differences():
     insensitive, degrades, unclear = _d(0.0, 0.005), _d(0.05), _d(0.0, 0.05)
-    explicit = {shift.META: degrades, shift.NCM: insensitive, shift.KNN: unclear, shift.LOGISTIC: degrades}
+    explicit = {shift.META: degrades, rules.NCM: insensitive, rules.KNN: unclear, rules.LOGISTIC: degrades}
     assert shift.decide_family(degrades, explicit) == "supports"  # one explicit algorithm is insensitive
     assert shift.decide_family(insensitive, explicit) == "contradicts"  # ICL does not degrade
     assert shift.decide_family(_d(-0.05), explicit) == "contradicts"
@@ -255,8 +257,8 @@ def test_claim_3b_verdicts():
     assert verdict.outcome == "reproduced" and verdict.numbers["families_supporting"] == 3
     pairwise = verdict.numbers["families"]["pairwise"]
     assert pairwise["icl_own"]["status"] == "degrades" and pairwise["icl_own"]["per_seed"] == pytest.approx([0.1, 0.1])
-    assert pairwise["explicit"][shift.NCM]["status"] == "insensitive"
-    assert "3 of 3 families support the claim" in shift.explain(verdict)
+    assert pairwise["explicit"][rules.NCM]["status"] == "insensitive"
+    assert "3 of 3 families support the claim" in shift_page.explain(verdict)
     assert shift.verdicts(results_from(verdict_rows(0.0, 0.0)))[0].outcome == "not reproduced"
     assert shift.verdicts(results_from(verdict_rows(0.1, 0.1)))[0].outcome == "not reproduced"
     gated = shift.verdicts(results_from(verdict_rows(0.1, 0.0), converged=(True, False)))[0]
@@ -292,7 +294,7 @@ def test_decisive_growth_comes_from_a_family_that_decided_the_outcome():
     assert verdict.outcome == "not reproduced" and verdict.numbers["decisive"]["label"].startswith("ICL: ")
 
     def compared(family, icl):
-        return shift.family_comparisons(family, _d(*icl), {shift.NCM: _d(0.0), shift.KNN: _d(0.05)}, {})
+        return shift.family_comparisons(family, _d(*icl), {rules.NCM: _d(0.0), rules.KNN: _d(0.05)}, {})
 
     # a family stands for its explicit algorithms with the one closest to insensitive (NCM, not 5-NN)
     assert compared("pairwise", (0.1,))[1].label == "Nearest class mean: gap-to-Bayes growth, pairwise"
@@ -310,7 +312,7 @@ def test_decisive_growth_comes_from_a_family_that_decided_the_outcome():
     assert chosen["label"] == "ICL: gap-to-Bayes growth, amortized"  # below even -m
     # a family that contradicts because every explicit algorithm degrades while ICL degrades too: the
     # explicit comparison decided it (ICL's supports the claim), unless another family's contradicts more
-    degrading = shift.family_comparisons("prototype", _d(0.1), {shift.NCM: _d(0.05), shift.KNN: _d(0.08)}, {})
+    degrading = shift.family_comparisons("prototype", _d(0.1), {rules.NCM: _d(0.05), rules.KNN: _d(0.08)}, {})
     chosen = shift.decisive_growth({**comparisons, "prototype": degrading}, decisions, "not reproduced")
     assert chosen["label"] == "ICL: gap-to-Bayes growth, amortized"
     only = {"prototype": degrading}
@@ -323,11 +325,11 @@ def test_decisive_growth_comes_from_a_family_that_decided_the_outcome():
 
 
 def test_explanation_states_only_what_the_numbers_show():
-    quiet = shift.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0])
+    quiet = shift_page.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0])
     assert "degrades too" not in quiet and "trained networks" not in quiet and "noise-range" not in quiet
-    loud = shift.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.1)))[0])
+    loud = shift_page.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.1)))[0])
     assert "every explicit algorithm degrades too" in loud
-    remedied = shift.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0, mixture_loss=0.1)))[0])
+    remedied = shift_page.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0, mixture_loss=0.1)))[0])
     assert "trained on noise_std in [1, 5] is insensitive" in remedied and "still degrades" not in remedied
 
 
@@ -417,7 +419,7 @@ def test_run_at_smoke_compares_every_seed_and_the_explicit_rules(isolated_cache)
     for row in results.rows:
         # the prototype Bayes reference is Monte Carlo: one sampler seed per training seed, in its interval
         sampled = row["learner"] == shift.BAYES and row["family"] == "prototype"
-        expected = 1 if row["learner"] in (shift.BAYES, shift.NCM, shift.KNN, shift.LOGISTIC) else len(seeds)
+        expected = 1 if row["learner"] in (shift.BAYES, rules.NCM, rules.KNN, rules.LOGISTIC) else len(seeds)
         assert len(row["per_seed_episode_mean"]) == (len(seeds) if sampled else expected)
     (verdict,) = shift.verdicts(results)
     assert verdict.outcome in ("reproduced", "not reproduced", "inconclusive")
@@ -432,6 +434,6 @@ def test_run_at_smoke_compares_every_seed_and_the_explicit_rules(isolated_cache)
         assert set(entry["explicit"]) == set(shift.EXPLICIT)
         sampled = len(seeds) if family == "prototype" else 1  # the reference's sampler seeds enter the gaps
         assert len(entry["icl_own"]["per_seed"]) == len(seeds)
-        assert len(entry["explicit"][shift.NCM]["per_seed"]) == sampled
-    assert len(shift.training_table(results)) == 8 * len(seeds)  # 3 candidates, 4 ICL, the remedy
-    assert shift.explain(verdict).startswith("Gap growth")
+        assert len(entry["explicit"][rules.NCM]["per_seed"]) == sampled
+    assert len(training_table(results.trainings)) == 8 * len(seeds)  # 3 candidates, 4 ICL, the remedy
+    assert shift_page.explain(verdict).startswith("Gap growth")

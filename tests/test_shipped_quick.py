@@ -28,11 +28,10 @@ def test_scorecard_differences_names_each_changed_claim():
     assert results.scorecard_differences(card, flipped) == ["3a: only in one scorecard", "1: outcome differs"]
 
 
-def test_shipped_results_rebuild_the_shipped_scorecard(monkeypatch, isolated_cache):
+def test_shipped_results_rebuild_the_shipped_scorecard(set_runtime):
     if not (SHIPPED / "manifest.json").exists():
         pytest.skip("no shipped quick results")
-    monkeypatch.delenv("UNI_ICL_SHIPPED", raising=False)
-    monkeypatch.delenv("UNI_ICL_FRESH", raising=False)
+    set_runtime(shipped=SHIPPED.parent, fresh=False)
     preset = PRESETS["quick"]
     stale = [row for row in results.status(preset, BOOK_CHAPTERS) if row["state"] != "current"]
     if stale:

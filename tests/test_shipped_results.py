@@ -31,13 +31,13 @@ SPEC = classification_run(SMOKE.classification, "protonet", TASK)
 
 
 @pytest.fixture
-def shipped(tmp_path, monkeypatch, isolated_cache):
+def shipped(tmp_path, monkeypatch, isolated_cache, set_runtime):
     """A smoke 'build' that trained and evaluated SPEC, exported into tmp_path/results/smoke; then an empty cache."""
     monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, False))
-    monkeypatch.delenv("UNI_ICL_FRESH")
     base = tmp_path / "results"
-    monkeypatch.setenv("UNI_ICL_SHIPPED", str(base))
+    set_runtime(fresh=False, shipped=base)
     reads = results.start_read_log("smoke")
+    set_runtime(read_log=reads.log)
     model = train_or_load(SPEC, progress=False)
     score = evaluate_or_load(model, TASK, n_tasks=8, seed=3)
     scorecard = isolated_cache / "scorecards" / "scorecard-smoke.json"
@@ -46,9 +46,8 @@ def shipped(tmp_path, monkeypatch, isolated_cache):
     atomic_json_save({"preset": "smoke", "verdicts": [], "wall_seconds": 1.0}, scorecard)
     reads.finish(12.0)
     manifest = results.export("smoke", base / "smoke")
-    monkeypatch.delenv("UNI_ICL_READ_LOG")
     fresh_cache = tmp_path / "fresh-cache"
-    monkeypatch.setenv("UNI_ICL_CACHE", str(fresh_cache))
+    set_runtime(read_log=None, cache=fresh_cache)
     return SimpleNamespace(base=base, manifest=manifest, model=model, score=score, cache=fresh_cache)
 
 
@@ -84,8 +83,8 @@ def test_shipped_files_are_never_changed(shipped):
     assert before == after
 
 
-def test_fresh_ignores_the_shipped_results(shipped, monkeypatch):
-    monkeypatch.setenv("UNI_ICL_FRESH", "1")
+def test_fresh_ignores_the_shipped_results(shipped, set_runtime):
+    set_runtime(fresh=True)
     assert shipped_roots() == [] and not is_stored(model_path(SPEC))
     with offline(), pytest.raises(MissingEntryError):
         train_or_load(SPEC, progress=False)
@@ -97,8 +96,8 @@ def test_an_entry_of_other_code_is_not_found(shipped):
         train_or_load(other, progress=False)
 
 
-def test_export_refuses_a_build_of_other_code(shipped, monkeypatch, tmp_path, isolated_cache):
-    monkeypatch.setenv("UNI_ICL_CACHE", str(isolated_cache))  # the cache the build ran in
+def test_export_refuses_a_build_of_other_code(shipped, monkeypatch, tmp_path, isolated_cache, set_runtime):
+    set_runtime(cache=isolated_cache)  # the cache the build ran in
     monkeypatch.setattr(results, "git_state", lambda: ("beef" * 10, False))
     with pytest.raises(ValueError, match="commit, then build again"):
         results.export("smoke", tmp_path / "elsewhere")
@@ -150,9 +149,9 @@ def test_verify_fails_when_the_retrained_weights_differ(shipped, monkeypatch):
     assert row["passed"]
 
 
-def test_fresh_recomputes_the_copies_earlier_runs_made_in_the_cache(shipped, monkeypatch):
+def test_fresh_recomputes_the_copies_earlier_runs_made_in_the_cache(shipped, set_runtime):
     assert train_or_load(SPEC, progress=False).loaded_from_cache  # copied from the shipped results
-    monkeypatch.setenv("UNI_ICL_FRESH", "1")
+    set_runtime(fresh=True)
     assert not is_stored(model_path(SPEC))
     assert not train_or_load(SPEC, progress=False).loaded_from_cache  # recomputed here
     assert train_or_load(SPEC, progress=False).loaded_from_cache  # and now it is this machine's

@@ -9,20 +9,20 @@ and exit status 2, before any work starts. A cache path the store
 cannot use, or a loss that turns inf or NaN during training, ends the same way when it is met,
 with nothing cached. Ctrl-C or SIGTERM ends with one line (where training stopped, where its
 checkpoint is) and exit status 130 or 143; the same command then resumes. Warnings (a damaged cache entry that is
-recomputed) are one line each. The work runs under the package's thread policy
-(:func:`~uni_icl.device.policy_threads`).
+recomputed) are one line each. The command reads its runtime (:mod:`uni_icl.runtime`) from the environment
+once, before any work, and the work runs under it and its thread policy (:func:`~uni_icl.device.policy_threads`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 
 from uni_icl.confirm import claims_plan, confirm_paper_on_cpu
-from uni_icl.device import default_device, memory_bytes, policy_thread_count, policy_threads
+from uni_icl.device import default_device, memory_bytes, policy_threads
 from uni_icl.evaluation import EVAL_BATCH
 from uni_icl.experiments.common import (
     MIXED_FAMILY,
@@ -35,11 +35,12 @@ from uni_icl.learners import TRAINABLE_CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
 from uni_icl.learners.icler import ICLer
 from uni_icl.output_paths import output_file
-from uni_icl.parallel import run_job, worker_count
+from uni_icl.parallel import run_job
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
+from uni_icl.runtime import Runtime, runtime_from_env, use_runtime
 from uni_icl.stopping import exit_status, terminate_as_interrupt
-from uni_icl.storage import FRESH_ENV, StorageError, atomic_json_export, cache_root, check_writable, shipped_roots
+from uni_icl.storage import StorageError, atomic_json_export, cache_root, check_writable
 from uni_icl.validation import NonFiniteError, check_choice, check_int
 
 CLASSIFICATION_FAMILIES = sorted((*SINGLE_FAMILIES, MIXED_FAMILY, UNSEEN_FAMILY))  # the families `train` takes
@@ -135,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
-            job = prepare_command(args)
+            runtime = command_runtime(args)
+            with use_runtime(runtime):
+                job = prepare_command(args)
         except (UsageError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         try:
-            with terminate_as_interrupt(), policy_threads():
+            with use_runtime(runtime), terminate_as_interrupt(), policy_threads():
                 print(job())
         except CheckFailedError as failed:
             print(failed)
@@ -159,12 +162,16 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {message}", file=sys.stderr)
 
 
+def command_runtime(args: argparse.Namespace) -> Runtime:
+    """The runtime of the environment (a ValueError names a bad variable), fresh under ``reproduce --fresh``."""
+    runtime = runtime_from_env()
+    return replace(runtime, fresh=True) if getattr(args, "fresh", False) else runtime
+
+
 def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
-    """Check every argument (raising UsageError / ValueError) and return the work to do."""
+    """Check every argument (raising UsageError / ValueError) and return the work to do (under the runtime)."""
     preset = (get_preset(args.preset) if args.preset is not None else preset_from_env()).name
     progress = not args.no_progress
-    worker_count(), policy_thread_count()  # UNI_ICL_WORKERS and UNI_ICL_THREADS, checked before any work
-    shipped_roots()  # UNI_ICL_FRESH
     if args.command == "run":
         if args.experiment not in EXPERIMENTS:
             raise UsageError(f"experiment: unknown value {args.experiment!r}; allowed: {', '.join(EXPERIMENTS)}")
@@ -179,8 +186,6 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
         output = None if args.output is None else output_file(args.output)
         confirm_paper_on_cpu(get_preset(preset), lambda: claims_plan(get_preset(preset), claims))
         check_writable(cache_root())
-        if args.fresh:
-            os.environ[FRESH_ENV] = "1"
 
         def job() -> str:
             card = scorecard.reproduce(get_preset(preset), claims, progress=progress)

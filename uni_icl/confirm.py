@@ -2,7 +2,8 @@
 
 :func:`confirm_paper_on_cpu` is called by the commands (``python -m uni_icl``, the book builder)
 before any work. At ``paper``, on the CPU, with models still to train, it raises a ValueError of
-one line: how many models, the estimated time, and how to go on (``UNI_ICL_CONFIRM_CPU_PAPER=1``).
+one line: how many models, the estimated time, and how to go on (``UNI_ICL_CONFIRM_CPU_PAPER=1``, the
+runtime's ``confirm_cpu_paper``).
 ``smoke`` and ``quick`` never ask, nor does a machine with a GPU, nor a run whose models are stored.
 
 The estimate scales a measurement: the ``quick`` book grid's models took
@@ -14,27 +15,26 @@ workers. Early stopping and the paper models' larger widths move the real time e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 
-from uni_icl.device import default_device
-from uni_icl.parallel import Job, worker_count
+from uni_icl.parallel import Job
 from uni_icl.presets import PRESETS, Preset
+from uni_icl.runtime import CONFIRM_ENV, current_runtime
 from uni_icl.storage import is_stored
 
-CONFIRM_ENV = "UNI_ICL_CONFIRM_CPU_PAPER"
 QUICK_GRID_CORE_SECONDS = 12_036.0  # the quick book grid's training times, summed (2-core machine, README)
 
 
 def confirm_paper_on_cpu(preset: Preset, plan: Callable[[], Sequence[Job]]) -> None:
     """Raise a ValueError (one line) if the jobs of ``plan()`` would train at ``paper`` on the CPU without
     confirmation (``plan`` is called only then)."""
-    if preset.name != "paper" or default_device().type == "cuda" or os.environ.get(CONFIRM_ENV, "").strip() == "1":
+    runtime = current_runtime()
+    if preset.name != "paper" or runtime.device.type == "cuda" or runtime.confirm_cpu_paper:
         return
     todo = [job for job in plan() if not is_stored(job.path)]
     if not todo:
         return
-    workers = min(worker_count(), len(todo))
+    workers = min(runtime.workers, len(todo))
     seconds = estimated_core_seconds(todo) / workers
     models = f"{len(todo)} model{'s' if len(todo) > 1 else ''}"
     raise ValueError(

@@ -3,8 +3,10 @@
 A chapter lists what it trains as :class:`Job` s (:func:`run_job` for a plain train-or-load
 :class:`~uni_icl.runs.RunSpec`; the distillations, curricula and meta-training of other chapters
 wrap their own train-or-load function). :func:`train_all` skips the jobs whose entry is stored (in
-the cache or shipped), and runs the rest on ``workers`` processes (``UNI_ICL_WORKERS``, default one
-per CPU core the process may use), each on one torch thread (:mod:`uni_icl.device`'s policy), longest jobs first.
+the cache or shipped), and runs the rest on ``workers`` processes (the runtime's ``workers``,
+``UNI_ICL_WORKERS``, default one per CPU core the process may use), each on one torch thread
+(:mod:`uni_icl.device`'s policy) and given the parent's runtime (:mod:`uni_icl.runtime`), longest
+jobs first.
 Jobs of a later ``stage`` start when every job of the earlier stages has finished (students after
 their teachers). Afterwards the chapter's code calls the same train-or-load functions and loads
 what the workers stored.
@@ -20,21 +22,19 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-import os
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from uni_icl.device import THREADS_ENV, default_device, policy_threads, resource_count, usable_cores
+from uni_icl.device import default_device, policy_threads
 from uni_icl.learners import kind_of
-from uni_icl.runs import RunSpec, model_entry_validator, model_path, train_or_load
+from uni_icl.runs import RunSpec, checkpoint_path, model_entry_validator, model_path, train_or_load
+from uni_icl.runtime import Runtime, current_runtime, install_runtime
 from uni_icl.storage import MissingEntryError, cached_entry, is_offline, is_stored
-
-WORKERS_ENV = "UNI_ICL_WORKERS"
 
 
 @dataclass(frozen=True)
@@ -104,17 +104,14 @@ def seed_ensembles(jobs: list[Job]) -> list[Job]:
 
 
 def _train_ensemble(specs: list[RunSpec], root: Path | None) -> None:
-    """Train ``specs`` as one ensemble and store each member where train_or_load finds it."""
+    """Train ``specs`` as one ensemble, checkpointed where train_or_load checkpoints each, and store each
+    member where train_or_load finds it."""
     from uni_icl.ensemble import train_ensemble
 
-    for spec, (learner, history) in zip(specs, train_ensemble(specs), strict=True):
+    checkpoints = [checkpoint_path(spec, root) for spec in specs]
+    for spec, (learner, history) in zip(specs, train_ensemble(specs, checkpoint_paths=checkpoints), strict=True):
         entry = {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}
         cached_entry(model_path(spec, root), lambda entry=entry: entry, model_entry_validator(learner), tensors=True)
-
-
-def worker_count(environ: Mapping[str, str] = os.environ) -> int:
-    """``UNI_ICL_WORKERS`` (see :func:`~uni_icl.device.resource_count`), default one per usable CPU core."""
-    return resource_count(WORKERS_ENV, environ, usable_cores(), "default: one per core")
 
 
 def train_all(
@@ -127,14 +124,13 @@ def train_all(
 ) -> list[str]:
     """Run every job whose entry is not stored, on ``workers`` processes; returns the labels it ran.
 
-    ``workers`` defaults to :func:`worker_count`. ``ensembles`` (default: on CUDA only) trains the
-    seeds of a model as one batched ensemble (:func:`seed_ensembles`); on the 2-core CPU a loop of
-    single models was faster (``scripts/benchmark_ensemble.py``), and an ensemble has no
-    checkpoints. One progress bar counts finished jobs for the whole grid. An error in a job (e.g.
-    a NonFiniteError) stops the other workers and is raised here; finished jobs stay stored,
-    unfinished ones keep their checkpoints.
+    ``workers`` defaults to the runtime's. ``ensembles`` (default: on CUDA only) trains the seeds of a
+    model as one batched ensemble (:func:`seed_ensembles`); on the 2-core CPU a loop of single models
+    was faster (``scripts/benchmark_ensemble.py``). One progress bar counts finished jobs for the
+    whole grid. An error in a job (e.g. a NonFiniteError) stops the other workers and is raised here;
+    finished jobs stay stored, unfinished ones keep their checkpoints.
     """
-    workers = worker_count() if workers is None else workers
+    workers = current_runtime().workers if workers is None else workers
     ensembles = default_device().type == "cuda" if ensembles is None else ensembles
     pending = one_job_per_entry([job for job in jobs if not is_stored(job.path)])
     if pending and is_offline():
@@ -163,7 +159,8 @@ def _run_batch(jobs: list[Job], workers: int) -> Iterable[str]:
             yield job.label
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-    pool = context.Pool(workers, initializer=_start_worker)
+    runtime = replace(current_runtime(), threads=1)  # a worker owns one core
+    pool = context.Pool(workers, initializer=_start_worker, initargs=(runtime,))
     try:
         yield from pool.imap_unordered(_run_in_worker, jobs, chunksize=1)
     except BaseException:
@@ -174,15 +171,16 @@ def _run_batch(jobs: list[Job], workers: int) -> Iterable[str]:
     pool.join()
 
 
-def _start_worker() -> None:
-    """A worker owns one core: one torch thread, whatever ``UNI_ICL_THREADS`` says for a single process.
+def _start_worker(runtime: Runtime) -> None:
+    """Install the parent's ``runtime`` (a spawned worker starts without one), whose thread count is one:
+    a worker owns one core, whatever ``UNI_ICL_THREADS`` says for a single process.
 
     It ignores Ctrl-C (the parent, which gets it too, stops the pool) and dies on SIGTERM (what
     ``pool.terminate`` sends), keeping its last periodic checkpoint, as after kill -9: a worker's
     training never defers these signals (:func:`~uni_icl.training.deferred_interrupt`).
     """
-    os.environ[THREADS_ENV] = "1"
-    torch.set_num_threads(1)
+    install_runtime(runtime)
+    torch.set_num_threads(runtime.threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

@@ -1,7 +1,7 @@
 """Shipped results: what a build read, exported into ``results/<preset>/``, checked and verified.
 
-A book build records the cache-relative path of every entry it read (``$UNI_ICL_READ_LOG``, set
-by :func:`start_read_log`) and, once it has finished, a record of the build (commit, preset, torch,
+A book build records the cache-relative path of every entry it read (the runtime's ``read_log``,
+started by :func:`start_read_log`) and, once it has finished, a record of the build (commit, preset, torch,
 device, threads, workers, wall time). :func:`export` copies exactly those entries into
 ``results/<preset>/`` with a manifest (each entry's SHA-256, size, and for a model the hash of its
 weights, its training seconds and steps) and the scorecard as ``scorecard.json``; it refuses a
@@ -28,23 +28,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from uni_icl.device import default_device, policy_thread_count, policy_threads
+from uni_icl.device import policy_threads
 from uni_icl.evaluation import evaluate
-from uni_icl.parallel import Job, worker_count
+from uni_icl.parallel import Job
 from uni_icl.presets import Preset
 from uni_icl.runs import model_path, rung_spec, train_or_load
+from uni_icl.runtime import REPOSITORY_RESULTS, current_runtime, use_runtime
 from uni_icl.storage import (
-    CACHE_ENV,
-    FRESH_ENV,
     MANIFEST,
-    READ_LOG_ENV,
-    REPOSITORY_RESULTS,
-    SHIPPED_ENV,
     SHIPPED_SUFFIX,
     MissingEntryError,
     atomic_json_export,
@@ -81,14 +77,13 @@ class ReadLog:
 
 
 def start_read_log(preset: str) -> ReadLog:
-    """Start an empty read log for a build of ``preset`` and point ``$UNI_ICL_READ_LOG`` at it (kernels inherit it)."""
+    """Start an empty read log for a build of ``preset`` (the build makes it its runtime's ``read_log``)."""
     folder = reads_folder()
     folder.mkdir(parents=True, exist_ok=True)
     folder = folder.resolve()  # kernels run in another working directory
     reads = ReadLog(preset, folder / f"book-{preset}.log", folder / f"book-{preset}.json")
     reads.record.unlink(missing_ok=True)
     reads.log.write_text("")
-    os.environ[READ_LOG_ENV] = str(reads.log)
     return reads
 
 
@@ -113,16 +108,17 @@ def git_state() -> tuple[str, bool]:
 def provenance(preset: str) -> dict:
     """Where results of ``preset`` computed here come from: commit, versions, device, threads and workers."""
     commit, dirty = git_state()
+    runtime = current_runtime()
     return {
         "preset": preset,
         "commit": commit,
         "local_changes": dirty,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "device": default_device().type,
+        "device": runtime.device.type,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "threads": policy_thread_count(),
-        "workers": worker_count(),
+        "threads": runtime.threads,
+        "workers": runtime.workers,
     }
 
 
@@ -250,9 +246,8 @@ def _plain_json(path: Path, *, checksummed: bool = False):
 
 
 def load_manifest(preset: str) -> dict | None:
-    """The shipped manifest of ``preset`` (from ``$UNI_ICL_SHIPPED`` or the repository), or None."""
-    base = Path(os.environ.get(SHIPPED_ENV) or REPOSITORY_RESULTS)
-    return _plain_json(base / preset / MANIFEST)
+    """The shipped manifest of ``preset`` (in the runtime's ``shipped`` folder), or None."""
+    return _plain_json(current_runtime().shipped / preset / MANIFEST)
 
 
 def describe_sources(preset: str) -> str:
@@ -317,17 +312,11 @@ def status(preset: Preset, chapters) -> list[dict]:
 @contextmanager
 def empty_cache(*, shipped: bool) -> Iterator[Path]:
     """A fresh temporary cache; without ``shipped``, the shipped results are ignored too (everything computes)."""
-    saved = {name: os.environ.get(name) for name in (CACHE_ENV, FRESH_ENV)}
-    with tempfile.TemporaryDirectory(prefix="uni_icl_verify_") as folder:
-        os.environ[CACHE_ENV], os.environ[FRESH_ENV] = folder, "0" if shipped else "1"
-        try:
-            yield Path(folder)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    with (
+        tempfile.TemporaryDirectory(prefix="uni_icl_verify_") as folder,
+        use_runtime(replace(current_runtime(), cache=Path(folder), fresh=not shipped)),
+    ):
+        yield Path(folder)
 
 
 def verifiable_jobs(preset: Preset, chapters, manifest: dict, max_seconds: float) -> list[tuple[Job, dict]]:

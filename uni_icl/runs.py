@@ -90,6 +90,11 @@ def model_path(spec: RunSpec, root: Path | None = None) -> Path:
     return (root or cache_root()) / "models" / f"{spec.learner.name}-{spec.task.name}-{spec.key}.pt"
 
 
+def checkpoint_path(spec: RunSpec, root: Path | None = None) -> Path:
+    """Where training ``spec`` keeps its checkpoint until it finishes (alone, or in a seed ensemble)."""
+    return model_path(spec, root).with_suffix(".ckpt")
+
+
 def train_or_load(
     spec: RunSpec,
     *,
@@ -112,7 +117,7 @@ def train_or_load(
             spec.task,
             spec.train,
             schedule=spec.schedule,
-            checkpoint_path=path.with_suffix(".ckpt"),
+            checkpoint_path=checkpoint_path(spec, root),
             progress=progress,
             description=spec.label,
             milestones=milestones,

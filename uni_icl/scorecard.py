@@ -34,8 +34,8 @@ from uni_icl.verdicts import CLAIMS, ClaimVerdict, check_scorecard_dict
 
 # The chapters that decide claims, in the order of the book. Each module has the same interface:
 # CLAIMS (the claim ids it decides), run(preset, *, progress) -> results, verdicts(results) -> list of
-# ClaimVerdict (pure: nothing is stored), explain(verdict) -> str or None, and training_plan(preset)
-# -> the uni_icl.parallel.Job list of every model its run trains.
+# ClaimVerdict (pure: nothing is stored), and training_plan(preset) -> the uni_icl.parallel.Job list of
+# every model its run trains (uni_icl.experiments.chapter.Chapter).
 CHAPTERS = (expressivity, learnability, selection, shift, curriculum, m2icl)
 BOOK_CHAPTERS = (*CHAPTERS, digits)  # every experiment a page runs: the scorecard's and the digits chapter
 EXPERIMENTS = {claim: chapter for chapter in CHAPTERS for claim in chapter.CLAIMS}

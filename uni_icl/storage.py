@@ -15,14 +15,15 @@ type). Each write removes the temporary files that killed writers left in its fo
 store cannot use (a folder where an entry belongs, a file where a folder belongs) raises
 :class:`StorageError`, one line naming the path.
 
-Lookup order: the cache (``$UNI_ICL_CACHE``), then the **shipped results** (``results/<preset>/``
-in the repository, or the folder ``$UNI_ICL_SHIPPED`` holding such preset folders; read only: a
-shipped entry is copied into the cache, checked there, never changed where it ships), then compute.
-Keys are content addresses of everything an entry depends on, so an entry whose key no longer
-matches the code is never found. ``UNI_ICL_FRESH=1`` ignores the shipped results (a full
+Where the store lives is the runtime's (:mod:`uni_icl.runtime`). Lookup order: the cache (its
+``cache``, ``$UNI_ICL_CACHE``), then the **shipped results** (its ``shipped`` folder of preset
+folders, ``results/<preset>/`` in the repository by default; read only: a shipped entry is copied
+into the cache, checked there, never changed where it ships), then compute. Keys are content
+addresses of everything an entry depends on, so an entry whose key no longer matches the code is
+never found. A ``fresh`` runtime (``UNI_ICL_FRESH=1``) ignores the shipped results (a full
 reproduction), including the copies earlier runs made in the cache (each marked by an empty
-``NAME.shipped`` file beside it). ``UNI_ICL_READ_LOG=FILE`` appends the cache-relative path of every entry served
-(what ``python -m uni_icl results export`` ships). Under :func:`offline`, a missing entry raises
+``NAME.shipped`` file beside it). A runtime's ``read_log`` file gets the cache-relative path of
+every entry served (what ``python -m uni_icl results export`` ships). Under :func:`offline`, a missing entry raises
 :class:`MissingEntryError` instead of being computed (``results status``).
 """
 
@@ -49,12 +50,8 @@ from typing import Any
 
 import torch
 
-CACHE_ENV = "UNI_ICL_CACHE"
-DEFAULT_CACHE = Path.home() / ".cache" / "uni_icl"
-SHIPPED_ENV = "UNI_ICL_SHIPPED"
-FRESH_ENV = "UNI_ICL_FRESH"
-READ_LOG_ENV = "UNI_ICL_READ_LOG"
-REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"  # next to the package in a checkout
+from uni_icl.runtime import CACHE_ENV, current_runtime
+
 MANIFEST = "manifest.json"
 SHIPPED_SUFFIX = ".gz"  # a shipped entry is the cache's file, gzip-compressed (deterministically: no time stamp)
 _offline = contextvars.ContextVar("uni_icl_offline", default=False)
@@ -79,24 +76,16 @@ class StorageError(Exception):
 
 
 def cache_root() -> Path:
-    """The store's folder: $UNI_ICL_CACHE, else ~/.cache/uni_icl; set but empty is an error."""
-    value = os.environ.get(CACHE_ENV)
-    if value is None:
-        return DEFAULT_CACHE
-    if not value.strip():
-        raise ValueError(f"{CACHE_ENV}: set to an empty string; allowed: a folder path, or unset for {DEFAULT_CACHE}")
-    return Path(value)
+    """The store's folder: the runtime's ``cache`` ($UNI_ICL_CACHE, else ~/.cache/uni_icl)."""
+    return current_runtime().cache
 
 
 def shipped_roots() -> list[Path]:
-    """The shipped-results folders searched after the cache (each holds a manifest); none under UNI_ICL_FRESH=1."""
-    fresh = os.environ.get(FRESH_ENV, "").strip()
-    if fresh not in ("", "0", "1"):
-        raise ValueError(f"{FRESH_ENV}: got {fresh!r}; allowed: 1 (ignore the shipped results) or 0")
-    if fresh == "1":
+    """The shipped-results folders searched after the cache (each holds a manifest); none when fresh."""
+    runtime = current_runtime()
+    if runtime.fresh:
         return []
-    base = Path(os.environ.get(SHIPPED_ENV) or REPOSITORY_RESULTS)
-    return sorted(manifest.parent for manifest in base.glob(f"*/{MANIFEST}"))
+    return sorted(manifest.parent for manifest in runtime.shipped.glob(f"*/{MANIFEST}"))
 
 
 def shipped_counterpart(path: Path, root: Path | None = None) -> Path | None:
@@ -113,8 +102,8 @@ def shipped_counterpart(path: Path, root: Path | None = None) -> Path | None:
 
 
 def is_stored(path: Path) -> bool:
-    """Whether the entry at ``path`` is in the cache or shipped (it will be loaded, not computed); under
-    UNI_ICL_FRESH=1 a cache entry copied from the shipped results does not count."""
+    """Whether the entry at ``path`` is in the cache or shipped (it will be loaded, not computed); in a
+    fresh runtime a cache entry copied from the shipped results does not count."""
     if path.exists() and not (shipped_results_off() and _shipped_marker(path).exists()):
         return True
     return shipped_counterpart(path) is not None
@@ -158,14 +147,14 @@ def _shipped_marker(path: Path) -> Path:
 
 
 def shipped_results_off() -> bool:
-    """Whether ``UNI_ICL_FRESH=1`` switches the shipped results off (a full reproduction)."""
-    return os.environ.get(FRESH_ENV, "").strip() == "1"
+    """Whether the runtime is ``fresh`` (``UNI_ICL_FRESH=1``): the shipped results are off (a full reproduction)."""
+    return current_runtime().fresh
 
 
 def _log_read(path: Path) -> None:
-    """Append ``path`` (relative to the cache) to ``$UNI_ICL_READ_LOG``, if set: one short line per entry."""
-    log = os.environ.get(READ_LOG_ENV)
-    if not log:
+    """Append ``path`` (relative to the cache) to the runtime's read log, if any: one short line per entry."""
+    log = current_runtime().read_log
+    if log is None:
         return
     try:
         line = str(path.relative_to(cache_root()))

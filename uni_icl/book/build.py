@@ -4,14 +4,17 @@
 
 1. The sources (``_config.yml``, ``_toc.yml``, ``book/``) are copied to ``DIR/_build/source``,
    with ``uni_icl/`` linked beside them, so pages can quote the package's code.
-2. Every chapter's models are trained, or loaded, at the preset of ``UNI_ICL_PRESET``, as one
+2. Every chapter's models are trained, or loaded, at the preset of ``UNI_ICL_PRESET`` under the runtime
+   of the ``UNI_ICL_*`` variables (:mod:`uni_icl.runtime`, read once, before any work), as one
    grid on all workers (:func:`~uni_icl.parallel.train_all`): no core idles at the end of one
    chapter's grid, and no page later waits, idle and silent, on a model another page trains.
 3. Each notebook of the table of contents is executed in a fresh kernel with ``book/`` as its
    working directory, under :mod:`uni_icl.book.execute`'s watchdog (a stalled notebook is retried
    once, then the build fails naming the notebook and the cell), and written with its outputs
-   into the copy. ``UNI_ICL_BOOK_BUILD=1`` tells the notebooks they build static pages:
-   no progress bars and no machine paths in the output. Pages run as many at a time as the
+   into the copy. The kernels inherit the build's environment, so each page's ``setup()`` reads
+   the build's runtime, with two more variables: ``UNI_ICL_BOOK_BUILD=1`` tells the notebooks they
+   build static pages (no progress bars and no machine paths in the output), and
+   ``UNI_ICL_READ_LOG`` names the read log (step 5). Pages run as many at a time as the
    thread policy allows (:func:`pages_at_once`: workers over torch threads per process, so
    never more threads than cores); the scorecard page, which reruns every claim's chapter, starts
    when their pages have finished (:func:`execute_pages`).
@@ -42,23 +45,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 from nbclient.exceptions import CellExecutionError
 
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
-from uni_icl.book.notebook import BOOK_BUILD_ENV
 from uni_icl.confirm import confirm_paper_on_cpu
-from uni_icl.device import policy_thread_count
 from uni_icl.output_paths import output_folder
-from uni_icl.parallel import Job, train_all, worker_count
+from uni_icl.parallel import Job, train_all
 from uni_icl.presets import Preset, preset_from_env
 from uni_icl.results import start_read_log
+from uni_icl.runtime import BOOK_BUILD_ENV, READ_LOG_ENV, Runtime, current_runtime, runtime_from_env, use_runtime
 from uni_icl.scorecard import BOOK_CHAPTERS, CHAPTERS
 from uni_icl.stopping import exit_status, terminate_as_interrupt
-from uni_icl.storage import READ_LOG_ENV, StorageError, cache_root, check_writable, shipped_roots
+from uni_icl.storage import StorageError, cache_root, check_writable
 from uni_icl.validation import NonFiniteError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,9 +106,14 @@ def train_book(preset: Preset) -> list[str]:
     return train_all(book_plan(preset), description=f"the book's models ({preset.name})")
 
 
-def pages_at_once(environ: Mapping[str, str] = os.environ) -> int:
+def pages_at_once(runtime: Runtime) -> int:
     """How many notebooks execute at a time: workers (one per core) over torch threads per kernel."""
-    return max(1, worker_count(environ) // policy_thread_count(environ))
+    return max(1, runtime.workers // runtime.threads)
+
+
+def _page_code(root: Path, page: str) -> str:
+    cells = json.loads((root / f"{page}.ipynb").read_text())["cells"]
+    return "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
 
 
 def scorecard_inputs(pages: list[str], root: Path = ROOT) -> set[str]:
@@ -115,43 +122,48 @@ def scorecard_inputs(pages: list[str], root: Path = ROOT) -> set[str]:
     modules = {chapter.__name__.rsplit(".", 1)[-1] for chapter in CHAPTERS}
     found = set()
     for page in pages:
-        cells = json.loads((root / f"{page}.ipynb").read_text())["cells"]
-        code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
-        imported = set(re.findall(r"^from uni_icl\.experiments import (\w+)", code, flags=re.MULTILINE))
+        imported = set(
+            re.findall(r"^from uni_icl\.experiments import (\w+)", _page_code(root, page), flags=re.MULTILINE)
+        )
         if imported & modules:
             found.add(page)
     return found
 
 
+def scorecard_pages(pages: list[str], root: Path = ROOT) -> list[str]:
+    """The pages that rerun every claim's chapter, in page order: the scorecard page and any page whose
+    code imports the scorecard (``from uni_icl import scorecard``: the intro's verdict boxes)."""
+    found = re.compile(r"^from uni_icl import scorecard\b", flags=re.MULTILINE)
+    return [page for page in pages if page == SCORECARD_PAGE or found.search(_page_code(root, page))]
+
+
 def execute_pages(pages: list[str], staged: Path, limits: ExecutionLimits, at_once: int, root: Path = ROOT) -> None:
     """Execute ``pages`` (paths without suffix) into ``staged``, ``at_once`` at a time.
 
-    The scorecard page reruns every claim's chapter: beside a page of one of them it could wait,
-    idle and silent, on an entry that page computes (the watchdog would call that a stall). So it
-    starts when every page of :func:`scorecard_inputs` has finished, ahead of the pages still
-    waiting, which may run beside it. Those pages run first, in page order, then the others. The
-    first failure, in page order, is raised once the running pages finish; pages not started by
-    then are not started.
+    The scorecard pages (:func:`scorecard_pages`) rerun every claim's chapter: beside a page of one
+    of them they could wait, idle and silent, on an entry that page computes (the watchdog would
+    call that a stall). So they start when every page of :func:`scorecard_inputs` has finished,
+    ahead of the pages still waiting, which may run beside them. Those pages run first, in page
+    order, then the others. The first failure, in page order, is raised once the running pages
+    finish; pages not started by then are not started.
     """
-    inputs = scorecard_inputs([page for page in pages if page != SCORECARD_PAGE], root)
+    cards = scorecard_pages(pages, root)
+    inputs = scorecard_inputs([page for page in pages if page not in cards], root)
     waiting = [page for page in pages if page in inputs] + [
-        page for page in pages if page not in inputs and page != SCORECARD_PAGE
+        page for page in pages if page not in inputs and page not in cards
     ]
-    card_waits = SCORECARD_PAGE in pages
     finished: set[str] = set()
     errors: dict[str, BaseException] = {}
     changed = threading.Condition()
 
     def next_page() -> str | None:
-        nonlocal card_waits
         with changed:
             while not errors:
-                if card_waits and inputs <= finished:
-                    card_waits = False
-                    return SCORECARD_PAGE
+                if cards and inputs <= finished:
+                    return cards.pop(0)
                 if waiting:
                     return waiting.pop(0)
-                if not card_waits:
+                if not cards:
                     return None
                 changed.wait()
             return None
@@ -190,18 +202,21 @@ def execute_pages(pages: list[str], staged: Path, limits: ExecutionLimits, at_on
 
 
 def build(output: Path, limits: ExecutionLimits, preset: Preset, root: Path = ROOT) -> float:
-    """Train the book's models, execute and render the book into ``output/_build/html``; returns the
-    wall time in seconds."""
+    """Train the book's models, execute and render the book into ``output/_build/html`` (under the
+    installed runtime); returns the wall time in seconds."""
     started = time.monotonic()
     staged = output / "_build" / "source"
     try:
         stage_sources(root, staged)
-        os.environ[BOOK_BUILD_ENV] = "1"  # inherited by every kernel started below
         reads = start_read_log(preset.name)  # what the pages read: what `results export` ships
-        trained = train_book(preset)
+        # the kernels started below inherit these; this process reads its runtime's fields instead
+        os.environ[BOOK_BUILD_ENV], os.environ[READ_LOG_ENV] = "1", str(reads.log)
+        runtime = replace(current_runtime(), static_pages=True, read_log=reads.log)
+        with use_runtime(runtime):
+            trained = train_book(preset)
         print(f"trained {len(trained)} models in {time.monotonic() - started:.0f} s", flush=True)
         pages = [page for page in toc_files(root) if (root / f"{page}.ipynb").exists()]
-        execute_pages(pages, staged, limits, pages_at_once(), root)
+        execute_pages(pages, staged, limits, pages_at_once(runtime), root)
         jupyter_book = Path(sys.executable).parent / "jupyter-book"
         command = [str(jupyter_book), "build", str(staged), "--path-output", str(output), "--all", "-W", "--keep-going"]
         subprocess.run(command, check=True)
@@ -243,16 +258,17 @@ def _checked_build(args: argparse.Namespace) -> int:
     try:
         limits = ExecutionLimits(silence_s=args.silence, cell_timeout_s=args.cell_timeout)
         preset = preset_from_env()
-        pages_at_once()  # UNI_ICL_WORKERS and UNI_ICL_THREADS, checked before any work
-        shipped_roots()  # UNI_ICL_FRESH
-        output = output_folder(args.output)
-        confirm_paper_on_cpu(preset, lambda: book_plan(preset))
-        check_writable(cache_root())
+        runtime = runtime_from_env()
+        with use_runtime(runtime):
+            output = output_folder(args.output)
+            confirm_paper_on_cpu(preset, lambda: book_plan(preset))
+            check_writable(cache_root())
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        seconds = build(output, limits, preset)
+        with use_runtime(runtime):
+            seconds = build(output, limits, preset)
     except (StorageError, NonFiniteError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -123,7 +123,12 @@ def _check_unique(frame: pd.DataFrame, keys: Sequence[str], values: Sequence[str
 
 
 def _ordered_values(series: pd.Series) -> list:
-    """Distinct values, sorted when they can be (numbers, strings), else in order of appearance."""
+    """Distinct values: in the order of their categories for a categorical column (so a page can keep
+    one order, e.g. the families of the task registry), else sorted when they can be (numbers,
+    strings), else in order of appearance."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        present = set(series.dropna())
+        return [value for value in series.cat.categories if value in present]
     values = [v.item() if isinstance(v, np.generic) else v for v in pd.unique(series)]
     try:
         return sorted(values)
@@ -141,10 +146,21 @@ def _palette(frame: pd.DataFrame, hue: str | None) -> dict:
     return {value: colours[str(value)] for value in values}
 
 
-def _y_limits(frame: pd.DataFrame, y: str, ci: str | None) -> tuple[float, float]:
-    """Limits that fit every row of the grid, so panels and frames share one scale."""
-    low = frame[y] - (frame[ci] if ci else 0)
-    high = frame[y] + (frame[ci] if ci else 0)
+def _band(data: pd.DataFrame, y: str, ci: str | None, bounds: tuple[float, float] | None):
+    """(low, high) of the band y ± ci, clipped to ``bounds`` (what the quantity can be, e.g. an accuracy
+    in [0, 1]) when given."""
+    low, high = data[y] - (data[ci] if ci else 0), data[y] + (data[ci] if ci else 0)
+    if bounds is not None:
+        low, high = low.clip(*bounds), high.clip(*bounds)
+    return low, high
+
+
+def _y_limits(
+    frame: pd.DataFrame, y: str, ci: str | None, bounds: tuple[float, float] | None = None
+) -> tuple[float, float]:
+    """Limits that fit every row of the grid (its bands clipped to ``bounds``), so panels and frames
+    share one scale."""
+    low, high = _band(frame, y, ci, bounds)
     bottom, top = float(np.nanmin(low)), float(np.nanmax(high))
     margin = 0.05 * (top - bottom) if top > bottom else 0.05 * max(abs(top), 1.0)
     return bottom - margin, top + margin
@@ -159,8 +175,10 @@ def draw_lines(
     hue: str | None = None,
     ci: str | None = None,
     palette: dict | None = None,
+    bounds: tuple[float, float] | None = None,
 ) -> plt.Axes:
-    """``y`` against ``x`` on ``ax``, one labelled line per ``hue`` value, a shaded band of +-``ci``."""
+    """``y`` against ``x`` on ``ax``, one labelled line per ``hue`` value, a shaded band of +-``ci``
+    (clipped to ``bounds``, what ``y`` can be, when given)."""
     groups = data.groupby(hue, sort=False) if hue is not None else [(None, data)]
     for name, group in groups:
         group = group.sort_values(x)
@@ -168,7 +186,8 @@ def draw_lines(
         label = str(name) if hue is not None else y
         (line,) = ax.plot(group[x], group[y], label=label, color=colour, linewidth=1.6, marker=".", markersize=4)
         if ci is not None:
-            ax.fill_between(group[x], group[y] - group[ci], group[y] + group[ci], color=line.get_color(), alpha=0.2)
+            low, high = _band(group, y, ci, bounds)
+            ax.fill_between(group[x], low, high, color=line.get_color(), alpha=0.2)
     return ax
 
 
@@ -362,6 +381,8 @@ def small_multiples(
     ylabel: str | None = None,
     height: float = 3.0,
     aspect: float = 1.2,
+    bounds: tuple[float, float] | None = None,
+    titles: str | None = None,
 ) -> sns.FacetGrid:
     """The whole grid as panels: one per ``col`` (and ``row``) value, ``y`` against ``x``, lines by ``hue``.
 
@@ -369,8 +390,11 @@ def small_multiples(
     panel is ``height`` inches tall and ``aspect`` times as wide: keep at most three panels a row
     (``col_wrap``), about 9 inches in all, for the book's text column
     (:data:`uni_icl.book.plotting.FIGURE_WIDTH`). Call ``plt.show()`` after it in a notebook.
-    Returns the :class:`seaborn.FacetGrid`. Raises ValueError on an unknown column or a grid with an
-    axis no role covers (fix it with ``where``).
+    ``bounds``: what ``y`` can be (e.g. (0, 1) for an accuracy): bands and the y scale stop there.
+    ``titles``: each panel's title, a template with ``{row_name}`` and ``{col_name}`` (default:
+    "row = value | col = value"). A categorical ``col`` or ``row`` keeps its categories'
+    order. Returns the :class:`seaborn.FacetGrid`. Raises ValueError on an unknown column or a grid
+    with an axis no role covers (fix it with ``where``).
     """
     if col_wrap is not None:
         check_int("col_wrap", col_wrap, minimum=1)
@@ -384,7 +408,7 @@ def small_multiples(
         data, [*axes_columns, x], (y, ci), "Lay them out with col/row or fix them with where={column: value}."
     )
     palette = _palette(data, hue)
-    ylim = _y_limits(data, y, ci)
+    ylim = _y_limits(data, y, ci, bounds)
     grid = sns.FacetGrid(
         data,
         row=row,
@@ -404,9 +428,11 @@ def small_multiples(
         mask = np.ones(len(data), dtype=bool)
         for column, value in zip([c for c in (row, col) if c], keys, strict=False):
             mask &= (data[column] == value).to_numpy()
-        draw_lines(ax, data[mask], x=x, y=y, hue=hue, ci=ci, palette=palette)
+        draw_lines(ax, data[mask], x=x, y=y, hue=hue, ci=ci, palette=palette, bounds=bounds)
         _label_axes(ax, x, y, xlabel, ylabel, ylim)
-    grid.set_titles(row_template=f"{row} = {{row_name}}", col_template=f"{col} = {{col_name}}", template=None, size=10)
+    grid.set_titles(
+        row_template=f"{row} = {{row_name}}", col_template=f"{col} = {{col_name}}", template=titles, size=10
+    )
     wrap_panel_text(grid.figure)  # titles and labels longer than a panel: on more lines
     grid.tight_layout()
     if hue is not None:
@@ -433,6 +459,7 @@ def slider(
     figsize: tuple[float, float] = (6.5, 4.8),
     dpi: int = 100,
     interval_ms: int = 800,
+    bounds: tuple[float, float] | None = None,
 ):
     """An animation of ``y`` against ``x`` with one frame per value of ``over`` and a slider to pick it.
 
@@ -440,7 +467,8 @@ def slider(
     images and the slider is plain JavaScript, so it works in the static book, offline. Every frame
     shares the y scale; the legend lies below the axes, clear of the lines. Each frame is ``figsize``
     inches at ``dpi``: the default, 650 px wide, fits the book's text column unshrunk, its 10-pt text
-    14 px tall (below about 65 dpi text is too small to read). Returns an
+    14 px tall (below about 65 dpi text is too small to read). ``bounds``: what ``y`` can be (bands
+    and the y scale stop there). Returns an
     :class:`IPython.display.HTML` (display it, or make it the last line of a cell). Raises ValueError
     on an unknown column or a grid with an axis no role covers.
     """
@@ -452,12 +480,12 @@ def slider(
     _check_unique(data, [over, *([hue] if hue else []), x], (y, ci), "Fix them with where={column: value}.")
     values = _ordered_values(data[over])
     palette = _palette(data, hue)
-    ylim = _y_limits(data, y, ci)
+    ylim = _y_limits(data, y, ci, bounds)
     figure, ax = plt.subplots(figsize=figsize, dpi=dpi, layout="constrained")
 
     def draw_frame(index: int) -> list:
         ax.clear()
-        draw_lines(ax, data[data[over] == values[index]], x=x, y=y, hue=hue, ci=ci, palette=palette)
+        draw_lines(ax, data[data[over] == values[index]], x=x, y=y, hue=hue, ci=ci, palette=palette, bounds=bounds)
         _label_axes(ax, x, y, xlabel, ylabel, ylim)
         chosen = f"{over} = {values[index]}"
         ax.set_title(f"{title}\n{chosen}" if title else chosen, fontsize=10)

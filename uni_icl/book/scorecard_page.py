@@ -3,21 +3,39 @@ committed GPU results. Presentation only; :mod:`uni_icl.scorecard` runs the clai
 
 from __future__ import annotations
 
+import html
 import json
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 
+from uni_icl.book import curriculum_page, expressivity_page, m2icl_page, selection_page, shift_page
+from uni_icl.book.answers import CHAPTER_TITLES, OUTCOME_COLOURS, chapter_link
+from uni_icl.experiments import curriculum, expressivity, learnability, m2icl, selection, shift
 from uni_icl.learners import display_name
 from uni_icl.results import load_manifest
-from uni_icl.scorecard import EXPERIMENTS, Scorecard
+from uni_icl.scorecard import Scorecard
 from uni_icl.storage import shipped_results_off
-from uni_icl.verdicts import CLAIMS, check_decisive
+from uni_icl.verdicts import CLAIMS, ClaimVerdict, check_decisive
 
-OUTCOME_COLOURS = {"reproduced": "#1b7837", "not reproduced": "#b2182b", "inconclusive": "#d6a21e"}
+# each claim's explanation in words, computed from its verdict (None for a verdict of an earlier rule);
+# chapter 2's still lives with its experiment
+EXPLAIN: dict[str, Callable[[ClaimVerdict], str | None]] = {
+    claim: explain
+    for chapter, explain in (
+        (expressivity, expressivity_page.explain),
+        (learnability, learnability.explain),
+        (selection, selection_page.explain),
+        (shift, shift_page.explain),
+        (curriculum, curriculum_page.explain),
+        (m2icl, m2icl_page.explain),
+    )
+    for claim in chapter.CLAIMS
+}
 GPU_RESULTS = Path(__file__).resolve().parents[2] / "gpu_results"
 
 
@@ -37,12 +55,6 @@ def scorecard_frame(card: Scorecard) -> pd.DataFrame:
             for v in card.verdicts
         ]
     )
-
-
-def chapter_link(chapter: str) -> str:
-    """A relative link from a book page to ``chapter`` (e.g. 'book/02_learnability')."""
-    page = chapter.split("/")[-1]
-    return f'<a href="{page}.html">{page}</a>'
 
 
 def scorecard_html(frame: pd.DataFrame) -> str:
@@ -84,6 +96,18 @@ def rests_on_frame(card: Scorecard) -> pd.DataFrame:
 def rules_markdown(card: Scorecard) -> str:
     """Markdown: for each claim, the quantity measured and the rule that decided it."""
     return "\n".join(f"- **{v.claim}** ({v.outcome}): measured {v.quantity}. *Rule:* {v.rule}" for v in card.verdicts)
+
+
+def rules_html(card: Scorecard) -> str:
+    """HTML: the quantity measured and the rule of each claim, folded (a click opens it), so the rules'
+    text does not bury the table; plain HTML, which the book and Colab both render."""
+    items = "".join(
+        f"<li><b>{v.claim}</b> ({v.outcome}): measured {html.escape(v.quantity)}. <i>Rule:</i> {html.escape(v.rule)}"
+        "</li>"
+        for v in card.verdicts
+    )
+    summary = "<summary>The quantity measured and the decision rule of each claim</summary>"
+    return f"<details>{summary}<ul>{items}</ul></details>"
 
 
 def decisive_effect(verdict) -> dict | None:
@@ -228,11 +252,11 @@ def discussion(card: Scorecard) -> str:
         return f"Every claim run at preset `{card.preset}` was reproduced by its rule."
     parts = []
     for verdict in failed:
-        page = verdict.chapter.split("/")[-1]
-        why = f"the chapter {page} (linked in the table) shows the evidence."
-        explanation = EXPERIMENTS[verdict.claim].explain(verdict) if verdict.claim in EXPERIMENTS else None
+        page = CHAPTER_TITLES.get(verdict.chapter, verdict.chapter.split("/")[-1])
+        why = f"{page} (linked in the table) shows the evidence."
+        explanation = EXPLAIN[verdict.claim](verdict) if verdict.claim in EXPLAIN else None
         if explanation:
-            why = f"{explanation} The chapter {page} shows the evidence."
+            why = f"{explanation} {page} shows the evidence."
         parts.append(
             f"**Claim {verdict.claim}** ({CLAIMS[verdict.claim]}): **{verdict.outcome}** at preset "
             f"`{verdict.preset}` under the rule above. {why}"

@@ -7,12 +7,15 @@ from collections.abc import Callable, Iterable
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from uni_icl.book.interactive import explore
 from uni_icl.book.plotting import class_probabilities_on_grid, draw_support_set
-from uni_icl.experiments.shift import LEARNER_ORDER, ShiftResults, curves_frame, support_set
+from uni_icl.book.shift_page import curves_frame
+from uni_icl.experiments.shift import BAYES, LEARNER_ORDER, ShiftResults, support_set
+from uni_icl.tasks import SINGLE_FAMILIES
 from uni_icl.validation import check_choice, check_int
 
 
@@ -59,7 +62,7 @@ class ShiftExplorer:
 
         check_int("resolution", resolution, minimum=4)
         self.results, self.resolution, self.support_seed = results, resolution, support_seed
-        self.frame = curves_frame(results.rows)
+        self.frame = ordered_curves(results.rows)
         n_points = int(self.frame["shots"].max()) + 1
         learners = [name for name in LEARNER_ORDER if name in results.models]
         self.learner = ipywidgets.Dropdown(options=learners, value=learners[0], description="learner")
@@ -125,6 +128,15 @@ class ShiftExplorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
+def ordered_curves(rows: list[dict]) -> pd.DataFrame:
+    """The chapter's long table of curves (:func:`uni_icl.book.shift_page.curves_frame`) with its
+    families in the task registry's order (``SINGLE_FAMILIES``), so every figure, slider and explorer
+    of the page shows them in one order."""
+    frame = curves_frame(rows)
+    frame["family"] = pd.Categorical(frame["family"], categories=SINGLE_FAMILIES)
+    return frame
+
+
 def region_figure(
     results: ShiftResults,
     family: str,
@@ -135,9 +147,10 @@ def region_figure(
     resolution: int = 40,
     seed: int = 0,
 ) -> plt.Figure:
-    """Decision regions: one row per learner, one column per noise level, same sampled episode per column."""
+    """Decision regions: one row per learner, the Bayes predictor of each noise level last, one column per
+    noise level, the same sampled episode in every row of a column."""
     noise_levels = list(noise_levels)
-    learners = [name for name in (learners or LEARNER_ORDER) if name in results.models]
+    learners = [name for name in (learners or LEARNER_ORDER) if name in results.models or name == BAYES]
     figure, axes = plt.subplots(  # constrained: the title above the column titles, not over them
         len(learners),
         len(noise_levels),

@@ -3,6 +3,12 @@
 - MathJax is served with the book: the pages load ``_static/mathjax/tex-mml-chtml.js``, copied
   from the ``django-static-mathjax`` package (MathJax 3, Apache-2.0, its licence copied beside
   it), so formulas render offline and no page asks a CDN for MathJax.
+- Only the book's own build renders it: ``python -m uni_icl.book.build`` (what
+  ``scripts/build_book.sh`` runs) executes the notebooks in static mode (no machine paths, no live
+  widgets) and hands Jupyter Book a copy with execution off. A plain ``jupyter-book build .`` would
+  execute them itself, live, and give other pages; it stops at once with one line saying so.
+- Wide cell outputs (a table with many columns) scroll sideways inside the text column instead of
+  being cut off: a small style sheet, ``_static/uni_icl_book.css``, written with the book.
 - Citations read author-year with round brackets: the reference style ``author_year_round``
   (``{cite:t}`` gives "Akyürek et al. (2023)", ``{cite}`` and ``{cite:p}`` give
   "(Akyürek et al., 2023)") and the bibliography style ``author_year`` (entries sorted by author,
@@ -15,6 +21,7 @@ build module imports torch and every chapter (8 s of a 17 s render, measured).
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 MATHJAX_PACKAGE = "django-static-mathjax"  # on PyPI; installs the Python package "mathjax"
@@ -48,14 +55,35 @@ def copy_mathjax(html_dir: Path) -> Path:
     return target
 
 
+PLAIN_BUILD_REFUSAL = (
+    "this book is built by `bash scripts/build_book.sh` (python -m uni_icl.book.build), which executes the "
+    "notebooks for static pages; a plain `jupyter-book build .` would execute them live (machine paths and "
+    "widget views in the pages)"
+)
+
+
+def refuse_executing_build(app, config) -> None:
+    """Stop a render that would execute the notebooks itself (execution mode not 'off'): only the book's
+    build, which executes them in static mode first, renders the book. One line on stderr and exit
+    status 2 (a SystemExit, which Jupyter Book does not wrap in a traceback)."""
+    if config.nb_execution_mode != "off":
+        print(f"error: {PLAIN_BUILD_REFUSAL}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _serve_mathjax_locally(app, config) -> None:
     mathjax_files()  # fail at the start of the build, not after it, when MathJax is missing
     config.mathjax_path = f"{MATHJAX_STATIC}/{MATHJAX_SCRIPT}"  # relative: under _static/
 
 
+BOOK_CSS = "uni_icl_book.css"  # under the built book's _static/
+BOOK_CSS_TEXT = "/* the book's own rules (uni_icl.book.sphinx_extension) */\ndiv.cell_output { overflow-x: auto; }\n"
+
+
 def _copy_mathjax_when_built(app, exception: Exception | None) -> None:
     if exception is None and app.builder.format == "html":
         copy_mathjax(Path(app.outdir))
+        (Path(app.outdir) / "_static" / BOOK_CSS).write_text(BOOK_CSS_TEXT)
 
 
 def author_year_label(entry) -> str:
@@ -106,8 +134,11 @@ def _register_citation_styles() -> None:
 
 
 def setup(app) -> dict:
-    """Sphinx extension: MathJax from ``_static/mathjax`` (never a CDN); author-year citation styles."""
+    """Sphinx extension: only the book's build renders; MathJax from ``_static/mathjax`` (never a CDN);
+    author-year citation styles."""
     _register_citation_styles()
+    app.connect("config-inited", refuse_executing_build)
     app.connect("config-inited", _serve_mathjax_locally)
     app.connect("build-finished", _copy_mathjax_when_built)
+    app.add_css_file(BOOK_CSS)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

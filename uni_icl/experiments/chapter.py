@@ -4,7 +4,9 @@ A chapter module is the object: its module-level ``CLAIMS`` and functions satisf
 :class:`Chapter` structurally, so :mod:`uni_icl.scorecard` and the book handle every chapter alike.
 The science each chapter decides with (rule text, ``decide_*``, evidence) lives beside it in
 :mod:`uni_icl.experiments.rules`; verdicts are built with
-:func:`uni_icl.experiments.evidence.gated_verdict`.
+:func:`uni_icl.experiments.evidence.gated_verdict`. What a page shows in words and tables, the
+explanation of a verdict included, is presentation: ``uni_icl.book.<chapter>_page``
+(:data:`uni_icl.book.scorecard_page.EXPLAIN` maps each claim to its explanation).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from uni_icl.verdicts import ClaimVerdict
 
 @runtime_checkable
 class Chapter(Protocol):
-    """What a chapter offers: the claims it decides, its trainings, its run, its verdicts, their words."""
+    """What a chapter offers: the claims it decides, its trainings, its run, its verdicts."""
 
     CLAIMS: tuple[str, ...]  # the claim ids it decides (empty for a chapter that decides none)
 
@@ -32,8 +34,4 @@ class Chapter(Protocol):
 
     def verdicts(self, results: Any) -> list[ClaimVerdict]:
         """The rules applied to ``results`` (pure: nothing is stored)."""
-        ...
-
-    def explain(self, verdict: ClaimVerdict) -> str | None:
-        """Why ``verdict`` came out as it did, in words computed from its numbers."""
         ...

@@ -13,16 +13,14 @@ the models it compares, as in the learnability chapter.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.evaluation import Difference, EvalResult
+from uni_icl.evaluation import EvalResult
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
     MIXED_FAMILY,
@@ -44,10 +42,7 @@ from uni_icl.experiments.evidence import (
     gated_verdict,
     per_seed_difference,
     row_difference,
-    run_columns,
     seeded_row,
-    side,
-    training_note,
     training_record,
 )
 from uni_icl.experiments.rules.selection import (
@@ -314,35 +309,6 @@ def _find(rows: list[dict], learner: str, family: str) -> dict:
     return next(row for row in rows if row["learner"] == learner and row["test_family"] == family)
 
 
-def training_table(results: SelectionResults) -> pd.DataFrame:
-    """One row per trained model and seed: steps, best validation accuracy, the convergence test."""
-    records = []
-    for entry in results.trainings:
-        name = display_name(entry["learner"]) + (f" ({entry['layout']} layout)" if entry.get("layout") else "")
-        for run in entry["runs"]:
-            records.append(
-                {
-                    "model": f"{name} on {entry['train_family']}",
-                    **run_columns(run),
-                }
-            )
-    return pd.DataFrame(records)
-
-
-def accuracy_table(results: SelectionResults, learners: Iterable[str], families: Iterable[str]) -> pd.DataFrame:
-    """learner x family: 'mean ± CI (seed means)' of each row, over seeds and test episodes."""
-    learners, families = list(learners), list(families)
-    records = {
-        learner: {family: _with_seeds(results.row(learner, family)) for family in families} for learner in learners
-    }
-    return pd.DataFrame.from_dict(records, orient="index")[families]
-
-
-def _with_seeds(row: dict) -> str:
-    seeds = ", ".join(f"{value:.3f}" for value in row["seed_means"])
-    return f"{row['mean']:.3f} ± {row['ci']:.3f} ({seeds})"
-
-
 # ----------------------------------------------------------------------------- verdict
 
 
@@ -408,69 +374,3 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
             wall_seconds=results.wall_seconds,
         )
     ]
-
-
-# ----------------------------------------------------------------------------- explanation
-
-
-def _pm(pair) -> str:
-    return f"{pair[0]:+.3f} ± {pair[1]:.3f}"
-
-
-def _seeds(values) -> str:
-    return ", ".join(f"{value:+.3f}" for value in values)
-
-
-REASONS = {
-    "above +m": "the whole interval lies above +{m}: ICL trained on the mixture is more accurate than selection",
-    "below -m": "the whole interval lies below -{m}: selection is more accurate than ICL trained on the mixture",
-    "within ±m": "the whole interval lies within ±{m}: no practical difference, which the rule counts against "
-    "the claim",
-    "crosses ±m": "the interval crosses ±{m}, so the rule cannot decide between its outcomes at this preset",
-}
-
-
-def explain(verdict: ClaimVerdict) -> str | None:
-    """Why the outcome came out as it did, computed from the verdict's numbers.
-    None for a verdict stored under an earlier rule, whose numbers have another form."""
-    if "margin" not in verdict.numbers:
-        return None
-    numbers = verdict.numbers
-    margin = numbers["margin"]
-    difference = Difference(*numbers["icl_minus_selector"])
-    found = side(difference, margin)
-    text = (
-        f"On radius, ICL trained on the mixture minus the prequential selector: {_pm(numbers['icl_minus_selector'])} "
-        f"(per seed: {_seeds(numbers['icl_minus_selector_per_seed'])}); " + REASONS[found].format(m=margin) + "."
-    )
-    per_seed = numbers["icl_minus_selector_per_seed"]
-    if min(per_seed) < 0 < max(per_seed):
-        text += " The seeds disagree on the sign of the difference."
-    text += (
-        f" Against the best meta-learner in hindsight ({numbers['oracle_radius_candidate']}), not part of the rule: "
-        f"{_pm(numbers['icl_minus_oracle'])}."
-    )
-    if "bayes_radius" in numbers:
-        text += (
-            f" The radius Bayes predictor, the ceiling of any learner there, reaches {numbers['bayes_radius'][0]:.3f}; "
-            f"Bayes minus ICL trained on the mixture: {_pm(numbers['bayes_minus_icl_mixture'])}, Bayes minus ICL "
-            f"trained on radius: {_pm(numbers['bayes_minus_icl_radius_ceiling'])}."
-        )
-    variants = numbers.get("variants", {})
-    if len(variants) > 1:
-        sides = {layout: side(Difference(*v["minus_selector"]), margin) for layout, v in variants.items()}
-        listed = "; ".join(
-            f"{layout} {_pm(v['minus_selector'])} ({sides[layout][:-1]}{margin})" for layout, v in variants.items()
-        )
-        text += f" The same difference for each token layout of ICL (not part of the rule): {listed}."
-        decided = {layout: found for layout, found in sides.items() if found != "crosses ±m"}
-        if len(decided) < len(sides):
-            text += " Where an interval crosses the margin, whether the layout changes the outcome is not settled."
-        elif len(set(decided.values())) > 1:
-            text += (
-                " The layouts fall on different sides of the margin: at this preset the rule's outcome would depend "
-                "on the token layout."
-            )
-        else:
-            text += " Every layout falls on the same side of the margin."
-    return text + training_note(verdict)
