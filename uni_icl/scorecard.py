@@ -22,6 +22,7 @@ from types import ModuleType
 from tqdm.auto import tqdm
 
 from uni_icl.experiments import curriculum, digits, expressivity, learnability, m2icl, selection, shift
+from uni_icl.experiments.rules import curriculum as curriculum_rules
 from uni_icl.experiments.rules import expressivity as expressivity_rules
 from uni_icl.experiments.rules import learnability as learnability_rules
 from uni_icl.experiments.rules import m2icl as m2icl_rules
@@ -77,6 +78,7 @@ RULE_OUTCOMES: dict[str, tuple[str, Callable[[dict], str | None]]] = {
     "2-mixed": (learnability_rules.RULE_MIXED, learnability_rules.mixed_rule_outcome),
     "3a": (selection_rules.RULE_3A, selection_rules.rule_outcome),
     "3b": (shift_rules.RULE_3B, shift_rules.rule_outcome),
+    "4a": (curriculum_rules.RULE_4A, curriculum_rules.rule_outcome),
     "4b": (m2icl_rules.RULE_4B, m2icl_rules.rule_outcome),
 }
 
