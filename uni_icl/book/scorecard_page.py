@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 
+from uni_icl.book.rule_history import seeds_markdown
 from uni_icl.learners import display_name
 from uni_icl.results import load_manifest
 from uni_icl.scorecard import EXPERIMENTS, Scorecard
@@ -235,7 +236,7 @@ def discussion(card: Scorecard) -> str:
             why = f"{explanation} The chapter {page} shows the evidence."
         parts.append(
             f"**Claim {verdict.claim}** ({CLAIMS[verdict.claim]}): **{verdict.outcome}** at preset "
-            f"`{verdict.preset}` under the rule above. {why}"
+            f"`{verdict.preset}` under the rule above. {why} {seeds_markdown(verdict)}".rstrip()
         )
     return "\n\n".join(parts)
 
