@@ -458,7 +458,7 @@ def test_the_direction_is_reported_beside_the_margins_reading():
         "unadapted": "better, by more than the margin",
     }
     assert rules.rule_outcome(verdict.numbers) == verdict.notes["ungated_outcome"]  # the rule is unchanged
-    assert "with adaptation M2-ICL is better, by less than the margin" in experiment.explain(verdict)
+    assert "against ICL adapted: better, by less than the margin" in experiment.explain(verdict)
     assert "direction" in verdict.notes["previous_outcome"]["comparison_changed"]
     (level,) = experiment.verdicts(_synthetic_results(0.0))
     assert level.numbers["direction"]["adapted"] == "no significant difference"

@@ -33,7 +33,7 @@ def previous_outcome_markdown(verdict: ClaimVerdict) -> str:
     )
     if "comparison_changed" in previous:
         text += f"; and this claim's comparison: {previous['comparison_changed']}"
-    return text + ". Each new rule was written in its rules module before any run of it."
+    return text + ". A rule changed on that date was written in its rules module before any run of it."
 
 
 def seeds_markdown(verdict: ClaimVerdict) -> str:
@@ -44,13 +44,13 @@ def seeds_markdown(verdict: ClaimVerdict) -> str:
     text = (
         f"**Seeds where they decide.** With {needed['seeds']} seeds the interval of *{needed['comparison']}* "
         "straddles the rule's margin. If the effect and the spreads were those measured (the seeds' standard "
-        f"deviation {needed['seed_sd']:.4f}; the test episodes' part of the standard error "
-        f"{needed['episode_se']:.4f}, which more seeds do not shrink), "
+        f"deviation {needed['seed_sd']:.4f}; the test set's part of the standard error, over its episodes or "
+        f"held-out domains, {needed['episode_se']:.4f}, which more seeds do not shrink), "
     )
     if needed["seeds_to_decide"] is None:
         text += (
             f"no number of seeds up to 100 would decide it with probability {needed['power']:.0%}: the effect lies "
-            "too close to a bound of the margin, or the test episodes alone keep the interval across it."
+            "too close to a bound of the margin, or the test set alone keeps the interval across it."
         )
     else:
         text += (

@@ -624,8 +624,8 @@ def explain(verdict: ClaimVerdict) -> str | None:
     ]
     if "direction" in numbers:
         parts.append(
-            "Direction, beside the margin's reading (not decided): with adaptation M2-ICL is "
-            f"{numbers['direction']['adapted']}; against ICL without adaptation it is "
+            "Direction, beside the margin's reading (not decided), M2-ICL adapted against ICL adapted: "
+            f"{numbers['direction']['adapted']}; against ICL without adaptation: "
             f"{numbers['direction']['unadapted']}."
         )
     per_domain = numbers["per_domain_log_ratio_adapted"]
