@@ -65,6 +65,29 @@ def test_config_distinguishes_schedules():
     assert paper.config() != DimensionCurriculum(TASK, 2, 50).config()
     assert paper.config() != DimensionCurriculum(TASK, 3, 100).config()
     assert paper.config() == DimensionCurriculum(TASK, 2, 100).config()
+    assert "first_step" not in paper.config()  # a schedule from step 0 keeps the key it had before the window
+    assert DimensionCurriculum(TASK, 2, 100, first_step=400).config() == {**paper.config(), "first_step": 400}
+
+
+def test_the_rules_curriculum_makes_its_increments_after_the_warm_up_in_the_threshold_window():
+    quick = PRESETS["quick"].curriculum
+    assert experiment.curriculum_window(quick) == (400, 200)  # warm-up 5% of 8,000 steps; 3 increments to 1,000
+    paper = experiment.schedule_of(quick, "paper")
+    assert [paper.active_dims_at(step) for step in (0, 399, 599, 600, 800, 999, 1000)] == [2, 2, 2, 3, 4, 4, 5]
+    assert paper.full_step == quick.paper_window_end == 1000
+    earlier = experiment.schedule_of(quick, "paper_early")  # the earlier rule's schedule, its runs' key unchanged
+    assert earlier.config() == DimensionCurriculum(experiment.full_task(quick), 2, 160).config()
+    assert earlier.full_step == 480 and experiment.arm_seeds(quick, "paper_early") == quick.seeds
+    at_paper = PRESETS["paper"].curriculum  # no warm-up: 15 increments every 10k steps from step 0
+    assert (
+        experiment.schedule_of(at_paper, "paper").config()
+        == DimensionCurriculum(experiment.full_task(at_paper), 5, 10_000).config()
+    )
+    assert experiment.arm_seeds(at_paper, "paper_early") == ()  # the same schedule there: no second arm
+    with pytest.raises(ValueError, match="paper_window_end"):
+        experiment.curriculum_window(dataclasses.replace(quick, paper_window_end=402))
+    with pytest.raises(ValueError, match="earlier_seeds"):
+        dataclasses.replace(quick, earlier_seeds=(0, 99))
 
 
 @pytest.mark.parametrize(
@@ -75,6 +98,7 @@ def test_config_distinguishes_schedules():
         ({"start_dims": 2, "every_steps": 0}, "every_steps"),
         ({"start_dims": 2, "every_steps": 10, "start_points": 5}, "points_increment"),
         ({"start_dims": 2, "every_steps": 10, "start_points": 40, "points_increment": 2}, "start_points"),
+        ({"start_dims": 2, "every_steps": 10, "first_step": -1}, "first_step"),
     ],
 )
 def test_bad_parameters_name_themselves(kwargs, name):
@@ -157,7 +181,7 @@ def test_gates_make_the_outcome_inconclusive_and_say_why():
     unconverged = _records((True, False, True, True, True))
     assert experiment.decide_4a(fast, 0.4, LS, unconverged) == "inconclusive"
     assert experiment.gates_4a(fast, 0.4, LS, unconverged) == [
-        "not converged: no curriculum (seeds 1); curriculum (paper: +1 dim) (seeds 1)"
+        "not converged: no curriculum (seeds 1); curriculum (paper: +1 dim, in the threshold window) (seeds 1)"
     ]
 
 
@@ -200,7 +224,7 @@ def test_convergence_tolerance_is_relative_to_least_squares_error():
 
 def _fake_results(scale, none, paper, *, error=0.35, converged=True):
     rows = []
-    for arm, values in (("none", none), ("paper", paper), ("garg", paper)):
+    for arm, values in (("none", none), ("paper", paper), ("paper_early", none), ("garg", paper)):
         for seed, steps in zip(scale.seeds, values, strict=True):
             rows.append(
                 {
@@ -211,6 +235,7 @@ def _fake_results(scale, none, paper, *, error=0.35, converged=True):
                     "best_error": error,
                     "steps": scale.train.max_steps,
                     "converged": converged,
+                    "remaining_gain_bound": 0.0 if converged else 0.05,
                     "from_cache": True,
                 }
             )
@@ -218,7 +243,7 @@ def _fake_results(scale, none, paper, *, error=0.35, converged=True):
 
 
 def test_verdict_rests_on_the_compared_runs_and_explains_from_its_numbers():
-    scale = dataclasses.replace(PRESETS["quick"].curriculum, seeds=(0, 1, 2, 3, 4))
+    scale = dataclasses.replace(PRESETS["quick"].curriculum, seeds=(0, 1, 2, 3, 4), earlier_seeds=(0, 1, 2, 3, 4))
     ls = scale.least_squares_error
     results = _fake_results(scale, [1000, 1200, 900, 1100, 1000], [500, 650, 450, 500, 550], error=1.2 * ls)
     (verdict,) = experiment.verdicts(results)
@@ -235,7 +260,19 @@ def test_verdict_rests_on_the_compared_runs_and_explains_from_its_numbers():
     assert f"{value:.2f} [{low:.2f}, {high:.2f}]" in text and "lies above +m" in text
     assert "1.20 times least squares'" in text and "within the rule's 1.5x" in text
     assert "10 of the 10 compared runs passed" in text and "inconclusive" not in text
+    assert verdict.numbers["earlier_schedule"]["speedup"][0] == pytest.approx(1.0)  # reported beside it
+    assert "earlier schedule (from step 0, reported, not decided): speed-up 1.00" in text
+    assert rules.rule_outcome(verdict.numbers) == verdict.notes["ungated_outcome"] == "reproduced"
+    assert "seeds_to_decide" not in verdict.numbers
+    assert "warm-up" in verdict.notes["previous_outcome"]["comparison_changed"]
     json.dumps(dataclasses.asdict(verdict))  # storable: no infinities or NaNs
+
+    unclear = _fake_results(scale, [1000, 1200, 900, 1100, 1000], [800, 1300, 700, 1000, 1100], error=1.2 * ls)
+    (verdict,) = experiment.verdicts(unclear)
+    assert verdict.outcome == "inconclusive" and verdict.notes["ungated_outcome"] == "inconclusive"
+    needed = verdict.numbers["seeds_to_decide"]
+    assert needed["seeds"] == 5 and needed["episode_se"] == pytest.approx(0.0, abs=1e-6)  # seeds only
+    assert needed["comparison"] == verdict.numbers["decisive"]["label"]
 
     weak = _fake_results(scale, [1000, 1200, None, 1100, 1000], [500, 650, 450, 500, 550], error=2 * ls)
     (verdict,) = experiment.verdicts(weak)
@@ -278,7 +315,7 @@ def test_training_plan_lists_every_run_with_its_seeds():
     names = experiment.ARM_NAMES
     expected = [f"{names[arm]}, seed {seed}" for arm in experiment.ARMS for seed in experiment.arm_seeds(scale, arm)]
     assert labels == expected
-    assert len(labels) == 2 * len(scale.seeds) + len(scale.garg_seeds)
+    assert len(labels) == 2 * len(scale.seeds) + len(scale.garg_seeds) + len(scale.earlier_seeds)
     assert len(scale.seeds) >= 5  # the rule's interval over seeds needs them (rule_power)
     with pytest.raises(ValueError, match="garg_seeds"):
         dataclasses.replace(scale, garg_seeds=(0, 99))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from uni_icl.book import expressivity_page
+from uni_icl.book import expressivity_page, verdict_prose
 from uni_icl.evaluation import Difference
 from uni_icl.experiments import expressivity
 from uni_icl.experiments.common import classification_run, classification_task
@@ -23,6 +23,7 @@ from uni_icl.experiments.expressivity import (
     total_variation,
     verdicts,
 )
+from uni_icl.experiments.rules import expressivity as rules
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.presets import PRESETS, get_preset
 from uni_icl.runs import TrainedLearner, build_seeded
@@ -108,24 +109,49 @@ def diff(mean, ci):
     return Difference(mean, ci)
 
 
+def found(student_ceiling, student_floor, ceiling_floor):
+    """One teacher's evidence with one floor: (mean, ci) of each difference."""
+    return rules.TeacherEvidence(diff(*student_ceiling), {"F": diff(*student_floor)}, {"F": diff(*ceiling_floor)})
+
+
 @pytest.mark.parametrize(
-    "differences, outcome",
+    "evidence, decision",
     [
-        ({"A": {"B": diff(0.05, 0.01), "C": diff(0.03, 0.015)}}, "reproduced"),
-        ({"A": {"B": diff(0.05, 0.01)}, "B": {"A": diff(0.02, 0.011)}}, "inconclusive"),  # lower bound 0.009
-        ({"A": {"B": diff(0.0, 0.005)}}, "inconclusive"),  # indistinguishable: neither better nor worse
-        ({"A": {"B": diff(0.05, 0.01)}, "B": {"A": diff(-0.05, 0.01)}}, "not reproduced"),
-        ({"A": {"B": diff(-0.02, 0.009)}}, "not reproduced"),  # upper bound -0.011
-        ({"A": {"B": diff(-0.02, 0.011)}}, "inconclusive"),  # upper bound -0.009: within the margin
+        (found((0.0, 0.005), (0.05, 0.01), (0.05, 0.01)), "supports"),  # at the ceiling, well above the floor
+        (found((0.02, 0.005), (0.05, 0.01), (0.03, 0.01)), "supports"),  # above the ceiling counts too
+        (found((-0.015, 0.004), (0.05, 0.01), (0.065, 0.01)), "contradicts"),  # below the ceiling by > m
+        (found((-0.015, 0.004), (0.0, 0.005), (0.0, 0.005)), "contradicts"),  # even where the yardstick fails
+        (found((-0.005, 0.004), (0.005, 0.004), (0.01, 0.004)), "undetermined"),  # ceiling - floor crosses +m
+        (found((-0.01, 0.005), (0.005, 0.004), (0.015, 0.004)), "contradicts"),  # no closer than the floor
+        (found((0.0, 0.005), (0.0, 0.005), (0.0, 0.005)), "undetermined"),  # the yardstick cannot tell
+        (found((-0.01, 0.005), (0.05, 0.01), (0.06, 0.01)), "undetermined"),  # student - ceiling crosses -m
+        (found((0.0, 0.005), (0.015, 0.01), (0.05, 0.01)), "undetermined"),  # student - floor crosses +m
     ],
 )
-def test_rule_is_symmetric_around_zero_with_one_margin(differences, outcome):
-    assert expressivity.decide(differences, margin=0.01) == outcome
+def test_each_teacher_is_placed_between_its_floor_and_its_ceiling(evidence, decision):
+    assert rules.decide_teacher(evidence, margin=0.01) == decision
+
+
+def test_every_teacher_must_support_and_any_contradiction_decides():
+    supports = found((0.0, 0.005), (0.05, 0.01), (0.05, 0.01))
+    undetermined = found((0.0, 0.005), (0.0, 0.005), (0.0, 0.005))
+    contradicts = found((-0.05, 0.005), (0.0, 0.005), (0.05, 0.005))
+    assert rules.decide({"A": supports, "B": supports}) == "reproduced"
+    assert rules.decide({"A": supports, "B": undetermined}) == "inconclusive"
+    assert rules.decide({"A": supports, "B": undetermined, "C": contradicts}) == "not reproduced"
+    two_floors = rules.TeacherEvidence(
+        diff(0.0, 0.005),
+        {"F": diff(0.05, 0.01), "G": diff(0.005, 0.01)},
+        {"F": diff(0.05, 0.01), "G": diff(0.05, 0.01)},
+    )
+    assert rules.decide_teacher(two_floors) == "undetermined"  # every floor must be beaten by more than m
 
 
 def test_rule_refuses_an_empty_comparison():
-    with pytest.raises(ValueError, match="differences"):
-        expressivity.decide({})
+    with pytest.raises(ValueError, match="teachers"):
+        rules.decide({})
+    with pytest.raises(ValueError, match="floor"):
+        rules.decide({"A": rules.TeacherEvidence(diff(0, 0.01), {}, {})})
 
 
 def history(scores, seed_steps=50):
@@ -140,30 +166,50 @@ RISING_ACCURACY = [0.5 + 0.05 * k for k in range(8)]
 FALLING_KL = [-0.3 + 0.03 * k for k in range(8)]  # minus the KL rises by 0.03 nats per evaluation
 
 
-def fake_results(imitation, other, *, seeds=(0, 1, 2), n=64, teacher_curve=FLAT_ACCURACY, student_curve=FLAT_KL):
-    """Results whose per-seed, per-episode agreement is ``imitation`` (the ICL imitation) and ``other``
-    (each other meta-learner) plus seeded noise, and whose runs follow the given validation curves."""
+def fake_results(
+    imitation,
+    floor,
+    ceiling=0.95,
+    *,
+    other=0.7,
+    seeds=(0, 1, 2),
+    n=64,
+    teacher_curve=FLAT_ACCURACY,
+    student_curve=FLAT_KL,
+):
+    """Results whose per-seed, per-episode agreement with each teacher is ``imitation`` (the ICL imitation),
+    ``ceiling`` (the teacher's next seed), ``floor`` (each other kind on the teacher's family) and ``other``
+    (each other kind on its own family) plus seeded noise, and whose runs follow the given validation curves."""
     scale = PRESETS["smoke"].classification
     gen = np.random.default_rng(0)
     names = list(expressivity.TEACHERS)
-    teachers, students, agreements = {}, {}, []
+    teachers, students, floors, agreements = {}, {}, {}, []
+
+    def model(name, family, seed, curve):
+        task = classification_task(scale, family)
+        return TrainedLearner(classification_run(scale, name, task, seed), torch.nn.Identity(), history(curve))
+
     for name in names:
-        task = classification_task(scale, expressivity.TEACHERS[name])
-        teachers[name] = [
-            TrainedLearner(classification_run(scale, name, task, seed), torch.nn.Identity(), history(teacher_curve))
-            for seed in seeds
-        ]
+        family = expressivity.TEACHERS[name]
+        teachers[name] = [model(name, family, seed, teacher_curve) for seed in seeds]
+        floors[name] = {
+            kind: [model(kind, family, seed, FLAT_ACCURACY) for seed in seeds]
+            for kind in expressivity.floor_kinds(name)
+        }
         students[name] = [
             expressivity.Student(name, seed, torch.nn.Identity(), history(student_curve), None, True) for seed in seeds
         ]
-        for label, level in [(IMITATION_LABEL, imitation)] + [
-            (display_name(other_name), other) for other_name in names if other_name != name
-        ]:
-            per_seed = np.clip(level + 0.02 * gen.standard_normal((len(seeds), n)), 0, 1)
+        others = [(IMITATION_LABEL, rules.IMITATION, imitation), (rules.CEILING_LABEL, rules.CEILING, ceiling)]
+        for kind in expressivity.floor_kinds(name):
+            others.append((rules.floor_label(display_name(kind), family), rules.FLOOR, floor))
+            others.append((display_name(kind), rules.OTHER_FAMILY, other))
+        for label, role, level in others:
+            per_seed = np.clip(level + 0.01 * gen.standard_normal((len(seeds), n)), 0, 1)
             agreements.append(
                 {
                     "teacher": display_name(name),
                     "learner": label,
+                    "role": role,
                     "per_seed_episode": per_seed.tolist(),
                     "mean": float(per_seed.mean()),
                     "ci": 0.0,
@@ -172,57 +218,88 @@ def fake_results(imitation, other, *, seeds=(0, 1, 2), n=64, teacher_curve=FLAT_
                 }
             )
     constructions = [{"construction": c, "learner": "x", "float32_max_rel": 1e-7} for c in ("MatchNet", "GD step")]
-    return ImitationResults("smoke", constructions, agreements, teachers, students, 1.0, 0.0, tuple(seeds))
+    return ImitationResults("smoke", constructions, agreements, teachers, students, 1.0, 0.0, tuple(seeds), floors)
 
 
 @pytest.mark.parametrize(
-    "imitated, other, outcome",
-    [(0.95, 0.85, "reproduced"), (0.9, 0.9, "inconclusive"), (0.8, 0.9, "not reproduced")],
+    "imitated, floor, outcome",
+    [(0.95, 0.85, "reproduced"), (0.95, 0.95, "inconclusive"), (0.85, 0.75, "not reproduced")],
 )
-def test_verdict_reads_seeded_differences(imitated, other, outcome):
-    verdict = verdicts(fake_results(imitated, other))[0]
+def test_verdict_reads_the_student_between_floor_and_ceiling(imitated, floor, outcome):
+    verdict = verdicts(fake_results(imitated, floor))[0]
     assert verdict.claim == "1" and verdict.outcome == outcome
     assert verdict.chapter == "book/01_expressivity" and verdict.rule == expressivity.RULE
-    mean, ci = verdict.numbers["MatchNet"]["imitation_minus_ProtoNet"]
-    assert mean == pytest.approx(imitated - other, abs=0.01) and 0 < ci < 0.05
+    numbers = verdict.numbers
+    assert set(numbers["ceiling"]) == set(numbers["floor"]) == {"MatchNet", "ProtoNet", "CNP"}
+    assert numbers["ceiling"]["MatchNet"][0] == pytest.approx(0.95, abs=0.01)
+    assert numbers["floor"]["MatchNet"][0] == pytest.approx(floor, abs=0.01)
+    assert numbers["floor_learner"]["MatchNet"] in numbers["teachers"]["MatchNet"]["floor_agreement"]
+    mean, ci = numbers["teachers"]["MatchNet"]["imitation_minus_ceiling"]
+    assert mean == pytest.approx(imitated - 0.95, abs=0.01) and 0 < ci < 0.05
+    assert rules.rule_outcome(numbers) == verdict.notes["ungated_outcome"]  # the scorecard's re-check
     assert verdict.notes["construction_check"]["passed"]
-    assert "construction" not in str(verdict.numbers)  # the check is reported, not evidence
+    assert "construction" not in str(numbers)  # the check is reported, not evidence
+    assert verdict.notes["previous_outcome"]["changed"] == "2026-12-07"
+    assert "ceiling" in verdict.notes["previous_outcome"]["comparison_changed"]
     check_verdict(asdict(verdict))
+    box = verdict_prose.decided_by(verdict)  # the verdict box reads the ceiling and the floors
+    assert {"reproduced": "as well as a second training", "inconclusive": "reach across the margin"}.get(
+        outcome, "falls short of a second training"
+    ) in box
+
+
+def test_the_position_between_floor_and_ceiling_has_an_interval():
+    verdict = verdicts(fake_results(0.90, 0.85))[0]
+    estimate, low, high = verdict.numbers["teachers"]["CNP"]["position"]
+    assert estimate == pytest.approx(0.5, abs=0.1) and low < estimate < high
+    unresolved = verdicts(fake_results(0.95, 0.95))[0]
+    assert unresolved.numbers["teachers"]["CNP"]["position"][1:] == [None, None]  # ceiling - floor holds 0
+
+
+def test_the_earlier_yardstick_is_reported_and_does_not_decide():
+    lenient = verdicts(fake_results(0.95, 0.95, other=0.5))[0]  # far above other families, level with the floor
+    assert lenient.outcome == "inconclusive"
+    gap, _ = lenient.numbers["teachers"]["MatchNet"]["imitation_minus_other_family"]["ProtoNet"]
+    assert gap == pytest.approx(0.45, abs=0.01)
 
 
 def assert_decisive_is_a_difference_the_rule_reads(verdict):
-    """numbers["decisive"] states one of the differences RULE reads (imitation minus another meta-learner),
-    on the accuracy scale with the rule's margin."""
+    """numbers["decisive"] states one of the differences RULE reads, on the accuracy scale with its margin."""
     decisive = verdict.numbers["decisive"]
     assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == MARGIN
-    differences = {
-        f"ICL imitation − {key.removeprefix('imitation_minus_')}, agreement with {teacher}": pair
-        for teacher, numbers in verdict.numbers.items()
-        if teacher not in ("margin", "decisive")
-        for key, pair in numbers.items()
-        if key.startswith("imitation_minus_")
+    read = {
+        comparison.label: [comparison.interval.mean, comparison.interval.ci]
+        for teacher, evidence in rules.evidence_from_numbers(verdict.numbers).items()
+        for comparison in rules.comparisons(teacher, evidence)
     }
-    assert differences[decisive["label"]] == [decisive["effect"], decisive["ci"]]
-    return differences
+    assert read[decisive["label"]] == [decisive["effect"], decisive["ci"]]
+    return read
 
 
 def test_decisive_effect_is_the_difference_that_decided_the_outcome():
     passed = verdicts(fake_results(0.95, 0.85))[0]
-    differences = assert_decisive_is_a_difference_the_rule_reads(passed)
-    lowest = min(differences.values(), key=lambda pair: pair[0] - pair[1])  # lowest lower bound
-    assert [passed.numbers["decisive"]["effect"], passed.numbers["decisive"]["ci"]] == lowest  # closest to failing
-    failed = verdicts(fake_results(0.8, 0.9))[0]
-    differences = assert_decisive_is_a_difference_the_rule_reads(failed)
-    furthest = min(differences.values(), key=lambda pair: pair[0] + pair[1])  # lowest upper bound
-    assert [failed.numbers["decisive"]["effect"], failed.numbers["decisive"]["ci"]] == furthest
+    read = assert_decisive_is_a_difference_the_rule_reads(passed)
+    assert "seeds_to_decide" not in passed.numbers
+    failed = verdicts(fake_results(0.85, 0.75))[0]
+    assert_decisive_is_a_difference_the_rule_reads(failed)
+    assert "imitation − second seed" in failed.numbers["decisive"]["label"]  # what contradicted
     assert "decisive" not in expressivity_page.explain(failed)
+    assert len(read) == 3 * (1 + 2 + 2)  # per teacher: the ceiling, two floors, the yardstick twice
 
 
-def test_verdict_rests_on_every_teacher_and_student_with_its_seeds():
+def test_an_inconclusive_verdict_says_how_many_seeds_would_decide_it():
+    verdict = verdicts(fake_results(0.95, 0.95))[0]
+    needed = verdict.numbers["seeds_to_decide"]
+    assert needed["comparison"] == verdict.numbers["decisive"]["label"] and needed["seeds"] == 3
+    assert needed["seeds_to_decide"] is None or needed["seeds_to_decide"] >= 2
+
+
+def test_verdict_rests_on_every_teacher_floor_and_student_with_its_seeds():
     verdict = verdicts(fake_results(0.95, 0.85))[0]
-    assert len(verdict.rests_on) == 6
-    learners = {record["learner"] for record in verdict.rests_on}
-    assert {"matchnet", "protonet", "cnp", "ICL imitating CNP"} <= learners
+    assert len(verdict.rests_on) == 3 + 6 + 3
+    compared = {(record["learner"], record["train_family"]) for record in verdict.rests_on}
+    assert {("matchnet", "pairwise"), ("protonet", "pairwise"), ("cnp", "pairwise")} <= compared
+    assert ("ICL imitating CNP", "amortized") in compared
     for record in verdict.rests_on:
         assert [run["seed"] for run in record["runs"]] == [0, 1, 2]
         assert all(run["converged"] for run in record["runs"])
@@ -238,9 +315,9 @@ def test_an_unconverged_run_makes_the_verdict_inconclusive_and_is_named(which):
     assert "not converged" in expressivity_page.explain(verdict).lower()
 
 
-def test_explain_skips_a_verdict_stored_under_the_single_seed_rule():
+def test_explain_skips_a_verdict_stored_under_an_earlier_rule():
     verdict = verdicts(fake_results(0.95, 0.85))[0]
-    old = ClaimVerdict(**{**asdict(verdict), "numbers": {"imitation_agreement": {"CNP": 0.98}}})
+    old = ClaimVerdict(**{**asdict(verdict), "numbers": {"margin": 0.01, "CNP": {"imitation_agreement": [0.9, 0]}}})
     assert expressivity_page.explain(old) is None and "CNP" in expressivity_page.explain(verdict)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from uni_icl.book import m2icl_page
+from uni_icl.book import m2icl_page, verdict_prose
 from uni_icl.evaluation import Difference
 from uni_icl.experiments import m2icl as experiment
 from uni_icl.experiments.rules import m2icl as rules
@@ -306,9 +306,10 @@ def _synthetic_results(log_gap, *, icl_converged=True, seeds=(0, 1, 2)):
         }
         for seed in seeds
     ]
+    bound = 0.0 if icl_converged else 0.05
     records = {
-        "icl": [{"seed": s, "steps": 3000, "converged": icl_converged} for s in seeds],
-        "m2icl": [{"seed": s, "steps": 200, "converged": True} for s in seeds],
+        "icl": [{"seed": s, "steps": 3000, "converged": icl_converged, "remaining_gain_bound": bound} for s in seeds],
+        "m2icl": [{"seed": s, "steps": 200, "converged": True, "remaining_gain_bound": 0.0} for s in seeds],
     }
     return experiment.M2ICLResults(scale, rows, records, checks, wall_seconds=1.0)
 
@@ -448,3 +449,32 @@ def test_bad_inputs_name_the_parameter():
         fine_tune(LinearPredictor(2), regression_episode(0, 2, 3, 2), epochs=-1, lr=0.1, batch_size=2, seed=0)
     with pytest.raises(ValueError, match="init"):
         dataclasses.replace(PRESETS["smoke"].m2icl, init="warm")
+
+
+def test_the_direction_is_reported_beside_the_margins_reading():
+    (verdict,) = experiment.verdicts(_synthetic_results(0.03))  # M2-ICL 3% better: inside the 10% margin
+    assert verdict.outcome == "not reproduced"
+    assert verdict.numbers["direction"] == {
+        "adapted": "better, by less than the margin",
+        "unadapted": "better, by more than the margin",
+    }
+    assert rules.rule_outcome(verdict.numbers) == verdict.notes["ungated_outcome"]  # the rule is unchanged
+    assert "against ICL adapted: better, by less than the margin" in m2icl_page.explain(verdict)
+    assert "By direction (reported, not decided), M2-ICL adapted against ICL adapted: better, by less" in (
+        verdict_prose.decided_by(verdict)
+    )
+    assert "direction" in verdict.notes["previous_outcome"]["comparison_changed"]
+    (level,) = experiment.verdicts(_synthetic_results(0.0))
+    assert level.numbers["direction"]["adapted"] == "no significant difference"
+
+
+def test_an_inconclusive_verdict_says_how_many_seeds_would_decide_it():
+    (verdict,) = experiment.verdicts(_synthetic_results(0.1))  # (a) 0.107 ± 0.023 crosses +m = 0.095
+    assert verdict.notes["ungated_outcome"] == "inconclusive"
+    needed = verdict.numbers["seeds_to_decide"]
+    assert needed["comparison"] == verdict.numbers["decisive"]["label"] and needed["seeds"] == 3
+    assert needed["seeds_to_decide"] is not None and needed["seeds_to_decide"] > 3
+    (on_the_margin,) = experiment.verdicts(_synthetic_results(0.09))  # 0.097: the domains alone blur it
+    assert on_the_margin.numbers["seeds_to_decide"]["seeds_to_decide"] is None
+    (decided,) = experiment.verdicts(_synthetic_results(0.3))
+    assert "seeds_to_decide" not in decided.numbers

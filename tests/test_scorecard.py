@@ -325,3 +325,49 @@ def test_no_experiment_imports_the_book():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.startswith("uni_icl.book"), f"{path.name} imports {node.module}"
+
+
+def test_changed_rules_are_applied_again_to_their_stored_numbers():
+    from uni_icl.experiments.rules import curriculum, selection
+
+    assert {"1", "3a", "3b", "4a", "4b"} <= set(scorecard.RULE_OUTCOMES)
+    numbers = {"rescaled": {"icl_minus_selector": [0.05, 0.01]}, "icl_minus_selector": [-0.1, 0.01]}
+    verdict = ClaimVerdict("3a", "quick", "q", numbers, selection.RULE_3A, "reproduced", "book/03_selection")
+    stored = asdict(verdict) | {"notes": {"ungated_outcome": "reproduced", "unconverged": []}}
+    scorecard.check_outcome(stored)  # the rule reads the rescaled arm, not the unrescaled one
+    with pytest.raises(ValueError, match="claim 3a: the rule gives 'reproduced'"):
+        scorecard.check_outcome(stored | {"notes": {"ungated_outcome": "not reproduced"}})
+    per_seed = {str(seed): {"none": 1000, "paper": 500, "log_speedup": math.log(2)} for seed in range(5)}
+    per_seed["4"]["none"] = None  # a run that never reached the threshold: no interval
+    verdict = ClaimVerdict("4a", "quick", "q", {"per_seed": per_seed}, curriculum.RULE_4A, "inconclusive", "x")
+    scorecard.check_outcome(asdict(verdict) | {"notes": {"ungated_outcome": None, "gates": ["never reached"]}})
+    with pytest.raises(ValueError, match="claim 4a"):
+        scorecard.check_outcome(asdict(verdict) | {"notes": {"ungated_outcome": "reproduced", "gates": []}})
+
+
+def test_a_page_shows_the_earlier_rules_outcome_and_the_seeds_that_would_decide():
+    from uni_icl.book.rule_history import previous_outcome_markdown, seeds_markdown
+    from uni_icl.experiments.rules.previous import previous_outcome
+
+    needed = {
+        "comparison": "ICL on mixture − selector, rescaled radius episodes",
+        "seeds": 3,
+        "seeds_to_decide": 9,
+        "power": 0.8,
+        "seed_sd": 0.012,
+        "episode_se": 0.003,
+    }
+    numbers = {"decisive": {"label": "d", "effect": 0.012, "ci": 0.02, "margin": 0.01}, "seeds_to_decide": needed}
+    verdict = ClaimVerdict("3a", "quick", "q", numbers, "r", "inconclusive", "x", notes=previous_outcome("3a"))
+    history = previous_outcome_markdown(verdict)
+    assert "rule change of 2026-12-07" in history and "gave **not reproduced**" in history
+    assert "-0.0962 ± 0.0462" in history and "**inconclusive** (decisive comparison: d, +0.0120 ± 0.0200)" in history
+    assert "rescaled to the training scale" in history and "stopping rule" in history
+    seeds = seeds_markdown(verdict)
+    assert "With 3 seeds" in seeds and "9 seeds would decide it with probability 80%" in seeds
+    assert "seeds are unchanged" in seeds
+    blurred_numbers = {"seeds_to_decide": {**needed, "seeds_to_decide": None}}
+    blurred = ClaimVerdict("3a", "quick", "q", blurred_numbers, "r", "inconclusive", "x")
+    assert "no number of seeds up to 100" in seeds_markdown(blurred)
+    bare = ClaimVerdict("3a", "quick", "q", {}, "r", "reproduced", "x")
+    assert previous_outcome_markdown(bare) == seeds_markdown(bare) == ""

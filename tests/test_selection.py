@@ -5,17 +5,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uni_icl.book import selection_page
+from uni_icl.book import selection_page, verdict_prose
 from uni_icl.book.formatting import training_table
 from uni_icl.evaluation import Difference
 from uni_icl.experiments import selection as experiment
 from uni_icl.experiments.common import classification_run, classification_task
 from uni_icl.experiments.evidence import side
+from uni_icl.experiments.rules import selection as rules
 from uni_icl.learners import LearnerSpec
 from uni_icl.learners.selectors import AlgorithmSelector, OracleSelector, prequential_scores, select_best
 from uni_icl.presets import PRESETS
 from uni_icl.runs import build_seeded
 from uni_icl.tasks import make_task
+from uni_icl.tasks.synthetic import MIXTURE_INPUT_STD, RADIUS_INPUT_STD, radius_labels
 
 
 def meta_learners(seed: int = 0) -> dict[str, nn.Module]:
@@ -156,19 +158,31 @@ def test_claim_3a_rule_on_synthetic_differences():
 
 def _runs(converged=(True, True)) -> list[dict]:
     return [
-        {"seed": seed, "steps": 20, "max_steps": 20, "converged": flag, "best_step": 20, "best_val": 0.7}
+        {
+            "seed": seed,
+            "steps": 20,
+            "max_steps": 20,
+            "converged": flag,
+            "best_step": 20,
+            "best_val": 0.7,
+            "remaining_gain_bound": 0.0 if flag else 0.05,
+        }
         for seed, flag in enumerate(converged)
     ]
 
 
-def fake_results(icl_seeds: list[list[float]], selector_seeds: list[list[float]], converged=(True, True)):
-    """SelectionResults with only the radius rows the verdict reads (two seeds each)."""
+def fake_results(
+    icl_seeds: list[list[float]], selector_seeds: list[list[float]], converged=(True, True), rescaled=None
+):
+    """SelectionResults with only the radius rows the verdict reads (two seeds each); on rescaled radius
+    ``rescaled`` = (ICL's, the selector's) per-seed scores, by default the same as on radius."""
+    icl_rescaled, selector_rescaled = rescaled or (icl_seeds, selector_seeds)
 
-    def row(learner, per_seed):
+    def row(learner, per_seed, family="radius"):
         flat = [v for seed in per_seed for v in seed]
         return {
             "learner": learner,
-            "test_family": "radius",
+            "test_family": family,
             "mean": sum(flat) / len(flat),
             "ci": 0.0,
             "seed_means": [sum(seed) / len(seed) for seed in per_seed],
@@ -181,6 +195,9 @@ def fake_results(icl_seeds: list[list[float]], selector_seeds: list[list[float]]
         row(experiment.ORACLE, selector_seeds),
         row(experiment.ICL_RADIUS, icl_seeds),
         row(experiment.RADIUS_BAYES, [shifted(BASE, 0.2)]),  # exact: one row, no training seeds
+        row(experiment.ICL_MIXTURE, icl_rescaled, "radius_rescaled"),
+        row(experiment.SELECTOR, selector_rescaled, "radius_rescaled"),
+        row(experiment.ORACLE, selector_rescaled, "radius_rescaled"),
     ]
     trainings = [{"learner": "icl", "train_family": "mixture", "layout": None, "runs": _runs(converged)}]
     trainings += [
@@ -201,8 +218,8 @@ def assert_decisive_is_icl_minus_selector(verdict):
     """RULE_3A reads one difference: numbers["decisive"] states it, with the accuracy margin."""
     decisive = verdict.numbers["decisive"]
     assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == experiment.MARGIN
-    assert [decisive["effect"], decisive["ci"]] == verdict.numbers["icl_minus_selector"]
-    assert "selector" in decisive["label"] and len(decisive["label"]) <= 60
+    assert [decisive["effect"], decisive["ci"]] == verdict.numbers["rescaled"]["icl_minus_selector"]
+    assert "selector, rescaled radius" in decisive["label"] and len(decisive["label"]) <= 60
 
 
 def test_claim_3a_verdict_reads_the_seeded_difference():
@@ -225,6 +242,39 @@ def test_claim_3a_verdict_reads_the_seeded_difference():
     assert verdict.outcome == "inconclusive"
     assert_decisive_is_icl_minus_selector(verdict)
     assert "disagree on the sign" in selection_page.explain(verdict)
+    assert verdict.numbers["seeds_to_decide"]["comparison"] == verdict.numbers["decisive"]["label"]
+
+
+def test_claim_3a_reads_the_rescaled_arm_and_shows_the_unrescaled_one():
+    two = [BASE, shifted(BASE, 0.01)]
+    better = [shifted(BASE, 0.1), shifted(BASE, 0.11)]
+    verdict = experiment.verdicts(fake_results(two, better, rescaled=(better, two)))[0]
+    assert verdict.outcome == "reproduced"  # selection wins on unrescaled radius, ICL on rescaled
+    assert verdict.numbers["rescaled"]["icl_minus_selector"][0] == pytest.approx(0.1)
+    assert verdict.numbers["icl_minus_selector"][0] == pytest.approx(-0.1)
+    assert verdict.numbers["rescaled"]["input_scale"] == pytest.approx(0.4977, abs=1e-4)
+    assert rules.rule_outcome(verdict.numbers) == "reproduced" == verdict.notes["ungated_outcome"]
+    assert "On unrescaled radius (reported, not read by the rule): -0.100" in selection_page.explain(verdict)
+    assert "rescaled" in verdict.notes["previous_outcome"]["comparison_changed"]
+    assert "0.498" in experiment.RULE_3A and "unrescaled" in experiment.RULE_3A
+    box = verdict_prose.decided_by(verdict)  # the verdict box reads the rescaled arm
+    assert "rescaled to the training input scale" in box and "d = +0.100 ± " in box
+    assert "so ICL is more accurate than selection by more than the margin" in box
+
+
+def test_rescaled_radius_keeps_the_episodes_labels_at_the_training_input_scale():
+    radius = make_task("radius", n_points=50).sample(4000, seed=3)
+    rescaled = make_task("radius_rescaled", n_points=50).sample(4000, seed=3)
+    scale = rescaled.xs.flatten()[0] / radius.xs.flatten()[0]
+    assert float(scale) == pytest.approx(MIXTURE_INPUT_STD / RADIUS_INPUT_STD, rel=1e-5)
+    assert torch.equal(rescaled.ys, radius.ys)
+    assert torch.equal(rescaled.ys, radius_labels(rescaled.xs, rescaled.params["radius"]))
+    assert float(radius.xs.std()) == pytest.approx(RADIUS_INPUT_STD, rel=0.02)
+    assert float(rescaled.xs.std()) == pytest.approx(MIXTURE_INPUT_STD, rel=0.02)
+    mixture = make_task("mixture", n_points=50).sample(4000, seed=3)
+    assert float(mixture.xs.std()) == pytest.approx(MIXTURE_INPUT_STD, rel=0.02)
+    with pytest.raises(ValueError, match="input_scale"):
+        make_task("radius_rescaled", input_scale=0.0)
 
 
 def test_claim_3a_is_inconclusive_when_a_compared_model_did_not_converge():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from uni_icl.book import shift_page, shift_regions
+from uni_icl.book import shift_page, shift_regions, verdict_prose
 from uni_icl.book.formatting import training_table
 from uni_icl.evaluation import EVAL_BATCH, evaluate
 from uni_icl.experiments import shift
@@ -163,8 +163,11 @@ def grid_rows(per_learner: dict, noise_levels=(1.0, 5.0), families=FAMILIES) -> 
 
 
 def results_from(rows: list[dict], noise_levels=(1.0, 5.0), converged=(True, True)) -> shift.ShiftResults:
-    runs = [{"seed": seed, "steps": 20, "converged": flag} for seed, flag in enumerate(converged)]
-    trainings = [{"learner": "icl", "train_family": family, "runs": runs} for family in FAMILIES]
+    runs = [
+        {"seed": seed, "steps": 20, "converged": flag, "remaining_gain_bound": 0.0 if flag else 0.05}
+        for seed, flag in enumerate(converged)
+    ]
+    trainings = [{"learner": "icl", "train_family": family, "runs": runs} for family in (*FAMILIES, "mixture")]
     trainings += [
         {"learner": learner, "train_family": family, "runs": [{**run, "converged": True} for run in runs]}
         for family, learner in zip(FAMILIES, ("matchnet", "protonet", "cnp"), strict=True)
@@ -220,35 +223,41 @@ def test_status_is_an_equivalence_test_with_the_margin():
 
 def test_claim_3b_rule_on_synthetic_differences():
     insensitive, degrades, unclear = _d(0.0, 0.005), _d(0.05), _d(0.0, 0.05)
-    explicit = {shift.META: degrades, rules.NCM: insensitive, rules.KNN: unclear, rules.LOGISTIC: degrades}
-    assert shift.decide_family(degrades, explicit) == "supports"  # one explicit algorithm is insensitive
-    assert shift.decide_family(insensitive, explicit) == "contradicts"  # ICL does not degrade
-    assert shift.decide_family(_d(-0.05), explicit) == "contradicts"
-    all_degrade = dict.fromkeys(explicit, degrades)
-    assert shift.decide_family(degrades, all_degrade) == "contradicts"
-    assert shift.decide_family(unclear, explicit) == "undetermined"  # ICL's interval crosses +m
-    assert shift.decide_family(degrades, dict.fromkeys(explicit, unclear)) == "undetermined"
+    assert shift.decide_family(degrades, insensitive) == "supports"
+    assert shift.decide_family(insensitive, insensitive) == "contradicts"  # ICL does not degrade
+    assert shift.decide_family(_d(-0.05), insensitive) == "contradicts"
+    assert shift.decide_family(degrades, degrades) == "contradicts"  # the named explicit algorithm degrades too
+    assert shift.decide_family(unclear, insensitive) == "undetermined"  # ICL's interval crosses +m
+    assert shift.decide_family(degrades, unclear) == "undetermined"
+    assert shift.decide_family(degrades, _d(-0.05)) == "undetermined"  # closer to Bayes is not insensitive
     assert shift.decide_3b({"a": "supports", "b": "supports", "c": "contradicts"}) == "reproduced"
     assert shift.decide_3b({"a": "contradicts", "b": "contradicts", "c": "supports"}) == "not reproduced"
     assert shift.decide_3b({"a": "supports", "b": "undetermined", "c": "contradicts"}) == "inconclusive"
     assert shift.decide_3b({"a": "undetermined", "b": "undetermined", "c": "undetermined"}) == "inconclusive"
-    for words in ("m = 0.01", "above +m", "within (-m, +m)", "nearest class mean", "logistic regression"):
+    for words in ("m = 0.01", "above +m", "within (-m, +m)", "nearest class mean", "logistic regression", "mixture"):
         assert words in shift.RULE_3B
 
 
-def verdict_rows(icl_loss: float, explicit_loss: float, mixture_loss: float = 0.0) -> list[dict]:
-    """Two seeds, 40 episodes: at noise 5 ICL loses ``icl_loss``, the explicit algorithms ``explicit_loss``
-    and ICL trained on the mixture ``mixture_loss`` (the selector and the noise-range ICL nothing)."""
+def test_one_explicit_algorithm_is_named_per_family_from_its_bayes_rule():
+    assert rules.NAMED_EXPLICIT == {"pairwise": rules.LOGISTIC, "prototype": rules.NCM, "amortized": rules.LOGISTIC}
+    assert shift.JUDGED == shift.ICL_MIXTURE
+
+
+def verdict_rows(icl_loss: float, explicit_loss: float, own_loss: float = 0.0, losses=None) -> list[dict]:
+    """Two seeds, 40 episodes: at noise 5 ICL trained on the mixture loses ``icl_loss``, the explicit
+    algorithms ``explicit_loss`` (``losses``: other losses by learner), ICL trained on the family
+    ``own_loss``, the selector and the noise-range ICL nothing."""
     base = np.linspace(0.6, 0.9, 40)
     same = {1.0: [base, base], 5.0: [base, base]}
 
     def losing(loss):
         return {1.0: [base, base], 5.0: [base - loss, base - loss]}
 
-    learners = {shift.BAYES: {1.0: [np.ones(40)], 5.0: [np.ones(40)]}, shift.ICL_OWN: losing(icl_loss)}
+    learners = {shift.BAYES: {1.0: [np.ones(40)], 5.0: [np.ones(40)]}, shift.ICL_MIXTURE: losing(icl_loss)}
     learners.update({name: losing(explicit_loss) for name in shift.EXPLICIT})
+    learners.update({name: losing(loss) for name, loss in (losses or {}).items()})
     learners.update({name: same for name in (shift.SELECTOR, shift.REMEDY)})
-    learners[shift.ICL_MIXTURE] = losing(mixture_loss)
+    learners[shift.ICL_OWN] = losing(own_loss)
     return grid_rows(learners)
 
 
@@ -256,31 +265,43 @@ def test_claim_3b_verdicts():
     verdict = shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0]
     assert verdict.outcome == "reproduced" and verdict.numbers["families_supporting"] == 3
     pairwise = verdict.numbers["families"]["pairwise"]
-    assert pairwise["icl_own"]["status"] == "degrades" and pairwise["icl_own"]["per_seed"] == pytest.approx([0.1, 0.1])
-    assert pairwise["explicit"][rules.NCM]["status"] == "insensitive"
+    judged = pairwise["judged"]
+    assert judged["icl"]["status"] == "degrades" and judged["icl"]["per_seed"] == pytest.approx([0.1, 0.1])
+    assert judged["explicit_name"] == rules.LOGISTIC and judged["explicit"]["status"] == "insensitive"
+    assert pairwise["explicit"][rules.NCM]["status"] == "insensitive"  # reported beside it
+    assert rules.rule_outcome(verdict.numbers) == verdict.notes["ungated_outcome"] == "reproduced"
     assert "3 of 3 families support the claim" in shift_page.explain(verdict)
+    assert "one explicit algorithm" in verdict.notes["previous_outcome"]["comparison_changed"]
     assert shift.verdicts(results_from(verdict_rows(0.0, 0.0)))[0].outcome == "not reproduced"
     assert shift.verdicts(results_from(verdict_rows(0.1, 0.1)))[0].outcome == "not reproduced"
     gated = shift.verdicts(results_from(verdict_rows(0.1, 0.0), converged=(True, False)))[0]
     assert gated.outcome == "inconclusive" and gated.notes["ungated_outcome"] == "reproduced"
-    assert gated.notes["unconverged"][0] == "ICL on pairwise (seeds 1)"
-    compared = {(record["learner"], record["train_family"]) for record in gated.rests_on}
-    assert compared == {("icl", f) for f in FAMILIES} | {
-        ("matchnet", "pairwise"),
-        ("protonet", "prototype"),
-        ("cnp", "amortized"),
-    }
+    assert gated.notes["unconverged"] == ["ICL on mixture (seeds 1)"]
+    assert {(record["learner"], record["train_family"]) for record in gated.rests_on} == {("icl", "mixture")}
+
+
+def test_claim_3b_judges_the_mixture_model_and_the_named_algorithm_only():
+    own_only = shift.verdicts(results_from(verdict_rows(0.0, 0.0, own_loss=0.1)))[0]
+    assert own_only.outcome == "not reproduced"  # ICL trained on each family degrades; the paper's model does not
+    assert own_only.numbers["families"]["pairwise"]["icl_own"]["status"] == "degrades"
+    others_insensitive = verdict_rows(0.1, 0.1, losses={shift.META: 0.0, rules.KNN: 0.0})
+    verdict = shift.verdicts(results_from(others_insensitive))[0]
+    assert verdict.outcome == "not reproduced"  # the earlier rule would have taken 5-NN or the meta-learner
+    assert "Reported, not read: other explicit algorithms" in shift_page.explain(verdict)
+    box = verdict_prose.decided_by(verdict)  # the verdict box names what the rule read, not the others
+    assert "contradicts it (ICL degrades, but so does Logistic regression, the named explicit algorithm)" in box
+    assert "Nearest class mean" in box and "5-NN" not in box  # prototype's named algorithm only
 
 
 def assert_decisive_is_a_growth_the_rule_reads(verdict) -> str:
-    """numbers["decisive"] states the gap growth of ICL on a family or of an explicit algorithm, with the
-    accuracy margin; returns the family it is from."""
+    """numbers["decisive"] states the gap growth of ICL trained on the mixture on a family or of the family's
+    named explicit algorithm, with the accuracy margin; returns the family it is from."""
     decisive = verdict.numbers["decisive"]
     assert set(decisive) == {"label", "effect", "ci", "margin"} and decisive["margin"] == shift.MARGIN
     learner, family = decisive["label"].split(": gap-to-Bayes growth, ")
-    entry = verdict.numbers["families"][family]
-    names = {entry["meta_learner"]: shift.META}
-    found = entry["icl_own"] if learner == "ICL" else entry["explicit"][names.get(learner, learner)]
+    judged = verdict.numbers["families"][family]["judged"]
+    found = judged["icl"] if learner == "ICL (mixture)" else judged["explicit"]
+    assert learner in ("ICL (mixture)", judged["explicit_name"])
     assert [decisive["effect"], decisive["ci"]] == found["growth"]
     return family
 
@@ -291,13 +312,12 @@ def test_decisive_growth_comes_from_a_family_that_decided_the_outcome():
     # ICL's growth lies 9 margins above +m, the insensitive explicit algorithms' 1 margin inside ±m
     assert not verdict.numbers["decisive"]["label"].startswith("ICL")
     verdict = shift.verdicts(results_from(verdict_rows(0.0, 0.0)))[0]  # ICL does not degrade
-    assert verdict.outcome == "not reproduced" and verdict.numbers["decisive"]["label"].startswith("ICL: ")
+    assert verdict.outcome == "not reproduced" and verdict.numbers["decisive"]["label"].startswith("ICL (mixture): ")
 
-    def compared(family, icl):
-        return shift.family_comparisons(family, _d(*icl), {rules.NCM: _d(0.0), rules.KNN: _d(0.05)}, {})
+    def compared(family, icl, explicit=(0.0,)):
+        return shift.family_comparisons(family, _d(*icl), _d(*explicit))
 
-    # a family stands for its explicit algorithms with the one closest to insensitive (NCM, not 5-NN)
-    assert compared("pairwise", (0.1,))[1].label == "Nearest class mean: gap-to-Bayes growth, pairwise"
+    assert compared("pairwise", (0.1,))[1].label == f"{rules.LOGISTIC}: gap-to-Bayes growth, pairwise"
     comparisons = {
         "pairwise": compared("pairwise", (0.1,)),
         "prototype": compared("prototype", (0.015,)),
@@ -306,31 +326,40 @@ def test_decisive_growth_comes_from_a_family_that_decided_the_outcome():
     decisions = {"pairwise": "supports", "prototype": "supports", "amortized": "contradicts"}
     # reproduced: the closest to failing among the supporting families only (amortized's ICL fails further)
     chosen = shift.decisive_growth(comparisons, decisions, "reproduced")
-    assert chosen["label"] == "ICL: gap-to-Bayes growth, prototype" and chosen["effect"] == 0.015
+    assert chosen["label"] == "ICL (mixture): gap-to-Bayes growth, prototype" and chosen["effect"] == 0.015
     decisions = {"pairwise": "supports", "prototype": "contradicts", "amortized": "contradicts"}
     chosen = shift.decisive_growth(comparisons, decisions, "not reproduced")
-    assert chosen["label"] == "ICL: gap-to-Bayes growth, amortized"  # below even -m
-    # a family that contradicts because every explicit algorithm degrades while ICL degrades too: the
-    # explicit comparison decided it (ICL's supports the claim), unless another family's contradicts more
-    degrading = shift.family_comparisons("prototype", _d(0.1), {rules.NCM: _d(0.05), rules.KNN: _d(0.08)}, {})
-    chosen = shift.decisive_growth({**comparisons, "prototype": degrading}, decisions, "not reproduced")
-    assert chosen["label"] == "ICL: gap-to-Bayes growth, amortized"
+    assert chosen["label"] == "ICL (mixture): gap-to-Bayes growth, amortized"  # below even -m
+    # a family that contradicts because its explicit algorithm degrades while ICL degrades too
+    degrading = compared("prototype", (0.1,), (0.05,))
     only = {"prototype": degrading}
     chosen = shift.decisive_growth(only, {"prototype": "contradicts"}, "not reproduced")
-    assert chosen["label"] == "Nearest class mean: gap-to-Bayes growth, prototype"
+    assert chosen["label"] == f"{rules.NCM}: gap-to-Bayes growth, prototype"
     comparisons["prototype"] = compared("prototype", (0.012, 0.005))  # crosses +m
     decisions = {"pairwise": "supports", "prototype": "undetermined", "amortized": "contradicts"}
     chosen = shift.decisive_growth(comparisons, decisions, "inconclusive")
-    assert chosen["label"] == "ICL: gap-to-Bayes growth, prototype"
+    assert chosen["label"] == "ICL (mixture): gap-to-Bayes growth, prototype"
+
+
+def test_an_inconclusive_verdict_says_how_many_seeds_would_decide_it():
+    base = np.linspace(0.6, 0.9, 40)
+    rows = verdict_rows(0.0, 0.0)
+    for row in rows:  # ICL on the mixture: seed 0 loses 0.02, seed 1 0.04 at noise 5 (crosses +m with t(1))
+        if row["learner"] == shift.ICL_MIXTURE and row["noise_std"] == 5.0:
+            row["per_seed_episode_mean"] = [(base - 0.02).tolist(), (base - 0.04).tolist()]
+    verdict = shift.verdicts(results_from(rows))[0]
+    assert verdict.outcome == "inconclusive"
+    needed = verdict.numbers["seeds_to_decide"]
+    assert needed["comparison"] == verdict.numbers["decisive"]["label"] and needed["seeds"] == 2
+    assert needed["seeds_to_decide"] is not None and needed["seeds_to_decide"] > 2
 
 
 def test_explanation_states_only_what_the_numbers_show():
     quiet = shift_page.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0])
-    assert "degrades too" not in quiet and "trained networks" not in quiet and "noise-range" not in quiet
-    loud = shift_page.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.1)))[0])
-    assert "every explicit algorithm degrades too" in loud
-    remedied = shift_page.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0, mixture_loss=0.1)))[0])
-    assert "trained on noise_std in [1, 5] is insensitive" in remedied and "still degrades" not in remedied
+    assert "trained networks" not in quiet and "still degrades" not in quiet and "Reported, not read" not in quiet
+    assert "trained on noise_std in [1, 5] is insensitive" in quiet  # the remedy: reported beside the rule
+    learned = verdict_rows(0.1, 0.0, losses={shift.META: 0.1})
+    assert "trained networks" in shift_page.explain(shift.verdicts(results_from(learned))[0])
 
 
 def panel_pixels(explorer) -> np.ndarray:
@@ -426,7 +455,7 @@ def test_run_at_smoke_compares_every_seed_and_the_explicit_rules(isolated_cache)
     for record in verdict.rests_on:
         assert [run["seed"] for run in record["runs"]] == seeds
         assert all(set(run) == {"seed", "steps", "converged", "remaining_gain_bound"} for run in record["runs"])
-    assert len(verdict.rests_on) == 6
+    assert [(r["learner"], r["train_family"]) for r in verdict.rests_on] == [("icl", "mixture")]
     assert verdict.outcome == "inconclusive" or not verdict.notes["unconverged"]
     assert_decisive_is_a_growth_the_rule_reads(verdict)
     for family in FAMILIES:
@@ -435,5 +464,7 @@ def test_run_at_smoke_compares_every_seed_and_the_explicit_rules(isolated_cache)
         sampled = len(seeds) if family == "prototype" else 1  # the reference's sampler seeds enter the gaps
         assert len(entry["icl_own"]["per_seed"]) == len(seeds)
         assert len(entry["explicit"][rules.NCM]["per_seed"]) == sampled
+        assert entry["judged"]["explicit_name"] == rules.NAMED_EXPLICIT[family]
+        assert len(entry["judged"]["icl"]["per_seed"]) == len(seeds)
     assert len(training_table(results.trainings)) == 8 * len(seeds)  # 3 candidates, 4 ICL, the remedy
     assert shift_page.explain(verdict).startswith("Gap growth")

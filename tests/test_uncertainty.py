@@ -110,3 +110,107 @@ def test_t_interval_by_hand_and_with_one_row():
     assert t_quantile(2) == pytest.approx(stats.t.ppf(0.975, 2), rel=1e-12)
     mean, half = t_interval(np.array([[0.5, 0.7]]))
     assert mean.tolist() == [0.5, 0.7] and half.tolist() == [0.0, 0.0]
+
+
+# ----------------------------------------------------------------------------- where a score sits, and seeds
+
+
+def test_a_ratio_with_an_exact_denominator_is_the_numerators_interval_scaled():
+    from uni_icl.uncertainty import ratio_interval
+
+    rng = np.random.default_rng(6)
+    a = rng.normal(0.05, 0.02, (3, 100))
+    ratio = ratio_interval(a, np.full((3, 100), 0.1))
+    interval = seeded_difference(a, np.zeros((1, 100)))
+    assert ratio.estimate == pytest.approx(interval.mean / 0.1)
+    assert (ratio.low, ratio.high) == pytest.approx((interval.lower / 0.1, interval.upper / 0.1))
+
+
+def test_fiellers_interval_covers_where_a_student_sits_between_floor_and_ceiling():
+    """Student at 0.90, floor 0.85, ceiling 0.95: position 0.5, with training and episode noise."""
+    from uni_icl.uncertainty import ratio_interval
+
+    rng = np.random.default_rng(7)
+    hits, reps = 0, 1000
+    for _ in range(reps):
+        episodes = rng.normal(0, 0.05, 200)  # how hard each test episode is, shared by everyone
+        floor = 0.85 + episodes + rng.normal(0, 0.01, (3, 1)) + rng.normal(0, 0.05, (3, 200))
+        ceiling = 0.95 + episodes + rng.normal(0, 0.01, (3, 1)) + rng.normal(0, 0.05, (3, 200))
+        student = 0.90 + episodes + rng.normal(0, 0.01, (3, 1)) + rng.normal(0, 0.05, (3, 200))
+        ratio = ratio_interval(student - floor, ceiling - floor)
+        hits += ratio.low is not None and ratio.low <= 0.5 <= ratio.high
+    assert hits / reps >= 0.94
+
+
+def test_a_ratio_whose_denominator_may_be_zero_has_no_bounded_interval():
+    from uni_icl.uncertainty import ratio_interval
+
+    rng = np.random.default_rng(8)
+    ratio = ratio_interval(rng.normal(0.05, 0.02, (3, 50)), rng.normal(0.0, 0.05, (3, 50)))
+    assert ratio.low is None and ratio.high is None
+    with pytest.raises(ValueError, match="a, b"):
+        ratio_interval(np.zeros((3, 5)), np.zeros((2, 5)))
+
+
+def test_spreads_split_a_seeded_interval_into_its_two_parts():
+    from uni_icl.uncertainty import spreads
+
+    rng = np.random.default_rng(9)
+    diff = 0.02 + rng.normal(0, 0.01, (4, 1)) + rng.normal(0, 0.1, (4, 300))
+    interval = seeded_difference(diff, np.zeros((1, 300)))
+    parts = spreads(diff.mean(1).tolist(), interval.ci)
+    assert parts.seed_sd == pytest.approx(diff.mean(1).std(ddof=1))
+    assert parts.episode_se == pytest.approx(diff.mean(0).std(ddof=1) / math.sqrt(300))
+    seeds_only = spreads([0.1, 0.2, 0.3], t_quantile(2) * 0.1 / math.sqrt(3))  # a t-interval over seeds
+    assert seeds_only.seed_sd == pytest.approx(0.1) and seeds_only.episode_se == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="per_seed"):
+        spreads([0.1], 0.01)
+
+
+def _deciding_share(effect: float, seed_sd: float, n_seeds: int, margin: float, reps: int = 4000) -> float:
+    """How often a t-interval over ``n_seeds`` seeds of N(effect, seed_sd^2) lies clear of ±margin."""
+    rng = np.random.default_rng(10)
+    values = rng.normal(effect, seed_sd, (reps, n_seeds))
+    mean, half = values.mean(1), t_quantile(n_seeds - 1) * values.std(1, ddof=1) / math.sqrt(n_seeds)
+    return float(np.mean((np.abs(mean - margin) > half) & (np.abs(mean + margin) > half)))
+
+
+def test_seeds_to_decide_is_the_fewest_seeds_whose_interval_decides_80_percent_of_the_time():
+    from uni_icl.uncertainty import seeds_to_decide
+
+    per_seed = [0.0, 0.07, 0.05]  # mean 0.04, sd 0.036: 3 seeds straddle +0.01 (t = 4.30)
+    half_width = t_quantile(2) * np.std(per_seed, ddof=1) / math.sqrt(3)
+    assert 0.04 - half_width < 0.01
+    needed = seeds_to_decide(per_seed, half_width, 0.01)
+    assert needed is not None and needed > 3
+    sd = float(np.std(per_seed, ddof=1))
+    assert _deciding_share(0.04, sd, needed, 0.01) >= 0.78  # 0.8 less Monte-Carlo error
+    assert _deciding_share(0.04, sd, needed - 1, 0.01) < 0.8
+
+
+def test_no_number_of_seeds_decides_an_effect_on_a_bound_or_one_the_episodes_blur():
+    from uni_icl.uncertainty import seeds_to_decide
+
+    assert seeds_to_decide([0.004, 0.016, 0.010], 0.016, 0.01) is None  # the mean lies on +m
+    # mean 0.014, 0.004 from +m; the episodes alone give a half-width of about 1.96 x 0.01
+    assert seeds_to_decide([0.013, 0.014, 0.015], t_quantile(2) * 0.01, 0.01) is None
+    with pytest.raises(ValueError, match="power"):
+        seeds_to_decide([0.0, 0.1], 0.1, 0.01, power=1.0)
+
+
+@pytest.mark.parametrize(
+    "interval, reading",
+    [
+        ((0.019, 0.008), "better, by less than the margin"),  # 4b's quick numbers on the log scale, m = 0.0953
+        ((0.15, 0.03), "better, by more than the margin"),
+        ((0.09, 0.03), "better, by an amount the interval cannot place against the margin"),
+        ((0.01, 0.02), "no significant difference"),
+        ((-0.02, 0.01), "worse, by less than the margin"),
+        ((-0.2, 0.01), "worse, by more than the margin"),
+    ],
+)
+def test_direction_reads_the_sign_and_size_of_an_effect(interval, reading):
+    from uni_icl.evaluation import Difference
+    from uni_icl.experiments.evidence import direction
+
+    assert direction(Difference(*interval), math.log(1.1)) == reading

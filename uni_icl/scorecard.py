@@ -22,6 +22,8 @@ from types import ModuleType
 from tqdm.auto import tqdm
 
 from uni_icl.experiments import curriculum, digits, expressivity, learnability, m2icl, selection, shift
+from uni_icl.experiments.rules import curriculum as curriculum_rules
+from uni_icl.experiments.rules import expressivity as expressivity_rules
 from uni_icl.experiments.rules import learnability as learnability_rules
 from uni_icl.experiments.rules import m2icl as m2icl_rules
 from uni_icl.experiments.rules import selection as selection_rules
@@ -68,14 +70,15 @@ class Scorecard:
 
 
 # The claims whose rule can be applied again to the numbers their verdict stores: the rule's text and
-# the rule's outcome, before its gates, from those numbers. Claims 1 and 4a store summaries their
-# rules cannot be re-run from (per-seed tables live in the chapters' caches); their outcomes are
-# checked against the verdict's own record of its ungated outcome and gates.
-RULE_OUTCOMES: dict[str, tuple[str, Callable[[dict], str]]] = {
+# the rule's outcome, before its gates, from those numbers. A verdict stored under an earlier rule (other
+# text) is checked against its own record of its ungated outcome and gates.
+RULE_OUTCOMES: dict[str, tuple[str, Callable[[dict], str | None]]] = {
+    "1": (expressivity_rules.RULE, expressivity_rules.rule_outcome),
     "2-single": (learnability_rules.RULE_SINGLE, learnability_rules.single_rule_outcome),
     "2-mixed": (learnability_rules.RULE_MIXED, learnability_rules.mixed_rule_outcome),
     "3a": (selection_rules.RULE_3A, selection_rules.rule_outcome),
     "3b": (shift_rules.RULE_3B, shift_rules.rule_outcome),
+    "4a": (curriculum_rules.RULE_4A, curriculum_rules.rule_outcome),
     "4b": (m2icl_rules.RULE_4B, m2icl_rules.rule_outcome),
 }
 

@@ -94,13 +94,19 @@ LR_SCHEDULES = ("constant", "warmup_cosine")
 WARMUP_FRACTION = 0.05
 
 
+def warmup_steps(config: TrainConfig) -> int:
+    """How many optimiser steps the learning rate ramps up for: 0 with a constant rate, 5% of
+    ``max_steps`` (at least 1) with "warmup_cosine"."""
+    return 0 if config.lr_schedule == "constant" else max(1, round(WARMUP_FRACTION * config.max_steps))
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """The learning rate of optimiser step ``step`` (0-based): ``config.lr`` throughout ("constant"),
     or ("warmup_cosine") a linear warm-up over the first 5% of ``max_steps`` and a cosine decay to
     zero at ``max_steps``, a schedule sized to the budget."""
     if config.lr_schedule == "constant":
         return config.lr
-    warmup = max(1, round(WARMUP_FRACTION * config.max_steps))
+    warmup = warmup_steps(config)
     if step < warmup:
         return config.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, config.max_steps - warmup)

@@ -17,15 +17,20 @@ computed from several seeds per model, on one shared set of test episodes:
   were tried first and covered the true difference only 92.7% of the time in the test's
   simulation with 3 seeds, because a seed variance that happens to come out small also raises
   the estimated degrees of freedom.)
+- :func:`ratio_interval`: a / b (such as where a score sits between a floor and a ceiling) with
+  Fieller's 95% interval, built from the same two parts of the variance.
+- :func:`seeds_to_decide`: how many training seeds would let such an interval decide a rule whose
+  margin it now straddles, from the spreads measured (a power calculation, :func:`decision_power`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
-from scipy.special import stdtrit  # the Student-t quantile, without importing scipy.stats (1.4 s)
+from scipy.special import nctdtr, stdtrit  # Student-t quantile and noncentral t, without scipy.stats (1.4 s)
 
 from uni_icl.evaluation import Difference
 
@@ -97,3 +102,122 @@ def combined_difference(
     variance = seed_part + episode_part
     dof = n_seeds - 1 if n_seeds > 1 else max(1, min(len(t[1][0]) for t in terms) - 1)
     return Difference(float(per_seed.mean()), t_quantile(dof) * math.sqrt(variance))
+
+
+class Ratio(NamedTuple):
+    """An estimated ratio with its 95% interval; ``low`` and ``high`` are None when the interval is
+    unbounded (the denominator's own interval holds 0)."""
+
+    estimate: float
+    low: float | None
+    high: float | None
+
+
+def _variance_parts(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The 2 x 2 covariance of the mean of two (S, n) arrays as :func:`seeded_difference` counts it: over
+    the seeds' means (/ S) plus over the episodes' means (/ n)."""
+    n_seeds, n_episodes = first.shape
+    covariance = np.zeros((2, 2))
+    if n_seeds > 1:
+        covariance += np.cov(np.stack([first.mean(1), second.mean(1)])) / n_seeds
+    if n_episodes > 1:
+        covariance += np.cov(np.stack([first.mean(0), second.mean(0)])) / n_episodes
+    return covariance
+
+
+def ratio_interval(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> Ratio:
+    """mean(a) / mean(b) with Fieller's 95% interval over seeds and test episodes.
+
+    a, b: (S, n) per-seed, per-episode values on the same episodes (for instance a = student - floor,
+    b = ceiling - floor). The interval is every r for which the interval of mean(a - r b), computed as
+    :func:`seeded_difference` computes it (t with S - 1 degrees of freedom, n - 1 with one seed), holds 0:
+    (mean a - r mean b)^2 <= t^2 (V_aa - 2 r V_ab + r^2 V_bb). It is bounded when mean(b)'s own interval
+    excludes 0; otherwise ``low`` and ``high`` are None.
+    """
+    first, second = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if first.ndim != 2 or first.shape != second.shape or first.size == 0:
+        raise ValueError(f"a, b: expected (seeds, episodes) arrays of one shape, got {first.shape}, {second.shape}")
+    mean_a, mean_b = float(first.mean()), float(second.mean())
+    n_seeds, n_episodes = first.shape
+    t = t_quantile(n_seeds - 1 if n_seeds > 1 else n_episodes - 1)
+    (v_aa, v_ab), (_, v_bb) = _variance_parts(first, second)
+    estimate = mean_a / mean_b if mean_b != 0 else math.nan
+    quadratic = mean_b**2 - t**2 * v_bb
+    if quadratic <= 0:
+        return Ratio(estimate, None, None)
+    linear = mean_a * mean_b - t**2 * v_ab
+    constant = mean_a**2 - t**2 * v_aa
+    root = math.sqrt(max(0.0, linear**2 - quadratic * constant))
+    return Ratio(estimate, (linear - root) / quadratic, (linear + root) / quadratic)
+
+
+class Spreads(NamedTuple):
+    """The two parts of a seeded interval's standard error: ``seed_sd``, the standard deviation of the
+    per-seed means over the seeds (training noise; it enters as seed_sd^2 / S), and ``episode_se``, the
+    standard error the shared test episodes add (it does not shrink with more seeds)."""
+
+    seed_sd: float
+    episode_se: float
+
+
+def spreads(per_seed: Sequence[float], half_width: float) -> Spreads:
+    """The parts of a :func:`seeded_difference` interval, from the per-seed means of its effect and its 95%
+    half-width: se = half_width / t(S - 1); seed_sd from the per-seed means; episode_se^2 = se^2 - seed_sd^2 / S
+    (0 if rounding makes it negative; exactly 0 for an interval over seeds alone, such as a t-interval)."""
+    values = np.asarray(list(per_seed), dtype=np.float64)
+    if values.ndim != 1 or values.size < 2 or not np.all(np.isfinite(values)):
+        raise ValueError(f"per_seed: expected at least two finite per-seed means, got {list(per_seed)}")
+    if not (math.isfinite(half_width) and half_width >= 0):
+        raise ValueError(f"half_width: expected a finite number >= 0, got {half_width}")
+    n_seeds = values.size
+    seed_sd = float(values.std(ddof=1))
+    se = half_width / t_quantile(n_seeds - 1)
+    return Spreads(seed_sd, math.sqrt(max(0.0, se**2 - seed_sd**2 / n_seeds)))
+
+
+def decision_distance(effect: float, margin: float) -> float:
+    """How far ``effect`` lies from the nearer of the bounds -margin and +margin: an interval around it decides
+    a rule that reads it against ±margin (above, below or within) when its half-width is below this."""
+    return min(abs(effect - margin), abs(effect + margin))
+
+
+def decision_power(distance: float, parts: Spreads, n_seeds: int) -> float:
+    """Probability that a 95% interval over ``n_seeds`` seeds (t with n_seeds - 1 degrees of freedom) clears a
+    bound ``distance`` away from the true effect, when seeds scatter with ``parts.seed_sd`` and the test
+    episodes add ``parts.episode_se``: the upper tail of a noncentral t with noncentrality
+    distance / se, se^2 = seed_sd^2 / n_seeds + episode_se^2 (exact when the seeds' part dominates; when the
+    episodes' part does, t with n_seeds - 1 degrees of freedom errs on the wide side, as the interval does)."""
+    if n_seeds < 2:
+        return 0.0
+    se = math.sqrt(parts.seed_sd**2 / n_seeds + parts.episode_se**2)
+    if se == 0.0:
+        return 1.0 if distance > 0 else 0.0
+    dof = n_seeds - 1
+    return float(1.0 - nctdtr(dof, distance / se, t_quantile(dof)))
+
+
+def seeds_to_decide(
+    per_seed: Sequence[float], half_width: float, margin: float, *, power: float = 0.8, max_seeds: int = 100
+) -> int | None:
+    """The fewest training seeds with which the interval of an effect would decide its rule (lie above
+    +margin, below -margin or within ±margin) with probability ``power``, if the true effect were the one
+    measured (the mean of ``per_seed``) and the spreads those measured (:func:`spreads`; the same test
+    episodes). None when no number up to ``max_seeds`` does: the effect lies on a bound, or the test
+    episodes' part of the interval alone is too wide to clear it (more seeds cannot help; more episodes
+    could).
+
+    Example: per-seed effects 0.004, 0.016, 0.010 (sd 0.006) with half-width 0.016 straddle +0.01 and
+    -0.01 (3 seeds, t = 4.30); the mean 0.010 lies on +0.01, so no number of seeds decides it (None).
+    """
+    if not 0 < power < 1:
+        raise ValueError(f"power: expected a probability strictly between 0 and 1, got {power}")
+    if not margin > 0:
+        raise ValueError(f"margin: expected a number > 0, got {margin}")
+    parts = spreads(per_seed, half_width)
+    distance = decision_distance(float(np.mean(list(per_seed))), margin)
+    if distance <= 0:
+        return None
+    for n_seeds in range(2, max_seeds + 1):
+        if decision_power(distance, parts, n_seeds) >= power:
+            return n_seeds
+    return None

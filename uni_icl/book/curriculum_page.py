@@ -53,6 +53,13 @@ def explain(verdict: ClaimVerdict) -> str | None:
         )
     if notes.get("gates"):
         parts.append("So the outcome is inconclusive: " + "; ".join(notes["gates"]) + ".")
+    earlier = numbers.get("earlier_schedule") or {}
+    if earlier.get("speedup") is not None:
+        value, low, high = earlier["speedup"]
+        parts.append(
+            "The paper's increments on the earlier schedule (from step 0, reported, not decided): speed-up "
+            f"{value:.2f} [{low:.2f}, {high:.2f}]."
+        )
     if numbers.get("speedup_garg") is not None:
         value, low, high = numbers["speedup_garg"]
         parts.append(f"Garg et al.'s schedule (reported, not decided): speed-up {value:.2f} [{low:.2f}, {high:.2f}].")

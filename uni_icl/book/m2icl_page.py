@@ -32,6 +32,12 @@ def explain(verdict: ClaimVerdict) -> str | None:
         f"{ratio_text(numbers['log_ratio_adapted'][str(small)])}; ICL without adaptation / M2-ICL adapted "
         f"{ratio_text(numbers['log_ratio_unadapted'])}; so the intervals give '{notes['ungated_outcome']}'."
     ]
+    if "direction" in numbers:
+        parts.append(
+            "Direction, beside the margin's reading (not decided), M2-ICL adapted against ICL adapted: "
+            f"{numbers['direction']['adapted']}; against ICL without adaptation: "
+            f"{numbers['direction']['unadapted']}."
+        )
     per_domain = numbers["per_domain_log_ratio_adapted"]
     better = sum(value > 0 for value in per_domain)
     parts.append(

@@ -15,6 +15,7 @@ from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 
 from uni_icl.book import curriculum_page, expressivity_page, m2icl_page, selection_page, shift_page
 from uni_icl.book.answers import CHAPTER_TITLES, OUTCOME_COLOURS, chapter_link
+from uni_icl.book.rule_history import seeds_markdown
 from uni_icl.experiments import curriculum, expressivity, learnability, m2icl, selection, shift
 from uni_icl.learners import display_name
 from uni_icl.results import load_manifest
@@ -259,7 +260,7 @@ def discussion(card: Scorecard) -> str:
             why = f"{explanation} {page} shows the evidence."
         parts.append(
             f"**Claim {verdict.claim}** ({CLAIMS[verdict.claim]}): **{verdict.outcome}** at preset "
-            f"`{verdict.preset}` under the rule above. {why}"
+            f"`{verdict.preset}` under the rule above. {why} {seeds_markdown(verdict)}".rstrip()
         )
     return "\n\n".join(parts)
 

@@ -40,19 +40,25 @@ REASONS = {
 def explain(verdict: ClaimVerdict) -> str | None:
     """Why the outcome came out as it did, computed from the verdict's numbers.
     None for a verdict stored under an earlier rule, whose numbers have another form."""
-    if "margin" not in verdict.numbers:
+    if "rescaled" not in verdict.numbers:
         return None
     numbers = verdict.numbers
     margin = numbers["margin"]
-    difference = Difference(*numbers["icl_minus_selector"])
-    found = side(difference, margin)
+    rescaled = numbers["rescaled"]
+    found = side(Difference(*rescaled["icl_minus_selector"]), margin)
     text = (
-        f"On radius, ICL trained on the mixture minus the prequential selector: {pm(numbers['icl_minus_selector'])} "
-        f"(per seed: {signed(numbers['icl_minus_selector_per_seed'])}); " + REASONS[found].format(m=margin) + "."
+        f"On radius rescaled to the training input scale (inputs x {rescaled['input_scale']:.3f}), ICL trained on "
+        f"the mixture minus the prequential selector: {pm(rescaled['icl_minus_selector'])} (per seed: "
+        f"{signed(rescaled['icl_minus_selector_per_seed'])}); " + REASONS[found].format(m=margin) + "."
     )
-    per_seed = numbers["icl_minus_selector_per_seed"]
+    per_seed = rescaled["icl_minus_selector_per_seed"]
     if min(per_seed) < 0 < max(per_seed):
         text += " The seeds disagree on the sign of the difference."
+    unrescaled = side(Difference(*numbers["icl_minus_selector"]), margin)
+    text += (
+        f" On unrescaled radius (reported, not read by the rule): {pm(numbers['icl_minus_selector'])} "
+        f"({unrescaled[:-1]}{margin})."
+    )
     text += (
         f" Against the best meta-learner in hindsight ({numbers['oracle_radius_candidate']}), not part of the rule: "
         f"{pm(numbers['icl_minus_oracle'])}."

@@ -7,7 +7,7 @@ import pandas as pd
 
 from uni_icl.book.formatting import pm
 from uni_icl.experiments.evidence import training_note
-from uni_icl.experiments.rules.shift import ICL_MIXTURE, KNN, LOGISTIC, META, NCM, REMEDY
+from uni_icl.experiments.rules.shift import KNN, LOGISTIC, META, NCM, REMEDY
 from uni_icl.verdicts import ClaimVerdict
 
 
@@ -44,24 +44,39 @@ def explain(verdict: ClaimVerdict) -> str | None:
     """Why the outcome came out as it did, computed from the verdict's numbers (every sentence is
     shown only when the numbers it describes are there).
     None for a verdict stored under an earlier rule, whose numbers have another form."""
-    if "margin" not in verdict.numbers:
+    if "margin" not in verdict.numbers or "judged" not in next(iter(verdict.numbers["families"].values())):
         return None
     numbers = verdict.numbers
     margin, top = numbers["margin"], numbers["largest_noise_std"]
     parts = []
     for family, row in numbers["families"].items():
-        explicit = "; ".join(
-            f"{_name(name, row)} {pm(entry['growth'])} ({entry['status']})" for name, entry in row["explicit"].items()
-        )
+        judged = row["judged"]
         parts.append(
-            f"{family}: ICL trained on it {pm(row['icl_own']['growth'])} ({row['icl_own']['status']}); {explicit}; "
-            f"so the family {DECISION_TEXT[row['decision']]}"
+            f"{family}: ICL trained on the mixture {pm(judged['icl']['growth'])} ({judged['icl']['status']}); "
+            f"{judged['explicit_name']} {pm(judged['explicit']['growth'])} ({judged['explicit']['status']}); so the "
+            f"family {DECISION_TEXT[row['decision']]} (beside them, not read: ICL trained on {family} "
+            f"{pm(row['icl_own']['growth'])}, {row['icl_own']['status']})"
         )
     text = (
         f"Gap growth from noise_std 1 to {top} (margin {margin}): " + ". ".join(parts) + f". "
         f"{numbers['families_supporting']} of {len(parts)} families support the claim and "
         f"{numbers['families_contradicting']} contradict it."
     )
+    others = {
+        family: [
+            _name(name, row)
+            for name, entry in row["explicit"].items()
+            if name != row["judged"]["explicit_name"] and entry["status"] != row["judged"]["explicit"]["status"]
+        ]
+        for family, row in numbers["families"].items()
+    }
+    differing = [f"{family} ({', '.join(names)})" for family, names in others.items() if names]
+    if differing:
+        text += (
+            " Reported, not read: other explicit algorithms fall in another class than the named one on "
+            + "; ".join(differing)
+            + "."
+        )
     learned_only = [
         family
         for family, row in numbers["families"].items()
@@ -74,18 +89,10 @@ def explain(verdict: ClaimVerdict) -> str | None:
             "insensitive: we think the sensitivity comes from the meta-learner's trained networks (fitted at "
             "noise_std = 1), not from its explicit rule."
         )
-    every_explicit = [
-        family
-        for family, row in numbers["families"].items()
-        if all(entry["status"] == "degrades" for entry in row["explicit"].values())
-    ]
-    if every_explicit:
-        text += f" On {', '.join(every_explicit)} every explicit algorithm degrades too."
     remedy_fixed = [
         family
         for family, row in numbers["families"].items()
-        if row["not_in_rule"][ICL_MIXTURE]["status"] == "degrades"
-        and row["not_in_rule"][REMEDY]["status"] == "insensitive"
+        if row["judged"]["icl"]["status"] == "degrades" and row["not_in_rule"][REMEDY]["status"] == "insensitive"
     ]
     remedy_still = [
         family for family, row in numbers["families"].items() if row["not_in_rule"][REMEDY]["status"] == "degrades"

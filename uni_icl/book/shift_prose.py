@@ -19,8 +19,9 @@ from uni_icl.experiments.rules import shift as rules
 from uni_icl.tasks import SINGLE_FAMILIES
 from uni_icl.uncertainty import seeded_difference
 
-# the learners whose growth the page reports per seed: the rule's, and the two ICL arms of the remedy
-SEEDED = (rules.ICL_OWN, rules.META, rules.ICL_MIXTURE, rules.REMEDY)
+# the learners whose growth the page reports per seed: ICL and the meta-learner trained on the family
+# (reported), ICL trained on the mixture (the one the rule judges) and the remedy
+SEEDED = (rules.ICL_OWN, rules.META, rules.JUDGED, rules.REMEDY)
 
 
 def _row(results, family: str, learner: str, noise_std: float) -> dict:
@@ -115,7 +116,7 @@ def seed_sentences(results, margin: float) -> list[str]:
                     f"({rules.status(with_all, margin)}); without it {pm((without.mean, without.ci))} "
                     f"({rules.status(without, margin)})"
                 )
-                if learner in (rules.ICL_OWN, rules.META):
+                if learner == rules.JUDGED:
                     text += f"; the family's decision without it: {_decision_without(results, family, index, margin)}"
                 sentences.append(text + ".")
     if sentences:
@@ -124,15 +125,10 @@ def seed_sentences(results, margin: float) -> list[str]:
 
 
 def _decision_without(results, family: str, seed_index: int, margin: float) -> str:
-    icl = _growth_without(results, family, rules.ICL_OWN, seed_index)
-    explicit = {
-        name: (
-            _growth_without(results, family, name, seed_index)
-            if name == rules.META
-            else rules.growth(results, family, name)
-        )
-        for name in rules.EXPLICIT
-    }
+    """The family's decision with the seed at ``seed_index`` of the judged ICL left out (the named explicit
+    algorithm trains nothing: its growth keeps every seed)."""
+    icl = _growth_without(results, family, rules.JUDGED, seed_index)
+    explicit = rules.growth(results, family, rules.NAMED_EXPLICIT[family])
     return rules.decide_family(icl, explicit, margin)
 
 

@@ -60,26 +60,45 @@ def _matching(family: str) -> str:
 
 def _expressivity(numbers: dict, outcome: str) -> str:
     margin = numbers["margin"]
-    found = {"above": [], "below": [], "open": []}
-    for teacher, entry in numbers.items():
-        if not isinstance(entry, dict) or teacher == "decisive":
-            continue
-        for key, pair in entry.items():
-            if not key.startswith("imitation_minus_"):
-                continue
-            text = f"ICL − {key.removeprefix('imitation_minus_')} with teacher {teacher} ({pm(pair)})"
-            where = "above" if _above(pair, margin) else "below" if _below(pair, -margin) else "open"
-            found[where].append(text)
-    if found["below"]:
+    found = {"contradicts": [], "undetermined": [], "supports": []}
+    for teacher, entry in numbers["teachers"].items():
+        floors = entry["imitation_minus_floor"]
+        if entry["decision"] == "contradicts":
+            if _below(entry["imitation_minus_ceiling"], -margin):
+                text = f"with teacher {teacher}, ICL − its second seed is {pm(entry['imitation_minus_ceiling'])}"
+            else:
+                close = [
+                    f"ICL − {label.removesuffix(' (floor)')} {pm(pair)}"
+                    for label, pair in floors.items()
+                    if _below(pair, margin)
+                ]
+                text = f"with teacher {teacher}, {_names(close)}"
+        elif entry["decision"] == "undetermined":
+            open_ = [
+                f"ICL − {label.removesuffix(' (floor)')} {pm(pair)}"
+                for label, pair in floors.items()
+                if not _above(pair, margin)
+            ]
+            if not _above(entry["imitation_minus_ceiling"], -margin):
+                open_.append(f"ICL − its second seed {pm(entry['imitation_minus_ceiling'])}")
+            if not entry["resolves"]:
+                open_.append("the second seed does not clear every floor by the margin")
+            text = f"with teacher {teacher}, {_names(open_)}"
+        else:
+            text = f"teacher {teacher} (position between floor and ceiling {entry['position'][0]:.2f})"
+        found[entry["decision"]].append(text)
+    if found["contradicts"]:
         return (
-            "The distilled ICL agreed less with its teacher than another meta-learner did, beyond the margin "
-            f"m = {margin}: {_names(found['below'])}."
+            "The distilled ICL falls short of a second training of its teacher by more than the margin, or is no "
+            f"closer to it than another algorithm trained on the same episodes (m = {margin}): "
+            f"{_names(found['contradicts'])}."
         )
-    if found["open"]:
-        return f"These differences of agreement reach across the margin m = {margin}: {_names(found['open'])}."
+    if found["undetermined"]:
+        return f"These comparisons reach across the margin m = {margin}: {'; '.join(found['undetermined'])}."
     return (
-        "On every teacher the distilled ICL agreed with it more than each other meta-learner did, by more than "
-        f"the margin m = {margin}."
+        "On every teacher the distilled ICL agreed with it more than each algorithm trained on the same episodes "
+        f"and as well as a second training of the teacher, within the margin m = {margin}: "
+        f"{_names(found['supports'])}."
     )
 
 
@@ -153,45 +172,47 @@ def _learnability_mixed(numbers: dict, outcome: str) -> str:
 
 
 def _selection(numbers: dict, outcome: str) -> str:
-    margin, d = numbers["margin"], numbers["icl_minus_selector"]
-    per_seed = ", ".join(f"{v:+.3f}" for v in numbers.get("icl_minus_selector_per_seed", []))
+    margin, rescaled = numbers["margin"], numbers["rescaled"]
+    d = rescaled["icl_minus_selector"]
+    per_seed = ", ".join(f"{v:+.3f}" for v in rescaled.get("icl_minus_selector_per_seed", []))
     where = {
         "above +m": "ICL is more accurate than selection by more than the margin",
         "below -m": "the selector is more accurate",
         "within ±m": "no practical difference, which does not support the claim",
     }.get(position(d, margin), "the interval reaches across the margin")
     return (
-        f"On the unseen radius family, ICL trained on the mixture scores {accuracy(numbers['icl_mixture_radius'])} "
-        f"and the prequential selector {accuracy(numbers['selector_radius'])}: d = {pm(d)} (per seed {per_seed}), "
-        f"so {where} (m = {margin})."
+        f"On the unseen radius family rescaled to the training input scale (inputs x {rescaled['input_scale']:.3f}), "
+        f"ICL trained on the mixture scores {accuracy(rescaled['icl_mixture'])} and the prequential selector "
+        f"{accuracy(rescaled['selector'])}: d = {pm(d)} (per seed {per_seed}), so {where} (m = {margin}). "
+        f"On radius as drawn (reported): d = {pm(numbers['icl_minus_selector'])}."
     )
 
 
 def shift_family_sentence(family: str, row: dict, margin: float) -> str:
-    """Claim 3(b): why ``family`` (its stored row of the verdict) supports, contradicts or is undetermined."""
-    icl = row["icl_own"]
-
-    def named(name: str) -> str:
-        return row["meta_learner"] if name == "Matching meta-learner" else name
-
-    by_status: dict[str, list[str]] = {}
-    for name, entry in row["explicit"].items():
-        shown = named(name) if entry["status"] == "degrades" else f"{named(name)} {pm(entry['growth'])}"
-        by_status.setdefault(entry["status"], []).append(shown)
+    """Claim 3(b): why ``family`` (its stored row of the verdict) supports, contradicts or is undetermined,
+    from what the rule reads there: ICL trained on the mixture and the family's named explicit algorithm."""
+    judged = row["judged"]
+    icl, explicit, name = judged["icl"], judged["explicit"], judged["explicit_name"]
     if row["decision"] == "supports":
         return (
-            f"{family} supports it (ICL degrades, {pm(icl['growth'])}; insensitive: {_names(by_status['insensitive'])})"
+            f"{family} supports it (ICL trained on the mixture degrades, {pm(icl['growth'])}; {name}, the named "
+            f"explicit algorithm, is insensitive, {pm(explicit['growth'])})"
         )
     if row["decision"] == "contradicts":
         if _below(icl["growth"], margin):
-            return f"{family} contradicts it (ICL's growth {pm(icl['growth'])} lies below +m: ICL does not degrade)"
-        return f"{family} contradicts it (ICL degrades, but so does every explicit algorithm)"
+            return (
+                f"{family} contradicts it (the growth of ICL trained on the mixture, {pm(icl['growth'])}, lies below "
+                "+m: ICL does not degrade)"
+            )
+        return f"{family} contradicts it (ICL degrades, but so does {name}, the named explicit algorithm)"
     if icl["status"] != "degrades":
-        return f"{family} is undetermined: ICL's growth {pm(icl['growth'])} reaches across +m"
-    statuses = "; ".join(f"{status}: {_names(names)}" for status, names in by_status.items())
+        return (
+            f"{family} is undetermined: the growth of ICL trained on the mixture, {pm(icl['growth'])}, reaches "
+            "across +m"
+        )
     return (
-        f"{family} is undetermined: ICL degrades ({pm(icl['growth'])}) but no explicit algorithm is insensitive "
-        f"({statuses})"
+        f"{family} is undetermined: ICL trained on the mixture degrades ({pm(icl['growth'])}) but {name}, the named "
+        f"explicit algorithm, is not shown insensitive ({explicit['status']}, {pm(explicit['growth'])})"
     )
 
 
@@ -238,7 +259,13 @@ def _m2icl(numbers: dict, outcome: str) -> str:
         texts.append(
             f"{label}, log error ratio {pm(pair)} (M2-ICL's error {1 - math.exp(-pair[0]):.1%} lower): {where}"
         )
-    return "; ".join(texts) + "."
+    text = "; ".join(texts) + "."
+    if "direction" in numbers:
+        text += (
+            f" By direction (reported, not decided), M2-ICL adapted against ICL adapted: "
+            f"{numbers['direction']['adapted']}; against ICL without adaptation: {numbers['direction']['unadapted']}."
+        )
+    return text
 
 
 SENTENCES: dict[str, Callable[[dict, str], str]] = {

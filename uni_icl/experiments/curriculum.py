@@ -1,15 +1,18 @@
 """Claim 4a (meta-level curriculum): does growing the number of active dimensions speed up pre-training?
 
-Three arms train the same in-context regressor (same initial weights and data seed per seed) on
+Four arms train the same in-context regressor (same initial weights and data seed per seed) on
 in-context linear regression for a fixed number of steps (no early stopping, so every arm gets the
-same budget): no curriculum; the paper's curriculum (+1 active dimension every ``paper_every``
-steps from ``start_dims``); Garg et al.'s default (+1 dimension and +2 points every ``garg_every``
-steps). Validation always uses the full task. Each run's cache entry holds its history, its final
-(best-validated) weights and the raw weights at ``early_step`` (taken on the fly into a ``.early``
-side file, so the early checkpoint lies on the same training trajectory and costs no extra
-training). An entry is stored only when both sets of weights are complete and finite; a side file
-that is missing or damaged when training ends (deleted during an interrupted run) makes the run
-train again from the start rather than store an entry without early weights.
+same budget): no curriculum; the paper's curriculum (+1 active dimension per increment from
+``start_dims``, the increments spread evenly over the window from the end of the learning-rate
+warm-up to ``paper_window_end``: :func:`curriculum_window`); the same increments every
+``paper_every`` steps from step 0 (the earlier schedule, reported); Garg et al.'s default (+1
+dimension and +2 points every ``garg_every`` steps, reported). Validation always uses the full task.
+Each run's cache entry holds its history, its final (best-validated) weights and the raw weights at
+``early_step`` (taken on the fly into a ``.early`` side file, so the early checkpoint lies on the
+same training trajectory and costs no extra training). An entry is stored only when both sets of
+weights are complete and finite; a side file that is missing or damaged when training ends (deleted
+during an interrupted run) makes the run train again from the start rather than store an entry
+without early weights.
 
 Errors are squared errors divided by d (Garg et al.'s normalisation: predicting 0 scores 1; least
 squares averaged over the N positions scores (d + 1) / (2N)).
@@ -34,7 +37,7 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import RemainingGain, remaining_gain
 from uni_icl.device import default_device, policy_threads
 from uni_icl.evaluation import Difference, EvalResult, evaluate
-from uni_icl.experiments.evidence import LOG_MARGIN, unconverged
+from uni_icl.experiments.evidence import LOG_MARGIN, seeds_needed, unconverged
 from uni_icl.experiments.rules.curriculum import (
     ARM_NAMES,
     ARMS,
@@ -66,7 +69,7 @@ from uni_icl.storage import (
 )
 from uni_icl.tasks import LinearRegressionTask, TaskFamily, make_task
 from uni_icl.tasks.schedules import DimensionCurriculum
-from uni_icl.training import Callback, check_history, train
+from uni_icl.training import Callback, check_history, train, warmup_steps
 from uni_icl.validation import check_choice, check_keys, check_state_dict
 from uni_icl.verdicts import ClaimVerdict, Comparison, decisive
 
@@ -85,12 +88,28 @@ def full_task(scale: CurriculumScale) -> LinearRegressionTask:
     return make_task("linear_regression", d=scale.d, n_points=scale.n_points)
 
 
+def curriculum_window(scale: CurriculumScale) -> tuple[int, int]:
+    """(first step, every_steps) of the paper's curriculum in the rule's arm: the window starts when the
+    learning-rate warm-up of ``scale.train`` ends and its d - start_dims increments are spread evenly up to
+    ``scale.paper_window_end`` (the last one at or just before it)."""
+    start, increments = warmup_steps(scale.train), scale.d - scale.start_dims
+    if scale.paper_window_end - start < max(1, increments):
+        raise ValueError(
+            f"paper_window_end: must leave at least one step per increment after the warm-up's {start} steps "
+            f"({increments} increments), got {scale.paper_window_end}"
+        )
+    return start, (scale.paper_window_end - start) // max(1, increments)
+
+
 def schedule_of(scale: CurriculumScale, arm: str) -> DimensionCurriculum | None:
     """The training schedule of ``arm`` (None: the full task from the first step)."""
     check_choice("arm", arm, ARMS)
     if arm == "none":
         return None
     if arm == "paper":
+        start, every = curriculum_window(scale)
+        return DimensionCurriculum(full_task(scale), scale.start_dims, every, first_step=start)
+    if arm == "paper_early":
         return DimensionCurriculum(full_task(scale), scale.start_dims, scale.paper_every)
     start_points = _garg_start_points(scale.d, scale.n_points, scale.start_dims)
     return DimensionCurriculum(full_task(scale), scale.start_dims, scale.garg_every, 1, start_points, 2)
@@ -135,9 +154,10 @@ def run_path(scale: CurriculumScale, arm: str, seed: int) -> Path:
 
 
 def arm_seeds(scale: CurriculumScale, arm: str) -> tuple[int, ...]:
-    """The seeds ``arm`` is trained with: all of the scale's for the compared arms, ``garg_seeds`` for Garg's."""
+    """The seeds ``arm`` is trained with: all of the scale's for the compared arms, ``garg_seeds`` for Garg's,
+    ``earlier_seeds`` for the earlier schedule."""
     check_choice("arm", arm, ARMS)
-    return scale.garg_seeds if arm == "garg" else scale.seeds
+    return {"garg": scale.garg_seeds, "paper_early": scale.earlier_seeds}.get(arm, scale.seeds)
 
 
 def training_plan(preset: Preset, arms: tuple[str, ...] = ARMS) -> list[Job]:
@@ -471,6 +491,21 @@ def verdicts(results: CurriculumResults) -> list[ClaimVerdict]:
                 "speedup_garg": _interval_triple(garg),
             }
         )
+    if any(r["arm"] == "paper_early" for r in rows):
+        earlier = summary(results, "paper_early")
+        numbers["earlier_schedule"] = {
+            "median": earlier["median_paper_early"],
+            "ratio_over_none": earlier["ratio"],
+            "log_speedup": None
+            if earlier["log_speedup"] is None
+            else [earlier["log_speedup"], earlier["log_speedup_ci"]],
+            "speedup": _interval_triple(earlier),
+        }
+    ungated = ungated_4a(paper["per_seed"])
+    if ungated == "inconclusive" and "decisive" in numbers:
+        interval = Difference(paper["log_speedup"], paper["log_speedup_ci"])
+        label = numbers["decisive"]["label"]
+        numbers["seeds_to_decide"] = seeds_needed(label, list(paper["log_speedups"].values()), interval, LOG_MARGIN)
     reasons = gates_4a(paper["per_seed"], baseline_error, scale.least_squares_error, records)
     result = ClaimVerdict(
         claim="4a",
@@ -484,7 +519,7 @@ def verdicts(results: CurriculumResults) -> list[ClaimVerdict]:
         wall_seconds=0.0 if all(r["from_cache"] for r in rows) else results.wall_seconds,
         notes={
             "gates": reasons,
-            "ungated_outcome": ungated_4a(paper["per_seed"]),
+            "ungated_outcome": ungated,
             "unconverged": unconverged(records, _arm_name),
             **previous_outcome("4a"),
         },

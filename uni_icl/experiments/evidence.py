@@ -6,7 +6,8 @@ Shared by the chapters' rules (one margin, one convergence tolerance, one way to
 ``row_difference`` reads a - b between two such rows (:func:`uni_icl.uncertainty.seeded_difference`);
 ``training_record`` is one run's training with its convergence test (:mod:`uni_icl.convergence`);
 ``gated`` makes an outcome inconclusive when a compared run failed it, and ``unconverged`` /
-``training_note`` say which.
+``training_note`` say which; ``direction`` reads an effect's sign and size beside the margin's reading;
+``seeds_needed`` says how many seeds would decide an interval that straddles the margin.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from uni_icl.experiments.rules.previous import previous_outcome
 from uni_icl.learners import display_name
 from uni_icl.presets import MARGIN
 from uni_icl.runs import TrainedLearner
-from uni_icl.uncertainty import seeded_difference, t_interval
+from uni_icl.uncertainty import seeded_difference, seeds_to_decide, spreads, t_interval
 from uni_icl.verdicts import ClaimVerdict
 
 # The one decision margin of every claim's rule (accuracy), used symmetrically: a difference whose
@@ -127,6 +128,45 @@ def reading(interval: Difference, margin: float = MARGIN) -> str:
 
 
 OUTCOME_OF_READING = {"supports": "reproduced", "contradicts": "not reproduced", "undecided": "inconclusive"}
+
+
+def direction(interval: Difference, margin: float = MARGIN) -> str:
+    """The sign of an effect a - b (> 0: better for the claim) and its size against the margin, whether or not
+    the rule's reading (:func:`reading`) counts it: 'better, by more than the margin' (interval above +m),
+    'better, by less than the margin' (within (0, +m)), 'better, by an amount the interval cannot place
+    against the margin' (above 0, crossing +m), 'no significant difference' (the interval holds 0), and the
+    same three with 'worse'."""
+    if interval.lower <= 0 <= interval.upper:
+        return "no significant difference"
+    sign = "better" if interval.lower > 0 else "worse"
+    near, far = sorted((abs(interval.lower), abs(interval.upper)))
+    if near > margin:
+        return f"{sign}, by more than the margin"
+    if far < margin:
+        return f"{sign}, by less than the margin"
+    return f"{sign}, by an amount the interval cannot place against the margin"
+
+
+# The power at which seeds_needed counts the seeds that would decide an interval: the interval
+# decides with this probability if the true effect and the spreads are those measured.
+DECISION_POWER = 0.8
+
+
+def seeds_needed(label: str, per_seed: list[float], interval: Difference, margin: float) -> dict:
+    """How many training seeds would decide the comparison ``label`` (an interval over seeds and episodes
+    against ±margin), from its per-seed means and interval (:func:`uni_icl.uncertainty.seeds_to_decide`):
+    the seeds run now, the seeds that would decide it with probability :data:`DECISION_POWER` (None: no
+    number up to 100; the effect lies too close to a bound or the test episodes' part is too wide),
+    and the two spreads behind the interval. Stored in a verdict's ``numbers["seeds_to_decide"]``."""
+    parts = spreads(per_seed, interval.ci)
+    return {
+        "comparison": label,
+        "seeds": len(per_seed),
+        "seeds_to_decide": seeds_to_decide(per_seed, interval.ci, margin, power=DECISION_POWER),
+        "power": DECISION_POWER,
+        "seed_sd": parts.seed_sd,
+        "episode_se": parts.episode_se,
+    }
 
 
 def run_columns(run: dict) -> dict:

@@ -12,9 +12,11 @@ Two parts, one result object:
   distilled on the predictive distributions of the trained meta-learner of that seed (the
   *teacher*: MatchNet on ``pairwise``, ProtoNet on ``prototype``, CNP on ``amortized``, the RunSpecs
   of the learnability chapter), then compared with its teacher on the shared test episodes of the
-  teacher's family: argmax agreement and total variation per episode and shot count, next to the
-  agreement of the other meta-learners (same seed) with the same teacher on the same episodes. The
-  verdict reads the differences over seeds and episodes (:func:`uni_icl.uncertainty.seeded_difference`).
+  teacher's family: argmax agreement and total variation per episode and shot count, between a
+  ceiling (the teacher trained with the next seed) and floors (the meta-learners of the other kinds,
+  same seed, trained on the teacher's family), with the earlier yardstick beside them (the other
+  meta-learners on their own families). The verdict reads the differences over seeds and episodes
+  (:func:`uni_icl.uncertainty.seeded_difference`).
 
 The distillation loop (:class:`Distillation`) is an objective of :func:`uni_icl.training.train`:
 Adam on the KL divergence from the teacher's distribution on fresh episodes of the teacher's family,
@@ -30,7 +32,7 @@ import copy
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +41,32 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from uni_icl.convergence import remaining_gain
-from uni_icl.evaluation import Z_95, test_episodes
-from uni_icl.experiments.common import MATCHED_FAMILY, classification_run, classification_task
-from uni_icl.experiments.evidence import gated_verdict
+from uni_icl.evaluation import Z_95, Difference, test_episodes
+from uni_icl.experiments.common import (
+    MATCHED_FAMILY,
+    classification_job,
+    classification_run,
+    classification_task,
+    trained,
+)
+from uni_icl.experiments.evidence import gated_verdict, seeds_needed
 from uni_icl.experiments.rules.expressivity import (
+    CEILING,
+    CEILING_LABEL,
     EXACT_RELATIVE_TOLERANCE,
+    FLOOR,
+    IMITATION,
     IMITATION_LABEL,
+    OTHER_FAMILY,
     RULE,
     STUDENT_CONVERGENCE_TOLERANCE,
     TEACHER_CONVERGENCE_TOLERANCE,
+    WARM,
     WARM_LABEL,
-    comparisons,
     decide,
+    decisive_comparison,
     evidence,
+    floor_label,
 )
 from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.constructions import (
@@ -68,7 +83,7 @@ from uni_icl.tasks import TaskFamily, make_task
 from uni_icl.training import TrainConfig, TrainHistory, train, validation_episodes
 from uni_icl.uncertainty import seeded_difference, t_interval
 from uni_icl.validation import check_choice
-from uni_icl.verdicts import ClaimVerdict, decisive, model_record
+from uni_icl.verdicts import ClaimVerdict, model_record
 
 TEACHERS = MATCHED_FAMILY  # teacher (meta-learner) -> the family it is trained on
 CLAIMS = ("1",)
@@ -96,10 +111,23 @@ def teacher(scale: ClassificationScale, name: str, seed: int = 0, *, progress: b
     return train_or_load(teacher_spec(scale, name, seed), progress=progress)
 
 
+def floor_kinds(name: str) -> tuple[str, ...]:
+    """The floors of teacher ``name``: the meta-learners of the other kinds (trained on its family)."""
+    check_choice("teacher", name, TEACHERS)
+    return tuple(kind for kind in TEACHERS if kind != name)
+
+
 def training_plan(preset: Preset) -> list[Job]:
-    """The teachers of every seed (stage 0), the warm starts if any, then the students (stage 1)."""
+    """The teachers and floors of every seed (stage 0; the learnability chapter's runs), the warm starts
+    if any, then the students (stage 1)."""
     scale, settings = preset.classification, preset.imitation
     jobs = [run_job(teacher_spec(scale, name, seed)) for seed in scale.seeds for name in TEACHERS]
+    jobs += [
+        classification_job(scale, kind, TEACHERS[name], seed)
+        for seed in scale.seeds
+        for name in TEACHERS
+        for kind in floor_kinds(name)
+    ]
     if settings.warm_start:
         jobs += [
             run_job(classification_run(scale, "icl", teacher_spec(scale, name).task, seed))
@@ -206,11 +234,11 @@ def construction_checks(
 ) -> list[dict]:
     """One row per (construction, meta-learner): the trained teacher, then randomised copies."""
     rows = []
-    for index, (name, trained) in enumerate(teachers.items()):
+    for index, (name, model) in enumerate(teachers.items()):
         task = classification_task(scale, TEACHERS[name])
-        learners = [("trained teacher", trained.learner)]
+        learners = [("trained teacher", model.learner)]
         learners += [
-            (f"random weights, seed {k}", randomized(trained.learner, settings.check_seed + 100 * index + k))
+            (f"random weights, seed {k}", randomized(model.learner, settings.check_seed + 100 * index + k))
             for k in range(settings.n_random_learners)
         ]
         for label, learner in learners:
@@ -435,27 +463,38 @@ def imitation_table(
     settings: ImitationScale,
     teachers: dict[str, list[TrainedLearner]],
     students: dict[str, list[Student]],
+    floors: dict[str, dict[str, list[TrainedLearner]]],
 ) -> list[dict]:
-    """For each teacher, on its family's test episodes: the imitation, the ICL model it started from
-    (if warm-started) and every other meta-learner, each compared with the teacher of the same seed.
+    """For each teacher, on its family's test episodes, everything compared with the teacher of seed s:
+    the imitation of seed s, the ICL model it started from (if warm-started), the ceiling (the teacher of
+    the next seed, cyclically), the floors (``floors[teacher][kind]``: the other kinds, seed s, trained
+    on the teacher's family) and the other meta-learners of seed s on their own families (the earlier
+    yardstick).
 
-    One row per (teacher, learner): agreement (``mean``, ``ci``, ``per_seed_episode``, curves) and
-    total variation (the same keys prefixed ``tv_``), over the scale's seeds (:func:`seeded_curves`).
+    One row per (teacher, learner): its ``role`` (rules.expressivity's IMITATION, WARM, CEILING, FLOOR or
+    OTHER_FAMILY), agreement (``mean``, ``ci``, ``per_seed_episode``, curves) and total variation (the
+    same keys prefixed ``tv_``), over the scale's seeds (:func:`seeded_curves`).
     """
     rows = []
     for name, by_seed in teachers.items():
         task = classification_task(scale, TEACHERS[name])
         agree: dict[str, list[np.ndarray]] = {}
         distance: dict[str, list[np.ndarray]] = {}
-        for index, trained in enumerate(by_seed):
+        roles: dict[str, str] = {IMITATION_LABEL: IMITATION, WARM_LABEL: WARM, CEILING_LABEL: CEILING}
+        for index, trained_teacher in enumerate(by_seed):
             student = students[name][index]
             others: dict[str, nn.Module] = {IMITATION_LABEL: student.learner}
             if student.warm_start is not None:
                 others[WARM_LABEL] = student.warm_start.learner
+            others[CEILING_LABEL] = by_seed[(index + 1) % len(by_seed)].learner
+            for kind, models in floors[name].items():
+                label = floor_label(display_name(kind), TEACHERS[name])
+                others[label], roles[label] = models[index].learner, FLOOR
             for other_name, other in teachers.items():
                 if other_name != name:
                     others[display_name(other_name)] = other[index].learner
-            scores = agreement_scores(task, trained.learner, others, settings.n_test_tasks, settings.test_seed)
+                    roles[display_name(other_name)] = OTHER_FAMILY
+            scores = agreement_scores(task, trained_teacher.learner, others, settings.n_test_tasks, settings.test_seed)
             for label, (a, tv) in scores.items():
                 agree.setdefault(label, []).append(a.numpy())
                 distance.setdefault(label, []).append(tv.numpy())
@@ -466,9 +505,10 @@ def imitation_table(
                     "teacher": display_name(name),
                     "family": task.name,
                     "learner": label,
+                    "role": roles[label],
                     **seeded_curves(np.stack(agree[label])),
                     **{f"tv_{key}": value for key, value in tv_summary.items()},
-                    "seeds": [trained.spec.train.seed for trained in by_seed],
+                    "seeds": [model.spec.train.seed for model in by_seed],
                     "n_tasks": settings.n_test_tasks,
                 }
             )
@@ -482,8 +522,9 @@ def imitation_table(
 
 @dataclass
 class ImitationResults:
-    """Everything the chapter shows: construction checks, teachers and students of every seed
-    (lists in the order of ``seeds``), agreement rows, timings."""
+    """Everything the chapter shows: construction checks, teachers, students and floors of every seed
+    (lists in the order of ``seeds``; ``floors``: teacher -> floor kind -> its seeds), agreement rows,
+    timings."""
 
     preset: str
     constructions: list[dict]
@@ -493,6 +534,7 @@ class ImitationResults:
     seconds: float
     teacher_seconds: float
     seeds: tuple[int, ...] = (0,)
+    floors: dict[str, dict[str, list[TrainedLearner]]] = field(default_factory=dict)
 
     def distill_summary(self) -> list[dict]:
         """One row per student (teacher and seed): how its distillation ran, with the convergence test."""
@@ -518,12 +560,21 @@ class ImitationResults:
 
 
 def run(preset: Preset, *, progress: bool = True) -> ImitationResults:
-    """Train-or-load the teachers and students of every seed, check every construction (raising
+    """Train-or-load the teachers, floors and students of every seed, check every construction (raising
     :class:`ConstructionError` if one is not exact), measure the imitation."""
     scale, settings = preset.classification, preset.imitation
+    if len(scale.seeds) < 2:
+        raise ValueError(f"seeds: the ceiling is a teacher's second seed, so at least 2 are needed; got {scale.seeds}")
     started = time.perf_counter()
     train_all(training_plan(preset), progress=progress, description="chapter 1 models")
     teachers = {name: [teacher(scale, name, seed, progress=progress) for seed in scale.seeds] for name in TEACHERS}
+    floors = {
+        name: {
+            kind: [trained(scale, kind, TEACHERS[name], seed=seed, progress=progress) for seed in scale.seeds]
+            for kind in floor_kinds(name)
+        }
+        for name in TEACHERS
+    }
     teacher_seconds = time.perf_counter() - started
     constructions = _cached_checks(scale, settings, {name: by_seed[0] for name, by_seed in teachers.items()})
     require_exact(constructions)
@@ -531,7 +582,7 @@ def run(preset: Preset, *, progress: bool = True) -> ImitationResults:
         name: [imitation_student(scale, settings, name, trained, progress=progress) for trained in by_seed]
         for name, by_seed in tqdm(teachers.items(), desc="students", disable=not progress)
     }
-    agreements = _cached_agreements(scale, settings, teachers, students)
+    agreements = _cached_agreements(scale, settings, teachers, students, floors)
     return ImitationResults(
         preset.name,
         constructions,
@@ -541,6 +592,7 @@ def run(preset: Preset, *, progress: bool = True) -> ImitationResults:
         time.perf_counter() - started,
         teacher_seconds,
         tuple(scale.seeds),
+        floors,
     )
 
 
@@ -564,12 +616,19 @@ def _cached_agreements(
     settings: ImitationScale,
     teachers: dict[str, list[TrainedLearner]],
     students: dict[str, list[Student]],
+    floors: dict[str, dict[str, list[TrainedLearner]]],
 ) -> list[dict]:
-    """:func:`imitation_table`, stored under a hash of every seed's teacher and student configuration."""
+    """:func:`imitation_table`, stored under a hash of every seed's teacher, student and floor configuration."""
     config = {
         "code_version": CODE_VERSION,
         "experiment": "imitation_agreements",
-        "table": "seeded",  # rows over seeds (per_seed_episode); the single-seed table had none
+        # rows over seeds with their roles: ceiling and floors beside the earlier yardstick (before:
+        # "seeded", the earlier yardstick only; the single-seed table had no per_seed_episode)
+        "table": "yardsticks",
+        "floors": {
+            name: {kind: [[model.spec.key, model.weights_hash] for model in models] for kind, models in by_kind.items()}
+            for name, by_kind in floors.items()
+        },
         "students": {
             name: [student_config(scale, settings, trained.spec) for trained in by_seed]
             for name, by_seed in teachers.items()
@@ -585,7 +644,7 @@ def _cached_agreements(
         "n_points": scale.n_points,
     }
     path = cache_root() / "results" / f"imitation-agreements-{config_hash(config)}.json"
-    return json_entry(path, lambda: imitation_table(scale, settings, teachers, students))
+    return json_entry(path, lambda: imitation_table(scale, settings, teachers, students, floors))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -616,11 +675,15 @@ def student_record(student: Student) -> dict:
 
 
 def rests_on(results: ImitationResults) -> list[dict]:
-    """The models the rule compares: every teacher and every student, with each seed's steps and convergence."""
+    """The models the rule compares: every teacher (the ceilings are teachers too), every floor and every
+    student, with each seed's steps and convergence."""
     records = []
     for name, by_seed in results.teachers.items():
         runs = [teacher_record(model) for model in by_seed]
         records.append(model_record(name, TEACHERS[name], runs))
+    for name, by_kind in results.floors.items():
+        for kind, by_seed in by_kind.items():
+            records.append(model_record(kind, TEACHERS[name], [teacher_record(model) for model in by_seed]))
     for name, by_seed in results.students.items():
         runs = [student_record(student) for student in by_seed]
         records.append(model_record(f"ICL imitating {display_name(name)}", TEACHERS[name], runs))
@@ -628,11 +691,15 @@ def rests_on(results: ImitationResults) -> list[dict]:
 
 
 def verdicts(results: ImitationResults) -> list[ClaimVerdict]:
-    """Apply RULE (fixed before the seeded results were seen) to ``results``."""
-    differences, numbers = evidence(results)
+    """Apply RULE (written before any run of it) to ``results``."""
+    teachers, numbers, per_seed = evidence(results)
     models = rests_on(results)
-    ungated = decide(differences)
-    numbers["decisive"] = decisive(comparisons(differences), ungated)
+    ungated = decide(teachers)
+    numbers["decisive"] = decisive_comparison(teachers, ungated)
+    if ungated == "inconclusive" and len(results.seeds) > 1:
+        label = numbers["decisive"]["label"]
+        interval = Difference(numbers["decisive"]["effect"], numbers["decisive"]["ci"])
+        numbers["seeds_to_decide"] = seeds_needed(label, per_seed[label], interval, numbers["margin"])
     return [
         gated_verdict(
             "1",
@@ -640,8 +707,9 @@ def verdicts(results: ImitationResults) -> list[ClaimVerdict]:
             models,
             preset=results.preset,
             quantity=(
-                "argmax agreement of the distilled ICL model with each teacher minus that of each other meta-learner "
-                "with the same teacher (same seed, same test episodes; 95% intervals over seeds and episodes)"
+                "argmax agreement of the distilled ICL model with each teacher, against a ceiling (the teacher "
+                "trained with another seed) and floors (meta-learners of other kinds trained on the teacher's "
+                "family); same seed, same test episodes, 95% intervals over seeds and episodes"
             ),
             numbers=numbers,
             rule=RULE,

@@ -59,12 +59,13 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import remaining_gain
 from uni_icl.device import default_device
 from uni_icl.evaluation import Difference
-from uni_icl.experiments.evidence import LOG_MARGIN
+from uni_icl.experiments.evidence import LOG_MARGIN, seeds_needed
 from uni_icl.experiments.rules.m2icl import (
     RULE_4B,
     WORKING_ERROR,
     decide_4b,
     decisive_4b,
+    directions_4b,
     gates_4b,
 )
 from uni_icl.experiments.rules.previous import previous_outcome
@@ -547,6 +548,9 @@ def verdicts(results: M2ICLResults) -> list[ClaimVerdict]:
         for size in (small, large)
     }
     shrink = seeded_difference(gain[small], gain[large])
+    unadapted_gain = seed_domain_log_errors(rows, "ICL (no adaptation)", small) - seed_domain_log_errors(
+        rows, "M2-ICL adapted", small
+    )
     icl_error = next(r["value"] for r in table if r["arm"] == "ICL (no adaptation)" and r["size"] == small)
     records = results.records
     reasons = gates_4b(icl_error, records)
@@ -566,7 +570,14 @@ def verdicts(results: M2ICLResults) -> list[ClaimVerdict]:
         "per_domain_log_ratio_adapted": [r["mean"] for r in per_domain_log_ratios(rows, "ICL adapted", small)],
         "validation_check": domain_sets_difference(results.validation_check),
         "decisive": decisive_4b(adapted[small], unadapted, small, ungated),
+        # reported beside the rule: which way each comparison goes, significant or not, against the margin
+        "direction": directions_4b(adapted[small], unadapted),
     }
+    if ungated == "inconclusive" and len(scale.seeds) > 1:
+        label = numbers["decisive"]["label"]
+        per_seed = (unadapted_gain if "unadapted" in label else gain[small]).mean(1).tolist()
+        interval = Difference(numbers["decisive"]["effect"], numbers["decisive"]["ci"])
+        numbers["seeds_to_decide"] = seeds_needed(label, per_seed, interval, LOG_MARGIN)
     result = ClaimVerdict(
         claim="4b",
         preset=scale.preset,

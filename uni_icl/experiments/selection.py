@@ -5,7 +5,9 @@
 an ICL transformer on the unseen ``radius`` family (the ceiling) and ICL on the mixture with the
 other token layout; it builds, per seed s, the prequential :class:`AlgorithmSelector` from the
 seed-s meta-learners ("seed s" of the selector), and evaluates everything on the same test
-episodes, so differences are paired by seed and episode (:func:`uni_icl.uncertainty.seeded_difference`).
+episodes, so differences are paired by seed and episode (:func:`uni_icl.uncertainty.seeded_difference`),
+on the seen families, on radius and on radius rescaled to the training input scale (``radius_rescaled``:
+the same episodes and labels, inputs x 0.498), the arm the rule reads.
 ``verdicts`` decides claim 3(a) with ``RULE_3A`` (:func:`decide_3a`), gated by the convergence test of
 the models it compares, as in the learnability chapter.
 """
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.evaluation import EvalResult
+from uni_icl.evaluation import Difference, EvalResult
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
     MIXED_FAMILY,
@@ -43,9 +45,11 @@ from uni_icl.experiments.evidence import (
     per_seed_difference,
     row_difference,
     seeded_row,
+    seeds_needed,
     training_record,
 )
 from uni_icl.experiments.rules.selection import (
+    INPUT_SCALE,
     RULE_3A,
     decide_3a,
 )
@@ -55,7 +59,7 @@ from uni_icl.learners.selectors import AlgorithmSelector
 from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import ClassificationScale, Preset
 from uni_icl.runs import RunSpec, TrainedLearner, evaluate_or_load, train_or_load
-from uni_icl.tasks import TaskFamily
+from uni_icl.tasks import UNSEEN_RESCALED, TaskFamily
 from uni_icl.uncertainty import seeded_difference
 from uni_icl.verdicts import ClaimVerdict, Comparison, decisive, model_record
 
@@ -93,6 +97,7 @@ class SelectionResults:
     wall_seconds: float
     variants: list[dict] = field(default_factory=list)
     seeds: tuple[int, ...] = (0,)
+    oracle_rescaled_candidate: str = ""  # the best meta-learner in hindsight on rescaled radius
 
     def row(self, learner: str, family: str) -> dict:
         """The row of ``learner`` (display name) on ``family``."""
@@ -231,7 +236,7 @@ def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
 
     rows: list[dict] = []
     choices: list[dict] = []
-    families = (*SINGLE_FAMILIES, UNSEEN_FAMILY)
+    families = (*SINGLE_FAMILIES, UNSEEN_FAMILY, UNSEEN_RESCALED)
     for family in tqdm(families, desc="test families", disable=not progress):
         task = classification_task(scale, family)
         rows.append(_row(ICL_MIXTURE, family, evaluated(icl_mixture, task), preset.name, runs[("icl", MIXED_FAMILY)]))
@@ -264,12 +269,19 @@ def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
     )
     limit = evaluate_prior_bayes_or_load(radius_task, radius_task, **evaluation)  # exact: r is the only unknown
     rows.append(_row(RADIUS_BAYES, UNSEEN_FAMILY, [EvalResult(**limit["result"])], preset.name))
+    # Rescaled radius episodes are the radius episodes with inputs and radius times a known factor: the
+    # Bayes predictor undoes it and predicts as on radius, so its scores are the same.
+    rows.append({**_find(rows, RADIUS_BAYES, UNSEEN_FAMILY), "test_family": UNSEEN_RESCALED})
     # The oracle predicts with one candidate per family (its log-softmax: the same decisions), so its
-    # scores are that candidate's: the matching one on a seen family, the best one in hindsight on radius.
+    # scores are that candidate's: the matching one on a seen family, the best one in hindsight on radius
+    # (rescaled or not).
     for family in SINGLE_FAMILIES:
         rows.append({**_find(rows, display_name(MATCHING_LEARNER[family]), family), "learner": ORACLE})
-    best_candidate = max(CANDIDATES, key=lambda name: _find(rows, display_name(name), UNSEEN_FAMILY)["mean"])
-    rows.append({**_find(rows, display_name(best_candidate), UNSEEN_FAMILY), "learner": ORACLE})
+    best = {}
+    for family in (UNSEEN_FAMILY, UNSEEN_RESCALED):
+        best[family] = max(CANDIDATES, key=lambda name, family=family: _find(rows, display_name(name), family)["mean"])
+        rows.append({**_find(rows, display_name(best[family]), family), "learner": ORACLE})
+    best_candidate = best[UNSEEN_FAMILY]
 
     selector_radius = [
         cached_evaluation("selector", identity, selector, radius_task, **evaluation)
@@ -302,6 +314,7 @@ def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
         wall_seconds=time.perf_counter() - started,
         variants=variants,
         seeds=tuple(scale.seeds),
+        oracle_rescaled_candidate=display_name(best[UNSEEN_RESCALED]),
     )
 
 
@@ -318,25 +331,51 @@ def rests_on(results: SelectionResults) -> list[dict]:
     return [model_record(learner, family, results.training(learner, family)["runs"]) for learner, family in compared]
 
 
+def rescaled_numbers(results: SelectionResults) -> dict:
+    """The arm RULE_3A reads, on radius rescaled to the training input scale: ICL on the mixture, the
+    selector and the best meta-learner in hindsight, with ICL's differences to both (per seed too)."""
+    icl = results.row(ICL_MIXTURE, UNSEEN_RESCALED)
+    selector = results.row(SELECTOR, UNSEEN_RESCALED)
+    oracle = results.row(ORACLE, UNSEEN_RESCALED)
+    difference, versus_oracle = row_difference(icl, selector), row_difference(icl, oracle)
+    return {
+        "input_scale": INPUT_SCALE,
+        "icl_mixture": [icl["mean"], icl["ci"]],
+        "icl_mixture_per_seed": icl["seed_means"],
+        "selector": [selector["mean"], selector["ci"]],
+        "selector_per_seed": selector["seed_means"],
+        "icl_minus_selector": [difference.mean, difference.ci],
+        "icl_minus_selector_per_seed": per_seed_difference(icl, selector),
+        "oracle_candidate": results.oracle_rescaled_candidate,
+        "oracle": [oracle["mean"], oracle["ci"]],
+        "icl_minus_oracle": [versus_oracle.mean, versus_oracle.ci],
+    }
+
+
 def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
-    """Claim 3(a) decided by ``RULE_3A`` from the seeded, paired radius results."""
+    """Claim 3(a) decided by ``RULE_3A`` from the seeded, paired results on rescaled radius; the unrescaled
+    radius results are reported beside them."""
     icl = results.row(ICL_MIXTURE, UNSEEN_FAMILY)
     selector = results.row(SELECTOR, UNSEEN_FAMILY)
     oracle = results.row(ORACLE, UNSEEN_FAMILY)
     ceiling = results.row(ICL_RADIUS, UNSEEN_FAMILY)
     bayes = results.row(RADIUS_BAYES, UNSEEN_FAMILY)
-    difference = row_difference(icl, selector)
+    unrescaled = row_difference(icl, selector)
     versus_oracle = row_difference(icl, oracle)
+    rescaled = rescaled_numbers(results)
+    difference = Difference(*rescaled["icl_minus_selector"])
     ungated = decide_3a(difference)
     models = rests_on(results)
+    label = "ICL on mixture − selector, rescaled radius episodes"
     numbers = {
         "margin": MARGIN,
+        "rescaled": rescaled,
         "seeds": list(results.seeds),
         "icl_mixture_radius": [icl["mean"], icl["ci"]],
         "icl_mixture_radius_per_seed": icl["seed_means"],
         "selector_radius": [selector["mean"], selector["ci"]],
         "selector_radius_per_seed": selector["seed_means"],
-        "icl_minus_selector": [difference.mean, difference.ci],
+        "icl_minus_selector": [unrescaled.mean, unrescaled.ci],
         "icl_minus_selector_per_seed": per_seed_difference(icl, selector),
         "oracle_radius_candidate": results.oracle_radius_candidate,
         "oracle_radius": [oracle["mean"], oracle["ci"]],
@@ -347,9 +386,7 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
         "bayes_radius": [bayes["mean"], bayes["ci"]],
         "bayes_minus_icl_radius_ceiling": list(row_difference(bayes, ceiling)),
         "bayes_minus_icl_mixture": list(row_difference(bayes, icl)),
-        "decisive": decisive(
-            [Comparison("ICL on mixture − selector, radius episodes", difference, MARGIN, "above +m")], ungated
-        ),
+        "decisive": decisive([Comparison(label, difference, MARGIN, "above +m")], ungated),
         # not used by the rule: ICL (mixture) - selector on radius for each token layout
         "variants": {
             v["layout"]: {
@@ -360,14 +397,17 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
             for v in results.variants
         },
     }
+    if ungated == "inconclusive" and len(results.seeds) > 1:
+        numbers["seeds_to_decide"] = seeds_needed(label, rescaled["icl_minus_selector_per_seed"], difference, MARGIN)
     return [
         gated_verdict(
             "3a",
             ungated,
             models,
             preset=results.preset,
-            quantity="accuracy on radius (mean over shot counts): "
-            "ICL trained on mixture minus the prequential selector, over training seeds and test episodes",
+            quantity="accuracy on radius rescaled to the training input scale (mean over shot counts): "
+            "ICL trained on mixture minus the prequential selector, over training seeds and test episodes; the same on "
+            "unrescaled radius beside it",
             numbers=numbers,
             rule=RULE_3A,
             chapter=CHAPTER,

@@ -2,7 +2,7 @@
 
 - :mod:`~uni_icl.tasks.base`: :class:`Episode`, :class:`TaskFamily` (sampling with an explicit
   generator, parameter checks, ``config()`` for cache keys).
-- :mod:`~uni_icl.tasks.synthetic`: pairwise, prototype, amortized, radius and their mixture.
+- :mod:`~uni_icl.tasks.synthetic`: pairwise, prototype, amortized, radius (also rescaled) and the mixture.
 - :mod:`~uni_icl.tasks.regression`: in-context linear regression, its domains (M2-ICL).
 - :mod:`~uni_icl.tasks.images`: few-shot episodes of scikit-learn's 8 x 8 digits.
 - :mod:`~uni_icl.tasks.noise_range`: a synthetic family with its input noise drawn per episode.
@@ -26,6 +26,7 @@ from uni_icl.tasks.synthetic import (
     PairwiseTask,
     PrototypeTask,
     RadiusTask,
+    RescaledRadiusTask,
 )
 from uni_icl.validation import check_choice
 
@@ -35,6 +36,7 @@ __all__ = [
     "SINGLE_FAMILIES",
     "TASK_FAMILIES",
     "UNSEEN_FAMILY",
+    "UNSEEN_RESCALED",
     "AmortizedTask",
     "DigitsMixtureTask",
     "DigitsTask",
@@ -47,6 +49,7 @@ __all__ = [
     "PrototypeTask",
     "RadiusTask",
     "RegressionDomain",
+    "RescaledRadiusTask",
     "TaskFamily",
     "chance_accuracy",
     "domain_task",
@@ -61,6 +64,7 @@ TASK_FAMILIES: dict[str, type[TaskFamily]] = {
         PrototypeTask,
         AmortizedTask,
         RadiusTask,
+        RescaledRadiusTask,
         MixtureTask,
         NoiseRangeTask,
         LinearRegressionTask,
@@ -72,10 +76,12 @@ TASK_FAMILIES: dict[str, type[TaskFamily]] = {
 
 # The roles the claims give families, read from the registry: the single families are those the
 # mixture mixes, each naming its matching meta-learner (``matching_learner``); radius is the family
-# no learner is built for, held out as unseen.
+# no learner is built for, held out as unseen; rescaled to the training input scale, it is a new type
+# without an input-scale shift.
 SINGLE_FAMILIES: tuple[str, ...] = MIXTURE_COMPONENTS
 MIXED_FAMILY = MixtureTask.name
 UNSEEN_FAMILY = RadiusTask.name
+UNSEEN_RESCALED = RescaledRadiusTask.name
 
 
 def make_task(name: str, **params) -> TaskFamily:

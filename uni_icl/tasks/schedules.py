@@ -12,9 +12,10 @@ A schedule is the ``schedule`` argument of :func:`uni_icl.training.train` (proto
 :class:`DimensionCurriculum` is a schedule for in-context linear regression. At step t it returns the full task with
 only the first ``active_dims_at(t)`` input dimensions non-zero (the rest are zeroed by
 :class:`~uni_icl.tasks.LinearRegressionTask`), and optionally shorter prompts. Every
-``every_steps`` steps one more dimension becomes active (and, for Garg et al.'s default schedule,
-``points_increment`` more points per prompt) until the full task is reached; from then on the
-schedule returns the full task itself. Validation during training always uses the full task.
+``every_steps`` steps after ``first_step`` (0 by default) one more dimension becomes active (and,
+for Garg et al.'s default schedule, ``points_increment`` more points per prompt) until the full task
+is reached; from then on the schedule returns the full task itself. Validation during training
+always uses the full task.
 
 References: Garg et al. 2022 (curriculum over dimensions and prompt length, +1 dim and +2 points
 every 2k steps); the paper's meta-level curriculum (+1 dim every 10k steps from 5 of 20).
@@ -23,6 +24,9 @@ every 2k steps); the paper's meta-level curriculum (+1 dim every 10k steps from 
 >>> schedule = DimensionCurriculum(make_task("linear_regression", d=8, n_points=17), 2, 100)
 >>> [schedule.active_dims_at(step) for step in (0, 99, 100, 650, 10_000)]
 [2, 2, 3, 8, 8]
+>>> windowed = DimensionCurriculum(make_task("linear_regression", d=5), 2, 200, first_step=400)
+>>> [windowed.active_dims_at(step) for step in (0, 599, 600, 800, 1000)], windowed.full_step
+([2, 2, 3, 4, 5], 1000)
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class DimensionCurriculum:
     dims_increment: int = 1  # dimensions added at each increment
     start_points: int | None = None  # prompt length at step 0 (None: always the full task's n_points)
     points_increment: int = 0  # points added at each increment (Garg et al.: 2)
+    first_step: int = 0  # the increments come at first_step + every_steps, first_step + 2 every_steps, ...
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, LinearRegressionTask):
@@ -55,6 +60,7 @@ class DimensionCurriculum:
         check_int("every_steps", self.every_steps, minimum=1)
         check_int("dims_increment", self.dims_increment, minimum=1)
         check_int("points_increment", self.points_increment, minimum=0)
+        check_int("first_step", self.first_step, minimum=0)
         if self.start_points is not None:
             check_int("start_points", self.start_points, minimum=1, maximum=self.task.n_points)
             if self.start_points < self.task.n_points and self.points_increment == 0:
@@ -63,7 +69,7 @@ class DimensionCurriculum:
     def increments_at(self, step: int) -> int:
         """Number of increments made before ``step`` (step 0 is the first training step)."""
         check_int("step", step, minimum=0)
-        return step // self.every_steps
+        return max(0, step - self.first_step) // self.every_steps
 
     def active_dims_at(self, step: int) -> int:
         """Non-zero input dimensions of the training task at ``step``."""
@@ -83,7 +89,7 @@ class DimensionCurriculum:
     @property
     def full_step(self) -> int:
         """First step at which the training task is the full task."""
-        step = 0
+        step = self.first_step
         while self.active_dims_at(step) < self.task.d or self.points_at(step) < self.task.n_points:
             step += self.every_steps
         return step
@@ -96,8 +102,10 @@ class DimensionCurriculum:
         return dataclasses.replace(self.task, n_active_dims=dims, n_points=points)
 
     def config(self) -> dict:
-        """JSON-able description (part of the cache key of a run trained with this schedule)."""
-        return {
+        """JSON-able description (part of the cache key of a run trained with this schedule). ``first_step``
+        enters only when it is not 0: a schedule that starts at step 0 keeps the key it had before the
+        field existed, so its stored runs are found."""
+        found = {
             "schedule": "dimension_curriculum",
             "task": self.task.config(),
             "start_dims": self.start_dims,
@@ -106,6 +114,7 @@ class DimensionCurriculum:
             "start_points": self.start_points,
             "points_increment": self.points_increment,
         }
+        return found | ({"first_step": self.first_step} if self.first_step else {})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The synthetic classification families of the paper (PAPER.md): pairwise, prototype, amortized,
-radius (the unseen type of claim 3a) and their mixture.
+radius (the unseen type of claim 3a), radius rescaled to the training input scale, and the mixture.
 
 Each family names its ``matching_learner``: the meta-learner whose inductive bias is built for it
 (MatchNet compares directions, ProtoNet measures distances to class means, CNP amortises a task
@@ -8,13 +8,14 @@ vector), or ``None`` where no meta-learner matches (radius, the mixture).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from uni_icl.tasks.base import Episode, TaskFamily, balanced_classes
-from uni_icl.validation import check_int
+from uni_icl.validation import check_int, check_positive
 
 
 def pairwise_labels(xs: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
@@ -108,6 +109,34 @@ class RadiusTask(TaskFamily):
         return Episode(xs, radius_labels(xs, radius), self.name, {"radius": radius})
 
 
+# Input scales, per coordinate, over episodes at sigma = 1. Radius: 0.849 r with r ~ U(2, 4), so
+# 0.849 sqrt(E r^2) = 0.849 sqrt(28 / 3) = 2.59 (within an episode 1.7 to 3.4). The mixture the models
+# train on: pairwise x ~ N(0, 1); prototype and amortized x = a N(0, I) centre + N(0, 1) noise, so
+# sqrt(2) = 1.41; over the three families sqrt((1 + 2 + 2) / 3) = sqrt(5 / 3) = 1.29.
+RADIUS_INPUT_STD = RADIUS_SCALE * math.sqrt(28 / 3)
+MIXTURE_INPUT_STD = math.sqrt(5 / 3)
+
+
+@dataclass(frozen=True)
+class RescaledRadiusTask(RadiusTask):
+    """Radius episodes with their inputs (and radius) multiplied by ``input_scale`` after labelling: the
+    same labels, another input scale. The default, 1.29 / 2.59 = 0.498, brings the inputs' standard
+    deviation over episodes to the mixture's at sigma = 1 (within an episode 0.85 to 1.69): a new task
+    type without the input-scale shift that radius also is (claim 3a)."""
+
+    name: ClassVar[str] = "radius_rescaled"
+    input_scale: float = MIXTURE_INPUT_STD / RADIUS_INPUT_STD
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive("input_scale", self.input_scale)
+
+    def _sample(self, batch_size: int, gen: torch.Generator) -> Episode:
+        episode = super()._sample(batch_size, gen)
+        radius = self.input_scale * episode.params["radius"]
+        return Episode(self.input_scale * episode.xs, episode.ys, self.name, {"radius": radius})
+
+
 MIXTURE_COMPONENTS = ("pairwise", "prototype", "amortized")
 
 
@@ -143,5 +172,5 @@ class MixtureTask(TaskFamily):
 
 
 SYNTHETIC_FAMILIES: dict[str, type[TaskFamily]] = {
-    cls.name: cls for cls in (PairwiseTask, PrototypeTask, AmortizedTask, RadiusTask, MixtureTask)
+    cls.name: cls for cls in (PairwiseTask, PrototypeTask, AmortizedTask, RadiusTask, RescaledRadiusTask, MixtureTask)
 }

@@ -1,6 +1,7 @@
 """The science of claim 4b (M2-ICL), in one place: the rule's text (``RULE_4B``), the function that
-decides it (:func:`decide_4b`, with :func:`gates_4b`) and the comparisons it reads
-(:func:`comparisons_4b`, :func:`decisive_4b`).
+decides it (:func:`decide_4b`, with :func:`gates_4b`), the comparisons it reads
+(:func:`comparisons_4b`, :func:`decisive_4b`) and their direction, reported beside the rule
+(:func:`directions_4b`).
 
 Running the chapter is :mod:`uni_icl.experiments.m2icl`; it builds the verdict from these.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from uni_icl.evaluation import Difference
 from uni_icl.experiments.evidence import (
     LOG_MARGIN,
+    direction,
     reading,
 )
 from uni_icl.verdicts import Comparison, decisive
@@ -73,6 +75,16 @@ def decisive_4b(adapted: Difference, unadapted: Difference, size: int, outcome: 
     if outcome == "not reproduced":
         comparisons = [c for c in comparisons if reading(c.interval, c.margin) == "contradicts"]
     return decisive(comparisons, outcome)
+
+
+# Added on 2026-12-07 (issue "each claim tested as the paper states it"), after the quick outcome had
+# been seen; the rule is unchanged. Its margin reading says "not reproduced" when M2-ICL is better by
+# less than 10%; the direction says which way the effect goes and whether it is significant, so a
+# reader sees both ("better, by less than the margin").
+def directions_4b(adapted: Difference, unadapted: Difference) -> dict[str, str]:
+    """The direction of comparisons (a) and (b) of RULE_4B (:func:`uni_icl.experiments.evidence.direction`;
+    'better' means M2-ICL adapted has the lower error), reported beside the rule's reading."""
+    return {"adapted": direction(adapted, LOG_MARGIN), "unadapted": direction(unadapted, LOG_MARGIN)}
 
 
 def gates_4b(icl_error: float, records: dict[str, list[dict]]) -> list[str]:
