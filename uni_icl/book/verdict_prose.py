@@ -48,7 +48,8 @@ def _below(pair, threshold: float) -> bool:
     return float(pair[0]) + float(pair[1]) < threshold
 
 
-def _names(items: list[str]) -> str:
+def names(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
@@ -73,10 +74,10 @@ def _expressivity(numbers: dict, outcome: str) -> str:
     if found["below"]:
         return (
             "The distilled ICL agreed less with its teacher than another meta-learner did, beyond the margin "
-            f"m = {margin}: {_names(found['below'])}."
+            f"m = {margin}: {names(found['below'])}."
         )
     if found["open"]:
-        return f"These differences of agreement reach across the margin m = {margin}: {_names(found['open'])}."
+        return f"These differences of agreement reach across the margin m = {margin}: {names(found['open'])}."
     return (
         "On every teacher the distilled ICL agreed with it more than each other meta-learner did, by more than "
         f"the margin m = {margin}."
@@ -102,12 +103,12 @@ def _learnability_single(numbers: dict, outcome: str) -> str:
                 f"{pm(row['matching_minus_best_other'])}, not above −m"
             )
     if behind:
-        return f"ICL falls behind the best meta-learner by more than m = {margin}: {_names(behind)}."
+        return f"ICL falls behind the best meta-learner by more than m = {margin}: {names(behind)}."
     parts = []
     if open_:
-        parts.append(f"ICL's interval reaches below −m = −{margin}: {_names(open_)}.")
+        parts.append(f"ICL's interval reaches below −m = −{margin}: {names(open_)}.")
     if premise:
-        parts.append(f"The paper's premise fails: {_names(premise)}.")
+        parts.append(f"The paper's premise fails: {names(premise)}.")
     if not parts:
         return (
             "On every family ICL is within the margin of the best meta-learner or better, and the matching "
@@ -115,7 +116,7 @@ def _learnability_single(numbers: dict, outcome: str) -> str:
         )
     fine = [family for family in SINGLE_FAMILIES if family not in blocked]
     if fine:
-        parts.append(f"On {_names(fine)} ICL matches the best meta-learner.")
+        parts.append(f"On {names(fine)} ICL matches the best meta-learner.")
     return " ".join(parts)
 
 
@@ -129,22 +130,22 @@ def _learnability_mixed(numbers: dict, outcome: str) -> str:
     bias_open = [f"{name} {pm(pair)}" for name, pair in effects.items() if not _below(pair, -margin)]
     parts = []
     if icl_loses:
-        parts.append(f"Trained on the mixture, ICL loses more than m = {margin} on {_names(icl_loses)}.")
+        parts.append(f"Trained on the mixture, ICL loses more than m = {margin} on {names(icl_loses)}.")
     if no_bias:
         parts.append(
             "Mixing does not cost these meta-learners more off their bias than on it (bias effect above "
-            f"−m): {_names(no_bias)}."
+            f"−m): {names(no_bias)}."
         )
     if parts:
         if not icl_loses:
-            parts.append(f"ICL's own drops: {_names([f'{family} {pm(pair)}' for family, pair in drops.items()])}.")
+            parts.append(f"ICL's own drops: {names([f'{family} {pm(pair)}' for family, pair in drops.items()])}.")
         return " ".join(parts)
     if icl_open or bias_open:
         open_parts = []
         if icl_open:
-            open_parts.append(f"ICL's drop reaches across −m on {_names(icl_open)}")
+            open_parts.append(f"ICL's drop reaches across −m on {names(icl_open)}")
         if bias_open:
-            open_parts.append(f"the bias effect reaches across −m for {_names(bias_open)}")
+            open_parts.append(f"the bias effect reaches across −m for {names(bias_open)}")
         return "Undecided: " + "; ".join(open_parts) + "."
     return (
         f"ICL keeps its accuracy on every family (drops {', '.join(pm(p) for p in drops.values())}) while every "
@@ -180,7 +181,7 @@ def shift_family_sentence(family: str, row: dict, margin: float) -> str:
         by_status.setdefault(entry["status"], []).append(shown)
     if row["decision"] == "supports":
         return (
-            f"{family} supports it (ICL degrades, {pm(icl['growth'])}; insensitive: {_names(by_status['insensitive'])})"
+            f"{family} supports it (ICL degrades, {pm(icl['growth'])}; insensitive: {names(by_status['insensitive'])})"
         )
     if row["decision"] == "contradicts":
         if _below(icl["growth"], margin):
@@ -188,7 +189,7 @@ def shift_family_sentence(family: str, row: dict, margin: float) -> str:
         return f"{family} contradicts it (ICL degrades, but so does every explicit algorithm)"
     if icl["status"] != "degrades":
         return f"{family} is undetermined: ICL's growth {pm(icl['growth'])} reaches across +m"
-    statuses = "; ".join(f"{status}: {_names(names)}" for status, names in by_status.items())
+    statuses = "; ".join(f"{status}: {names(members)}" for status, members in by_status.items())
     return (
         f"{family} is undetermined: ICL degrades ({pm(icl['growth'])}) but no explicit algorithm is insensitive "
         f"({statuses})"
