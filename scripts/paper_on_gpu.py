@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from uni_icl import presets, scorecard
+from uni_icl.book import learnability_page
 from uni_icl.device import default_device
 from uni_icl.experiments import learnability
 from uni_icl.runtime import Runtime, current_runtime, install_runtime, runtime_from_env
@@ -122,7 +123,7 @@ def main() -> None:
     card = scorecard.reproduce(preset, CLAIMS, progress=False)
     atomic_json_export(card.to_dict(), args.output / f"scorecard-{args.preset}.json")
     results = learnability.run(preset, progress=False)
-    for name, table in results.tables.items():
+    for name, table in learnability_page.tables(results).items():
         named_index = not isinstance(table.index, pd.RangeIndex)  # e.g. the summary's family column
         table.to_csv(args.output / f"learnability-{name}.csv", index=named_index)
     about.update(wall_seconds=round(time.perf_counter() - started, 1), jobs=summaries)

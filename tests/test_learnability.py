@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from uni_icl.book import plotting
-from uni_icl.evaluation import episode_scores
+from uni_icl.book import learnability_page, plotting
+from uni_icl.evaluation import Difference, episode_scores
 from uni_icl.experiments import common, evidence
 from uni_icl.experiments import learnability as lrn
 from uni_icl.experiments.common import classification_task
@@ -85,14 +85,14 @@ def test_row_difference_pairs_seeds_and_episodes():
     base = [0.5 + 0.01 * i for i in range(50)]
     a = {"per_seed_episode_mean": [[b + 0.02 for b in base], [b + 0.02 for b in base]]}
     b = {"per_seed_episode_mean": [base]}
-    diff = lrn.row_difference(a, b)
+    diff = evidence.row_difference(a, b)
     assert diff.mean == pytest.approx(0.02) and diff.ci == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="a, b"):
-        lrn.row_difference(a, {"per_seed_episode_mean": [[1.0]]})
+        evidence.row_difference(a, {"per_seed_episode_mean": [[1.0]]})
 
 
 def _d(mean, ci=0.002):
-    return lrn.Difference(mean, ci)
+    return Difference(mean, ci)
 
 
 def test_single_rule_outcomes_and_flips():
@@ -182,11 +182,11 @@ def test_verdicts_record_every_compared_model_with_its_seeds(isolated_cache):
     preset = PRESETS["smoke"]
     results = lrn.run(preset, progress=False)
     found = {v.claim: v for v in lrn.verdicts(results)}
-    price = results.tables["price_of_type"]
+    price = learnability_page.tables(results)["price_of_type"]
     assert list(price["family"]) == list(lrn.SINGLE_FAMILIES)
     expected = price["Bayes, this family"] - price["Bayes, mixture prior"]
     assert (price["price of not knowing the type"] - expected).abs().max() < 1e-9
-    posterior = results.tables["type_posterior"]
+    posterior = learnability_page.tables(results)["type_posterior"]
     assert len(posterior) == 3 * preset.classification.n_points
     assert posterior["P(true family)"].between(0, 1).all()
     single = {(r["learner"], r["train_family"]) for r in found["2-single"].rests_on}
@@ -206,7 +206,7 @@ def test_verdicts_record_every_compared_model_with_its_seeds(isolated_cache):
 
 def test_run_and_verdicts_at_smoke(isolated_cache):
     results = lrn.run(PRESETS["smoke"], progress=False)
-    tables = results.tables
+    tables = learnability_page.tables(results)
     n_single = len(lrn.LEARNERS) * len(lrn.SINGLE_FAMILIES)
     assert len(tables["cross"]) == n_single * len(lrn.SINGLE_FAMILIES) + len(lrn.LEARNERS) * len(lrn.SINGLE_FAMILIES)
     assert len(tables["mixed"]) == n_single
@@ -242,7 +242,7 @@ def _check_premise_for_both_shapes(results, single_verdict):
     }
     model = common.trained(lrn.authors_shape_scale(PRESETS["smoke"].classification), "matchnet", "pairwise")
     assert model.spec.learner.params == lrn.AUTHORS_META_SHAPE
-    premise = results.tables["premise"]
+    premise = learnability_page.tables(results)["premise"]
     assert len(premise) == 2 * len(lrn.SINGLE_FAMILIES)
     for record in premise.to_dict("records"):
         lower = record["matching - best other"] - record["difference ci"]
@@ -350,7 +350,7 @@ def test_the_2_single_explanation_names_every_premise_that_does_not_hold():
             "authors_shape_matching_minus_best_other": list(authors),
             "best_meta_learner": "cnp",
         }
-    text = lrn._explain_single(numbers)
+    text = learnability_page._explain_single(numbers)
     assert "On pairwise that interval crosses -0.01" in text
     assert "does not hold on pairwise (fails;" in text and "prototype (undetermined;" in text
     assert "pairwise +0.073 ± 0.235, undetermined, prototype +0.008 ± 0.004, holds" in text

@@ -14,9 +14,11 @@ CHILD = """
 import json, sys
 from uni_icl.learners import LearnerSpec
 from uni_icl.runs import RunSpec, evaluate_or_load, train_or_load
+from uni_icl.runtime import install_runtime, runtime_from_env
 from uni_icl.tasks import make_task
 from uni_icl.training import TrainConfig
 
+install_runtime(runtime_from_env())  # a script is an edge: it reads UNI_ICL_CACHE here
 task = make_task("prototype", n_points=16)
 config = TrainConfig(max_steps=int(sys.argv[1]), batch_size=16, eval_every=10, n_val_tasks=32, checkpoint_every=10)
 spec = RunSpec(LearnerSpec("icl", {"width": 16, "depth": 2, "n_heads": 2}), task, config)

@@ -55,8 +55,9 @@ def test_no_module_below_the_edge_reads_the_environment():
 
 
 def test_the_environment_gives_the_runtime_it_names(tmp_path):
-    assert runtime_from_env({}) == Runtime(workers=usable_cores())
-    assert (runtime_from_env({}).cache, runtime_from_env({}).shipped) == (DEFAULT_CACHE, REPOSITORY_RESULTS)
+    default = runtime_from_env({})
+    assert default == Runtime() and (default.cache, default.shipped) == (DEFAULT_CACHE, REPOSITORY_RESULTS)
+    assert (default.fresh, default.read_log, default.threads, default.workers) == (False, None, 1, usable_cores())
     environ = {
         "UNI_ICL_CACHE": str(tmp_path / "cache"),
         "UNI_ICL_SHIPPED": str(tmp_path / "shipped"),

@@ -169,9 +169,9 @@ def train_ensemble(
             write_checkpoint(path, models[s], _MemberAdam(optimizer, s), gens[s], histories[s], states[s])
 
     step = max(state["step"] for state in states)  # 0, or the step the checkpoints were written at
-    bar = tqdm(
-        total=config.max_steps, initial=step, desc=f"ensemble of {len(specs)}", disable=not progress, leave=False
-    )
+    description = f"{first.label}, {len(specs)} seeds as one ensemble"
+    folder = None if checkpoint_paths is None else checkpoint_paths[0].parent
+    bar = tqdm(total=config.max_steps, initial=step, desc=description, disable=not progress, leave=False)
     earlier, started = histories[0].seconds, time.perf_counter()  # wall time of the runs resumed from, and now
     pending: list[torch.Tensor] = []
     skeleton.train()  # the members' own modules only validate (which restores their mode)
@@ -205,10 +205,8 @@ def train_ensemble(
                 if checkpoint_paths is not None and (step % config.checkpoint_every == 0 or interrupted()):
                     save_checkpoints(active, step, pending, earlier + time.perf_counter() - started)
                 if interrupted():
-                    kept = "no checkpoint kept" if checkpoint_paths is None else "checkpoints saved beside its models"
-                    raise Interrupted(
-                        f"{first.label}, ensemble of {len(specs)}: stopped at step {step}, {kept}", interrupted()
-                    )
+                    kept = "no checkpoint kept" if checkpoint_paths is None else f"checkpoints saved in {folder}"
+                    raise Interrupted(f"{description}: stopped at step {step}, {kept}", interrupted())
         finally:
             bar.close()
     seconds = earlier + time.perf_counter() - started

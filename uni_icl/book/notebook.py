@@ -20,6 +20,8 @@ from uni_icl.results import describe_sources, load_manifest
 from uni_icl.runtime import Runtime, install_runtime, runtime_from_env
 from uni_icl.storage import cache_root, shipped_counterpart, shipped_results_off
 
+PRINT_WIDTH = 76  # characters a printed line may have: the width of an output box on the page at 1280 px
+
 
 @dataclass(frozen=True)
 class NotebookContext:
@@ -59,7 +61,7 @@ def setup(style: bool = True) -> NotebookContext:
     # short lines: the page shows them without scrolling
     print(f"preset: {context.preset.name} (UNI_ICL_PRESET: smoke, quick or paper)")
     print(f"cache: {cache}")
-    print(textwrap.fill(describe_sources(context.preset.name), width=88, subsequent_indent="  "))
+    print(textwrap.fill(describe_sources(context.preset.name), width=PRINT_WIDTH, subsequent_indent="  "))
     if "google.colab" in sys.modules:  # ipywidgets 8 needs Colab's custom widget manager to show
         from google.colab import output
 
@@ -75,7 +77,7 @@ def setup(style: bool = True) -> NotebookContext:
 
 
 def plan_line(chapter, preset: Preset) -> str:
-    """A line, wrapped to the page's 88 characters: how many of ``chapter``'s models (its ``training_plan``)
+    """A line, wrapped to :data:`PRINT_WIDTH` characters: how many of ``chapter``'s models (its ``training_plan``)
     this page loads from the cache or the shipped results and how many it trains, with their training
     time as the shipped manifest records it (the machine that computed them); nothing else is timed,
     so nothing is guessed."""
@@ -102,4 +104,4 @@ def plan_line(chapter, preset: Preset) -> str:
             f"of one CPU core on the machine that shipped them ({manifest['machine']}, {manifest['workers']} models "
             "at a time)"
         )
-    return textwrap.fill(text, width=88, subsequent_indent="  ")
+    return textwrap.fill(text, width=PRINT_WIDTH, subsequent_indent="  ")

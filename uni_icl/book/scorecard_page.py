@@ -13,7 +13,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
 
-from uni_icl.book import curriculum_page, expressivity_page, m2icl_page, selection_page, shift_page
+from uni_icl.book import (
+    curriculum_page,
+    expressivity_page,
+    learnability_page,
+    m2icl_page,
+    selection_page,
+    shift_page,
+)
 from uni_icl.book.answers import CHAPTER_TITLES, OUTCOME_COLOURS, chapter_link
 from uni_icl.book.rule_history import seeds_markdown
 from uni_icl.experiments import curriculum, expressivity, learnability, m2icl, selection, shift
@@ -23,13 +30,12 @@ from uni_icl.scorecard import Scorecard
 from uni_icl.storage import shipped_results_off
 from uni_icl.verdicts import CLAIMS, ClaimVerdict, check_decisive
 
-# each claim's explanation in words, computed from its verdict (None for a verdict of an earlier rule);
-# chapter 2's still lives with its experiment
+# each claim's explanation in words, computed from its verdict (None for a verdict of an earlier rule)
 EXPLAIN: dict[str, Callable[[ClaimVerdict], str | None]] = {
     claim: explain
     for chapter, explain in (
         (expressivity, expressivity_page.explain),
-        (learnability, learnability.explain),
+        (learnability, learnability_page.explain),
         (selection, selection_page.explain),
         (shift, shift_page.explain),
         (curriculum, curriculum_page.explain),

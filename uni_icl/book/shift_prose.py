@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from uni_icl.book.answers import FAR_SEED_RULE, far_seeds
-from uni_icl.book.verdict_prose import decided_by, pm, shift_family_sentence
+from uni_icl.book.verdict_prose import decided_by, names, pm, shift_family_sentence
 from uni_icl.experiments.rules import shift as rules
 from uni_icl.tasks import SINGLE_FAMILIES
 from uni_icl.uncertainty import seeded_difference
@@ -91,7 +91,7 @@ def remedy_sentences(results, margin: float) -> list[str]:
     )
     if cut:
         text += (
-            f" On {', '.join(cut)} the wider pre-training cut the growth by more than the margin (the difference's "
+            f" On {names(cut)} the wider pre-training cut the growth by more than the margin (the difference's "
             "interval lies below −m): the sensitivity came from the pre-training distribution, as the paper's "
             "explanation says."
         )

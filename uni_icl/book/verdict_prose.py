@@ -48,7 +48,8 @@ def _below(pair, threshold: float) -> bool:
     return float(pair[0]) + float(pair[1]) < threshold
 
 
-def _names(items: list[str]) -> str:
+def names(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
@@ -72,7 +73,7 @@ def _expressivity(numbers: dict, outcome: str) -> str:
                     for label, pair in floors.items()
                     if _below(pair, margin)
                 ]
-                text = f"with teacher {teacher}, {_names(close)}"
+                text = f"with teacher {teacher}, {names(close)}"
         elif entry["decision"] == "undetermined":
             open_ = [
                 f"ICL − {label.removesuffix(' (floor)')} {pm(pair)}"
@@ -83,7 +84,7 @@ def _expressivity(numbers: dict, outcome: str) -> str:
                 open_.append(f"ICL − its second seed {pm(entry['imitation_minus_ceiling'])}")
             if not entry["resolves"]:
                 open_.append("the second seed does not clear every floor by the margin")
-            text = f"with teacher {teacher}, {_names(open_)}"
+            text = f"with teacher {teacher}, {names(open_)}"
         else:
             text = f"teacher {teacher} (position between floor and ceiling {entry['position'][0]:.2f})"
         found[entry["decision"]].append(text)
@@ -91,14 +92,14 @@ def _expressivity(numbers: dict, outcome: str) -> str:
         return (
             "The distilled ICL falls short of a second training of its teacher by more than the margin, or is no "
             f"closer to it than another algorithm trained on the same episodes (m = {margin}): "
-            f"{_names(found['contradicts'])}."
+            f"{names(found['contradicts'])}."
         )
     if found["undetermined"]:
         return f"These comparisons reach across the margin m = {margin}: {'; '.join(found['undetermined'])}."
     return (
         "On every teacher the distilled ICL agreed with it more than each algorithm trained on the same episodes "
         f"and as well as a second training of the teacher, within the margin m = {margin}: "
-        f"{_names(found['supports'])}."
+        f"{names(found['supports'])}."
     )
 
 
@@ -121,12 +122,12 @@ def _learnability_single(numbers: dict, outcome: str) -> str:
                 f"{pm(row['matching_minus_best_other'])}, not above −m"
             )
     if behind:
-        return f"ICL falls behind the best meta-learner by more than m = {margin}: {_names(behind)}."
+        return f"ICL falls behind the best meta-learner by more than m = {margin}: {names(behind)}."
     parts = []
     if open_:
-        parts.append(f"ICL's interval reaches below −m = −{margin}: {_names(open_)}.")
+        parts.append(f"ICL's interval reaches below −m = −{margin}: {names(open_)}.")
     if premise:
-        parts.append(f"The paper's premise fails: {_names(premise)}.")
+        parts.append(f"The paper's premise fails: {names(premise)}.")
     if not parts:
         return (
             "On every family ICL is within the margin of the best meta-learner or better, and the matching "
@@ -134,7 +135,7 @@ def _learnability_single(numbers: dict, outcome: str) -> str:
         )
     fine = [family for family in SINGLE_FAMILIES if family not in blocked]
     if fine:
-        parts.append(f"On {_names(fine)} ICL matches the best meta-learner.")
+        parts.append(f"On {names(fine)} ICL matches the best meta-learner.")
     return " ".join(parts)
 
 
@@ -148,22 +149,22 @@ def _learnability_mixed(numbers: dict, outcome: str) -> str:
     bias_open = [f"{name} {pm(pair)}" for name, pair in effects.items() if not _below(pair, -margin)]
     parts = []
     if icl_loses:
-        parts.append(f"Trained on the mixture, ICL loses more than m = {margin} on {_names(icl_loses)}.")
+        parts.append(f"Trained on the mixture, ICL loses more than m = {margin} on {names(icl_loses)}.")
     if no_bias:
         parts.append(
             "Mixing does not cost these meta-learners more off their bias than on it (bias effect above "
-            f"−m): {_names(no_bias)}."
+            f"−m): {names(no_bias)}."
         )
     if parts:
         if not icl_loses:
-            parts.append(f"ICL's own drops: {_names([f'{family} {pm(pair)}' for family, pair in drops.items()])}.")
+            parts.append(f"ICL's own drops: {names([f'{family} {pm(pair)}' for family, pair in drops.items()])}.")
         return " ".join(parts)
     if icl_open or bias_open:
         open_parts = []
         if icl_open:
-            open_parts.append(f"ICL's drop reaches across −m on {_names(icl_open)}")
+            open_parts.append(f"ICL's drop reaches across −m on {names(icl_open)}")
         if bias_open:
-            open_parts.append(f"the bias effect reaches across −m for {_names(bias_open)}")
+            open_parts.append(f"the bias effect reaches across −m for {names(bias_open)}")
         return "Undecided: " + "; ".join(open_parts) + "."
     return (
         f"ICL keeps its accuracy on every family (drops {', '.join(pm(p) for p in drops.values())}) while every "
