@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from uni_icl.book import shift_page, shift_regions
+from uni_icl.book import shift_page, shift_prose, shift_regions
 from uni_icl.book.formatting import training_table
 from uni_icl.evaluation import EVAL_BATCH, evaluate
 from uni_icl.experiments import shift
@@ -331,6 +331,73 @@ def test_explanation_states_only_what_the_numbers_show():
     assert "every explicit algorithm degrades too" in loud
     remedied = shift_page.explain(shift.verdicts(results_from(verdict_rows(0.1, 0.0, mixture_loss=0.1)))[0])
     assert "trained on noise_std in [1, 5] is insensitive" in remedied and "still degrades" not in remedied
+
+
+def penalty_check(changes: dict[str, tuple[float, float]], fixed_growth: float = -0.04) -> dict:
+    """A synthetic logistic penalty check: on every family the chapter's logistic regression comes
+    closer to Bayes (growth ``fixed_growth`` ± 0.002), and holding its penalty relative to the data
+    changes that growth by ``changes[family]`` (mean, ci)."""
+    families = {}
+    for family in FAMILIES:
+        change = changes[family]
+        families[family] = {
+            "bayes": [0.95, 0.95],
+            "fixed": {"accuracy": [0.90, 0.90 - fixed_growth], "growth": [fixed_growth, 0.002]},
+            "relative": {
+                "accuracy": [0.90, 0.90 - fixed_growth - change[0]],
+                "growth": [fixed_growth + change[0], 0.002],
+            },
+            "relative_minus_fixed": list(change),
+        }
+    return {"l2": 1.0, "noise_levels": [1.0, 5.0], "families": families}
+
+
+def test_the_penalty_sentence_says_only_what_the_penalty_check_shows():
+    margin = shift.MARGIN
+    # pairwise: the rise is gone; prototype: a third of it goes; amortized: nothing changes
+    check = penalty_check({"pairwise": (0.04, 0.002), "prototype": (0.013, 0.002), "amortized": (0.0, 0.002)})
+    shares = {family: shift_prose.penalty_share(entry, margin) for family, entry in check["families"].items()}
+    assert shares == {"pairwise": "all", "prototype": "part", "amortized": "none"}
+    text = shift_prose.penalty_sentence(check, margin)
+    assert "accounts for the rise on pairwise (holding it changes the growth by +0.040 ± 0.002" in text
+    assert "accounts for part of it on prototype (a change of +0.013 ± 0.002" in text
+    assert "does not account for it on amortized (a change of +0.000 ± 0.002" in text
+    assert "pairwise +0.000 ± 0.002 (insensitive; accuracy 0.900 → 0.900) instead of -0.040 ± 0.002" in text
+    assert "l2 = 1 on weights and bias" in text and "σ = 5.0" in text
+    # a change whose interval reaches down to +m does not count as an explanation, however large its mean
+    wide = penalty_check(dict.fromkeys(FAMILIES, (0.03, 0.025)))["families"]["pairwise"]
+    assert shift_prose.penalty_share(wide, margin) == "none"
+    explained = shift_prose.penalty_sentence(penalty_check(dict.fromkeys(FAMILIES, (0.04, 0.002))), margin)
+    assert "on pairwise, prototype and amortized" in explained
+    assert "part of it" not in explained and "does not account" not in explained
+    unexplained = shift_prose.penalty_sentence(penalty_check(dict.fromkeys(FAMILIES, (0.0, 0.002))), margin)
+    assert "accounts for the rise" not in unexplained and "another cause" in unexplained
+    # where logistic regression does not come closer to Bayes, there is nothing to explain
+    assert shift_prose.penalty_sentence(penalty_check(dict.fromkeys(FAMILIES, (0.0, 0.002)), -0.005), margin) == ""
+    # the verdict's "Why" carries the sentence when given the check
+    verdict = shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0]
+    results = results_from(verdict_rows(0.1, 0.0))
+    assert text in shift_prose.why(results, verdict, check) and text not in shift_prose.why(results, verdict)
+
+
+def test_logistic_penalty_check_scores_the_chapters_episodes_with_the_inputs_divided_by_sigma(isolated_cache):
+    preset = PRESETS["smoke"]
+    check = shift.logistic_penalty_check(preset)
+    top = max(preset.shift.noise_levels)
+    assert check["noise_levels"] == [1.0, top] and check["l2"] == 1.0
+    scale = preset.classification
+    for family in FAMILIES:
+        entry = check["families"][family]
+        for index, sigma in enumerate((1.0, top)):
+            task = make_task(family, n_points=scale.n_points, noise_std=sigma)
+            chapter = evaluate(LearnerSpec("logistic").build(2, 2), task, scale.n_test_tasks, scale.test_seed)
+            assert entry["fixed"]["accuracy"][index] == pytest.approx(chapter.mean)
+        assert entry["relative"]["accuracy"][0] == pytest.approx(entry["fixed"]["accuracy"][0])  # σ = 1: no change
+    # pairwise episodes at σ are σ times those at 1 with the same labels: divided by σ, they are the same
+    pairwise = check["families"]["pairwise"]
+    assert pairwise["relative"]["accuracy"][1] == pytest.approx(pairwise["relative"]["accuracy"][0])
+    assert pairwise["relative"]["growth"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert shift.logistic_penalty_check(preset) == check  # stored: loaded, not recomputed
 
 
 def panel_pixels(explorer) -> np.ndarray:
