@@ -5,7 +5,7 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from uni_icl.book import shift_page, shift_regions, verdict_prose
+from uni_icl.book import shift_page, shift_prose, shift_regions, verdict_prose
 from uni_icl.book.formatting import training_table
 from uni_icl.evaluation import EVAL_BATCH, evaluate
 from uni_icl.experiments import shift
@@ -360,6 +360,99 @@ def test_explanation_states_only_what_the_numbers_show():
     assert "trained on noise_std in [1, 5] is insensitive" in quiet  # the remedy: reported beside the rule
     learned = verdict_rows(0.1, 0.0, losses={shift.META: 0.1})
     assert "trained networks" in shift_page.explain(shift.verdicts(results_from(learned))[0])
+
+
+def penalty_check(changes: dict[str, tuple[float, float]], fixed_growth: float = -0.04) -> dict:
+    """A synthetic logistic penalty check: on every family the chapter's logistic regression comes
+    closer to Bayes (growth ``fixed_growth`` ± 0.002), and holding its penalty relative to the data
+    changes that growth by ``changes[family]`` (mean, ci)."""
+    families = {}
+    for family in FAMILIES:
+        change = changes[family]
+        families[family] = {
+            "bayes": [0.95, 0.95],
+            "fixed": {"accuracy": [0.90, 0.90 - fixed_growth], "growth": [fixed_growth, 0.002]},
+            "relative": {
+                "accuracy": [0.90, 0.90 - fixed_growth - change[0]],
+                "growth": [fixed_growth + change[0], 0.002],
+            },
+            "relative_minus_fixed": list(change),
+        }
+    return {"l2": 1.0, "noise_levels": [1.0, 5.0], "families": families}
+
+
+def test_the_penalty_sentence_says_only_what_the_penalty_check_shows():
+    margin = shift.MARGIN
+    # pairwise: the rise is gone; prototype: a third of it goes; amortized: nothing changes
+    check = penalty_check({"pairwise": (0.04, 0.002), "prototype": (0.013, 0.002), "amortized": (0.0, 0.002)})
+    shares = {family: shift_prose.penalty_share(entry, margin) for family, entry in check["families"].items()}
+    assert shares == {"pairwise": "all", "prototype": "part", "amortized": "none"}
+    text = shift_prose.penalty_sentence(check, margin)
+    assert "accounts for the rise on pairwise (holding it changes the growth by +0.040 ± 0.002" in text
+    assert "accounts for part of it on prototype (a change of +0.013 ± 0.002" in text
+    assert "does not account for it on amortized (a change of +0.000 ± 0.002" in text
+    assert "pairwise +0.000 ± 0.002 (insensitive; accuracy 0.900 → 0.900) instead of -0.040 ± 0.002" in text
+    assert "l2 = 1 on weights and bias" in text and "σ = 5.0" in text
+    # a change whose interval reaches down to +m does not count as an explanation, however large its mean
+    wide = penalty_check(dict.fromkeys(FAMILIES, (0.03, 0.025)))["families"]["pairwise"]
+    assert shift_prose.penalty_share(wide, margin) == "none"
+    explained = shift_prose.penalty_sentence(penalty_check(dict.fromkeys(FAMILIES, (0.04, 0.002))), margin)
+    assert "on pairwise, prototype and amortized" in explained
+    assert "part of it" not in explained and "does not account" not in explained
+    unexplained = shift_prose.penalty_sentence(penalty_check(dict.fromkeys(FAMILIES, (0.0, 0.002))), margin)
+    assert "accounts for the rise" not in unexplained and "another cause" in unexplained
+    # where logistic regression does not come closer to Bayes, there is nothing to explain
+    assert shift_prose.penalty_sentence(penalty_check(dict.fromkeys(FAMILIES, (0.0, 0.002)), -0.005), margin) == ""
+    # the verdict's "Why" carries the sentence when given the check
+    verdict = shift.verdicts(results_from(verdict_rows(0.1, 0.0)))[0]
+    results = results_from(verdict_rows(0.1, 0.0))
+    assert text in shift_prose.why(results, verdict, check) and text not in shift_prose.why(results, verdict)
+
+
+def test_logistic_regressions_approach_to_bayes_is_read_where_it_is_the_named_algorithm():
+    # logistic regression gains 0.04 at σ = 5 (closer to Bayes) while the other rules do not move
+    results = results_from(verdict_rows(0.1, 0.0, losses={rules.LOGISTIC: -0.04}))
+    verdict = shift.verdicts(results)[0]
+    decisions = {family: row["decision"] for family, row in verdict.numbers["families"].items()}
+    assert decisions == {"pairwise": "undetermined", "prototype": "supports", "amortized": "undetermined"}
+    found = shift_prose.logistic_sentence(results, shift.MARGIN)
+    assert "on 3 of 3 families" in found and "the rule counts that as not insensitive" in found
+    assert "On pairwise and amortized it is the named explicit algorithm, so there the family cannot support" in found
+    assert f"On prototype it is reported beside {rules.NCM}, the named one: it decides nothing." in found
+    # the penalty check explains the growth and does not change a decision the rule made on the named algorithm
+    check = penalty_check(dict.fromkeys(FAMILIES, (0.04, 0.002)))
+    reading = shift_prose.penalty_reading(check, verdict)
+    assert reading.startswith("On pairwise and amortized the rule reads logistic regression as it was named")
+    assert "not an arm of the rule" in reading and "(pairwise undetermined, amortized undetermined)" in reading
+    why = shift_prose.why(results, verdict, check)
+    assert shift_prose.penalty_sentence(check, shift.MARGIN) + " " + reading in why
+    # where the named algorithms are insensitive, logistic regression decides nothing the check could touch
+    quiet = results_from(verdict_rows(0.1, 0.0))
+    assert shift_prose.logistic_sentence(quiet, shift.MARGIN) == ""
+    prototype_only = penalty_check({"pairwise": (0.0, 0.002), "prototype": (0.04, 0.002), "amortized": (0.0, 0.002)})
+    for family in ("pairwise", "amortized"):
+        prototype_only["families"][family]["fixed"]["growth"] = [0.0, 0.002]
+    assert shift_prose.penalty_reading(prototype_only, shift.verdicts(quiet)[0]) == ""
+
+
+def test_logistic_penalty_check_scores_the_chapters_episodes_with_the_inputs_divided_by_sigma(isolated_cache):
+    preset = PRESETS["smoke"]
+    check = shift.logistic_penalty_check(preset)
+    top = max(preset.shift.noise_levels)
+    assert check["noise_levels"] == [1.0, top] and check["l2"] == 1.0
+    scale = preset.classification
+    for family in FAMILIES:
+        entry = check["families"][family]
+        for index, sigma in enumerate((1.0, top)):
+            task = make_task(family, n_points=scale.n_points, noise_std=sigma)
+            chapter = evaluate(LearnerSpec("logistic").build(2, 2), task, scale.n_test_tasks, scale.test_seed)
+            assert entry["fixed"]["accuracy"][index] == pytest.approx(chapter.mean)
+        assert entry["relative"]["accuracy"][0] == pytest.approx(entry["fixed"]["accuracy"][0])  # σ = 1: no change
+    # pairwise episodes at σ are σ times those at 1 with the same labels: divided by σ, they are the same
+    pairwise = check["families"]["pairwise"]
+    assert pairwise["relative"]["accuracy"][1] == pytest.approx(pairwise["relative"]["accuracy"][0])
+    assert pairwise["relative"]["growth"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert shift.logistic_penalty_check(preset) == check  # stored: loaded, not recomputed
 
 
 def panel_pixels(explorer) -> np.ndarray:

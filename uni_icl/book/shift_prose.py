@@ -5,8 +5,10 @@ Every sentence reads the chapter's results (:class:`uni_icl.experiments.shift.Sh
 verdict, through the functions of :mod:`uni_icl.experiments.rules.shift`, so it follows whatever
 the stored numbers say: the families and learners that blocked the outcome, every arm the rule
 reads and the remedy beside it, an explicit rule whose accuracy did not move while the Bayes
-accuracy did (a change the rule reads as the rule's own), and any seed that lies far from the
-others (:func:`uni_icl.book.answers.far_seeds`), with the result without it shown beside.
+accuracy did (a change the rule reads as the rule's own), logistic regression's approach to Bayes
+with its cause measured (its fixed penalty, :func:`penalty_sentence`) and what that leaves of the
+decisions where it is the named explicit algorithm (:func:`penalty_reading`), and any seed that lies far
+from the others (:func:`uni_icl.book.answers.far_seeds`), with the result without it shown beside.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from uni_icl.book.answers import FAR_SEED_RULE, far_seeds
 from uni_icl.book.verdict_prose import decided_by, names, pm, shift_family_sentence
+from uni_icl.evaluation import Difference
 from uni_icl.experiments.rules import shift as rules
 from uni_icl.tasks import SINGLE_FAMILIES
 from uni_icl.uncertainty import seeded_difference
@@ -133,31 +136,143 @@ def _decision_without(results, family: str, seed_index: int, margin: float) -> s
 
 
 def logistic_sentence(results, margin: float) -> str:
-    """A sentence naming the families where logistic regression comes closer to Bayes as σ grows, with its
-    accuracy at both levels ('' where it does nowhere)."""
+    """Sentences naming the families where logistic regression comes closer to Bayes as σ grows, with its
+    accuracy at both levels, and what the rule makes of it there: on a family whose named explicit
+    algorithm it is, the family cannot support the claim; elsewhere it is reported ('' where it comes
+    closer to Bayes nowhere)."""
     top = max(results.noise_levels)
     found = [
-        f"{family} {_row(results, family, rules.LOGISTIC, 1.0)['mean']:.3f} → "
-        f"{_row(results, family, rules.LOGISTIC, top)['mean']:.3f}"
+        family
         for family in SINGLE_FAMILIES
         if rules.status(rules.growth(results, family, rules.LOGISTIC), margin) == "closer to Bayes"
     ]
     if not found:
         return ""
-    return (
+    accuracies = "; ".join(
+        f"{family} {_row(results, family, rules.LOGISTIC, 1.0)['mean']:.3f} → "
+        f"{_row(results, family, rules.LOGISTIC, top)['mean']:.3f}"
+        for family in found
+    )
+    text = (
         f"Logistic regression comes closer to Bayes as σ grows on {len(found)} of {len(SINGLE_FAMILIES)} families "
-        f"(accuracy at σ = 1 → σ = {top}: {'; '.join(found)}); the rule counts that as not insensitive."
+        f"(accuracy at σ = 1 → σ = {top}: {accuracies}); the rule counts that as not insensitive."
+    )
+    named = [family for family in found if rules.NAMED_EXPLICIT[family] == rules.LOGISTIC]
+    if named:
+        text += (
+            f" On {names(named)} it is the named explicit algorithm, so there the family cannot support the claim "
+            "(it contradicts it only if ICL does not degrade)."
+        )
+    for family in (family for family in found if family not in named):
+        text += f" On {family} it is reported beside {rules.NAMED_EXPLICIT[family]}, the named one: it decides nothing."
+    return text
+
+
+# what the penalty check shows per share (:func:`penalty_share`), completing "So the fixed penalty ..."
+PENALTY_SHARES = {
+    "all": "accounts for the rise on {families} (holding it changes the growth by {changes}, and it no longer "
+    "lies below −m)",
+    "part": "accounts for part of it on {families} (a change of {changes}; the growth still lies below −m, for a "
+    "reason this check does not isolate)",
+    "none": "does not account for it on {families} (a change of {changes}, not above +m: the rise has another cause "
+    "there)",
+}
+
+
+def penalty_share(entry: dict, margin: float) -> str:
+    """What holding logistic regression's penalty relative to the data did to its gap growth on one
+    family (a family's entry of :func:`uni_icl.experiments.shift.logistic_penalty_check`): 'all' when
+    the growth rose by more than the margin (the interval of the paired change lies above +m) and no
+    longer lies below −m, 'part' when it rose by more than the margin but still lies below −m, 'none'
+    when it did not rise by more than the margin."""
+    if Difference(*entry["relative_minus_fixed"]).lower <= margin:
+        return "none"
+    relative = Difference(*entry["relative"]["growth"])
+    return "part" if rules.status(relative, margin) == "closer to Bayes" else "all"
+
+
+def _closer_to_bayes(check: dict, margin: float) -> dict:
+    """The families of the penalty check where the chapter's logistic regression comes closer to Bayes
+    (its growth lies below −m), with their entries."""
+    return {
+        family: check["families"][family]
+        for family in SINGLE_FAMILIES
+        if rules.status(Difference(*check["families"][family]["fixed"]["growth"]), margin) == "closer to Bayes"
+    }
+
+
+def penalty_sentence(check: dict, margin: float) -> str:
+    """Why logistic regression comes closer to Bayes as σ grows, from the penalty check
+    (:func:`uni_icl.experiments.shift.logistic_penalty_check`): on each family where its growth lies
+    below −m, its growth and accuracy with the penalty held relative to the data beside the chapter's,
+    and what that shows (:func:`penalty_share`); '' where it comes closer to Bayes on no family."""
+    top = check["noise_levels"][1]
+    found = _closer_to_bayes(check, margin)
+    if not found:
+        return ""
+
+    def held(entry: dict) -> str:
+        relative = entry["relative"]
+        accuracy = " → ".join(f"{value:.3f}" for value in relative["accuracy"])
+        status = rules.status(Difference(*relative["growth"]), margin)
+        return f"{pm(relative['growth'])} ({status}; accuracy {accuracy}) instead of {pm(entry['fixed']['growth'])}"
+
+    measured = "; ".join(f"{family} {held(entry)}" for family, entry in found.items())
+    shares = {family: penalty_share(entry, margin) for family, entry in found.items()}
+
+    def where(share: str) -> tuple[str, str]:
+        """The families with this share, and their changes of growth."""
+        chosen = [family for family in found if shares[family] == share]
+        return names(chosen), " and ".join(pm(found[family]["relative_minus_fixed"]) for family in chosen)
+
+    clauses = []
+    for share, text in PENALTY_SHARES.items():
+        families, changes = where(share)
+        if families:
+            clauses.append(text.format(families=families, changes=changes))
+    return (
+        f"Why logistic regression comes closer to Bayes: its penalty (l2 = {check['l2']:g} on weights and bias) is "
+        "fixed while the inputs grow with σ, so relative to the data the penalty on its weights weakens σ²-fold. "
+        "Scored on the same episodes with the penalty held at its σ = 1 strength relative to the data (the inputs "
+        f"divided by σ), its gap growth from σ = 1 to σ = {top} is {measured}. So the fixed penalty "
+        + "; ".join(clauses)
+        + "."
     )
 
 
-def why(results, verdict) -> str:
-    """Markdown: why claim 3(b) came out as it did, from the verdict and the chapter's results."""
+def penalty_reading(check: dict, verdict) -> str:
+    """What the penalty check does to claim 3(b)'s decisions: on the families where logistic regression,
+    their named explicit algorithm, comes closer to Bayes, the rule reads it as named (fixed penalty), so
+    the check explains its growth and leaves each family's decision as the verdict states it; '' where
+    there is no such family."""
+    families = verdict.numbers["families"]
+    named = [
+        family
+        for family in _closer_to_bayes(check, verdict.numbers["margin"])
+        if families[family]["judged"]["explicit_name"] == rules.LOGISTIC
+    ]
+    if not named:
+        return ""
+    decisions = ", ".join(f"{family} {families[family]['decision']}" for family in named)
+    return (
+        f"On {names(named)} the rule reads logistic regression as it was named before any run, with its fixed "
+        "penalty: holding the penalty relative to the data diagnoses its growth and is not an arm of the rule, "
+        f"so the decisions stand ({decisions})."
+    )
+
+
+def why(results, verdict, penalty_check: dict | None = None) -> str:
+    """Markdown: why claim 3(b) came out as it did, from the verdict and the chapter's results (and,
+    where given, the logistic penalty check of :func:`penalty_sentence`)."""
     margin = verdict.numbers["margin"]
     parts = [decided_by(verdict)]
     parts += unmoved_rules(results, margin)
     logistic = logistic_sentence(results, margin)
     if logistic:
         parts.append(logistic)
+    penalty = penalty_sentence(penalty_check, margin) if penalty_check is not None else ""
+    if penalty:
+        parts.append(" ".join(filter(None, (penalty, penalty_reading(penalty_check, verdict)))))
     parts += remedy_sentences(results, margin)
     parts += seed_sentences(results, margin)
     return "\n\n".join(parts)

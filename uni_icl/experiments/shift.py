@@ -20,6 +20,9 @@ The test episodes at two noise levels are the same draws (same generator seed; t
 scales the same normal draws), so a learner's gap growth is paired by episode as well as by seed
 (:func:`growth`). ``verdicts`` decides claim 3(b) with ``RULE_3B`` (:func:`decide_family`,
 :func:`decide_3b`), gated by the convergence test of the models it compares.
+
+Not part of the rule, :func:`logistic_penalty_check` measures why logistic regression comes closer
+to Bayes as the noise grows: it scores it again with its penalty held relative to the data.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uni_icl.evaluation import EVAL_BATCH, Difference, EvalResult, is_prefix_size
+from uni_icl.device import default_device, policy_threads
+from uni_icl.evaluation import EVAL_BATCH, Difference, EvalResult, evaluate, is_prefix_size
 from uni_icl.experiments.common import (
     MATCHING_LEARNER,
     MIXED_FAMILY,
     SINGLE_FAMILIES,
+    bayes_code_hash,
     bayes_predictor,
     cached_evaluation,
     classification_job,
@@ -79,6 +84,7 @@ from uni_icl.experiments.rules.shift import (
     growth,
     growth_matrix,
     growth_per_seed,
+    rows_growth,
     status,
 )
 from uni_icl.experiments.rules.shift import (
@@ -88,10 +94,11 @@ from uni_icl.learners import LearnerSpec, display_name
 from uni_icl.learners.selectors import AlgorithmSelector
 from uni_icl.parallel import Job, run_job, train_all
 from uni_icl.presets import ClassificationScale, Preset, ShiftScale
-from uni_icl.runs import TrainedLearner, evaluate_or_load, prepare, train_or_load
+from uni_icl.runs import CODE_VERSION, TrainedLearner, evaluate_or_load, prepare, train_or_load
+from uni_icl.storage import cache_root, cached_entry, config_hash
 from uni_icl.tasks import TaskFamily, make_generator
 from uni_icl.uncertainty import seeded_difference
-from uni_icl.validation import check_choice, check_int, check_positive
+from uni_icl.validation import check_choice, check_int, check_keys, check_numbers, check_positive
 from uni_icl.verdicts import ClaimVerdict, model_record
 
 CHAPTER = "book/04_shift"
@@ -220,6 +227,23 @@ def training_plan(preset: Preset) -> list[Job]:
     return jobs
 
 
+def bayes_reference(preset: Preset, task: TaskFamily) -> list[EvalResult]:
+    """The Bayes predictor of the test distribution ``task`` on the chapter's test episodes: exact,
+    except on prototype, where the Monte-Carlo reference runs on a prefix of the episodes with one
+    sampler seed per training seed, so the gaps' intervals include its Monte-Carlo error."""
+    scale, sizes = preset.classification, preset.shift
+    n_tasks, seed = scale.n_test_tasks, scale.test_seed
+    if task.name != "prototype":
+        return [evaluate_bayes_or_load(task, n_tasks=n_tasks, seed=seed, n_samples=sizes.bayes_samples).result]
+    n_ref = min(sizes.n_reference_tasks, n_tasks)
+    return [
+        evaluate_bayes_or_load(
+            task, n_tasks=n_ref, seed=seed, bayes_seed=sampler_seed, n_samples=sizes.bayes_samples
+        ).result
+        for sampler_seed in range(len(scale.seeds))
+    ]
+
+
 def run(preset: Preset, *, progress: bool = True) -> ShiftResults:
     """Train-or-load the models with every seed, evaluate the grid of families x noise levels, compute gaps."""
     started = time.perf_counter()
@@ -247,7 +271,6 @@ def run(preset: Preset, *, progress: bool = True) -> ShiftResults:
     identities = [selector_identity(group) for group in groups]
     baselines = {name: prepare(LearnerSpec(name)) for name in BASELINES}
     n_tasks, seed = scale.n_test_tasks, scale.test_seed
-    n_ref = min(sizes.n_reference_tasks, n_tasks)
 
     def stored(models_for: Callable[[str], list[TrainedLearner]]) -> Evaluator:
         return lambda family, task: [
@@ -260,19 +283,6 @@ def run(preset: Preset, *, progress: bool = True) -> ShiftResults:
             for identity, selector in zip(identities, selectors, strict=True)
         ]
 
-    def reference(family: str, task: TaskFamily) -> list[EvalResult]:
-        """The Bayes predictor of the test distribution: exact, except on prototype, where the
-        Monte-Carlo reference runs on a prefix of the episodes with one sampler seed per training
-        seed, so the gaps' intervals include its Monte-Carlo error."""
-        if family != "prototype":
-            return [evaluate_bayes_or_load(task, n_tasks=n_tasks, seed=seed, n_samples=sizes.bayes_samples).result]
-        return [
-            evaluate_bayes_or_load(
-                task, n_tasks=n_ref, seed=seed, bayes_seed=sampler_seed, n_samples=sizes.bayes_samples
-            ).result
-            for sampler_seed in range(len(seeds))
-        ]
-
     evaluators: dict[str, Evaluator] = {
         ICL_MIXTURE: stored(lambda family: icl_mixture),
         ICL_OWN: stored(lambda family: icl_own[family]),
@@ -280,7 +290,7 @@ def run(preset: Preset, *, progress: bool = True) -> ShiftResults:
         **{display: stored(lambda family, name=name: [baselines[name]]) for name, display in BASELINES.items()},
         SELECTOR: selected,
         REMEDY: stored(lambda family: remedy),
-        BAYES: reference,
+        BAYES: lambda family, task: bayes_reference(preset, task),
     }
     rows = shift_grid(
         evaluators,
@@ -416,3 +426,112 @@ def verdicts(results: ShiftResults) -> list[ClaimVerdict]:
             wall_seconds=results.wall_seconds,
         )
     ]
+
+
+# ----------------------------------------------------------------------------- logistic regression's penalty
+
+
+class ScaledInputs(nn.Module):
+    """``learner`` applied to the inputs times ``factor``: forward(xs (B, N, d), ys (B, N)) -> logits (B, N, C)."""
+
+    is_regression = False
+
+    def __init__(self, learner: nn.Module, factor: float) -> None:
+        super().__init__()
+        check_positive("factor", factor)
+        self.learner, self.factor = learner, float(factor)
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return self.learner(xs * self.factor, ys)
+
+
+PENALTY_ARMS = ("fixed", "relative")  # the chapter's logistic regression; its penalty held relative to the data
+
+
+def logistic_penalty_check(preset: Preset) -> dict:
+    """Logistic regression with its penalty as the chapter runs it and held relative to the data, cached.
+
+    The chapter's logistic regression penalises weights and bias with a fixed l2 while the inputs grow
+    with σ, so relative to the data its penalty on the weights weakens σ²-fold. This scores it at
+    noise_std = 1 and at the largest level, on the chapter's test episodes of each family, as the
+    chapter does ('fixed', the chapter's stored evaluations) and on the inputs divided by σ
+    ('relative': the penalty of σ = 1 relative to the data; on the raw inputs, a weight penalty of
+    σ² l2 with the bias's kept at l2), each against the chapter's Bayes reference. Returns
+    ``{"l2": l2, "noise_levels": [1, top], "families": {family: {"bayes": [accuracy at 1, at top],
+    arm: {"accuracy": [at 1, at top], "growth": [mean, ci]}, "relative_minus_fixed": [mean, ci]}}}``:
+    growth as :func:`growth` (the gap to Bayes at top minus at 1, paired by episode), and the paired
+    difference of the two arms' growths (the Bayes reference cancels in it). Keyed by the test tasks
+    and episodes, the learner, the reference's settings and ``CODE_VERSION``.
+    """
+    scale, sizes = preset.classification, preset.shift
+    n_tasks, seed, top = scale.n_test_tasks, scale.test_seed, max(sizes.noise_levels)
+    logistic = prepare(LearnerSpec("logistic"))
+    config = {
+        "code_version": CODE_VERSION,
+        "kind": "logistic-penalty-check",
+        "learner": logistic.spec.config(),
+        "tasks": [classification_task(scale, f, noise_std=s).config() for f in SINGLE_FAMILIES for s in (1.0, top)],
+        "n_tasks": n_tasks,
+        "seed": seed,
+        "reference": {
+            "n_tasks": min(sizes.n_reference_tasks, n_tasks),
+            "n_samples": sizes.bayes_samples,
+            "sampler_seeds": len(scale.seeds),
+            "bayes_code": bayes_code_hash(),
+            "device": default_device().type,
+        },
+    }
+
+    def relative(family: str, task: TaskFamily) -> EvalResult:
+        with policy_threads():
+            return evaluate(ScaledInputs(logistic.learner, 1 / task.noise_std), task, n_tasks=n_tasks, seed=seed)
+
+    def compute() -> dict:
+        evaluators: dict[str, Evaluator] = {
+            "fixed": lambda family, task: evaluate_or_load(logistic, task, n_tasks=n_tasks, seed=seed),
+            "relative": relative,
+            BAYES: lambda family, task: bayes_reference(preset, task),
+        }
+        rows = shift_grid(
+            evaluators,
+            SINGLE_FAMILIES,
+            (1.0, top),
+            lambda family, sigma: classification_task(scale, family, noise_std=sigma),
+            progress=False,
+        )
+        cell = {(r["family"], r["noise_std"], r["learner"]): r["mean"] for r in rows}
+
+        def paired(family: str, arm: str) -> np.ndarray:  # (S, n) per-episode growth
+            return episode_gaps(rows, family, top, arm) - episode_gaps(rows, family, 1.0, arm)
+
+        families = {}
+        for family in SINGLE_FAMILIES:
+            entry = {"bayes": [cell[family, s, BAYES] for s in (1.0, top)]}
+            for arm in PENALTY_ARMS:
+                difference = rows_growth(rows, family, arm, 1.0, top)
+                entry[arm] = {
+                    "accuracy": [cell[family, s, arm] for s in (1.0, top)],
+                    "growth": [difference.mean, difference.ci],
+                }
+            change = seeded_difference(paired(family, "relative"), paired(family, "fixed"))
+            entry["relative_minus_fixed"] = [change.mean, change.ci]
+            families[family] = entry
+        return {"l2": logistic.learner.l2, "noise_levels": [1.0, top], "families": families}
+
+    def validate(entry) -> None:
+        name = "logistic penalty check"
+        check_keys(name, entry, ["l2", "noise_levels", "families"])
+        check_numbers(f"{name}.l2", [entry["l2"]], minimum=0.0)
+        check_numbers(f"{name}.noise_levels", entry["noise_levels"], minimum=0.0)
+        check_keys(f"{name}.families", entry["families"], SINGLE_FAMILIES)
+        for family, found in entry["families"].items():
+            check_keys(f"{name}.{family}", found, ["bayes", *PENALTY_ARMS, "relative_minus_fixed"])
+            check_numbers(f"{name}.{family}.bayes", found["bayes"], minimum=0.0, maximum=1.0)
+            check_numbers(f"{name}.{family}.relative_minus_fixed", found["relative_minus_fixed"])
+            for arm in PENALTY_ARMS:
+                check_keys(f"{name}.{family}.{arm}", found[arm], ["accuracy", "growth"])
+                check_numbers(f"{name}.{family}.{arm}.accuracy", found[arm]["accuracy"], minimum=0.0, maximum=1.0)
+                check_numbers(f"{name}.{family}.{arm}.growth", found[arm]["growth"])
+
+    path = cache_root() / "results" / f"logistic-penalty-{config_hash(config)}.json"
+    return cached_entry(path, compute, validate)[0]

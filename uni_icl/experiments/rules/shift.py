@@ -126,9 +126,13 @@ def growth(results: ShiftResults, family: str, learner: str, low: float = 1.0, h
     """Gap at the largest noise level (or ``high``) minus gap at ``low``, with a 95% interval over the
     training seeds and the test episodes, each episode paired with itself at the two levels."""
     high = max(results.noise_levels) if high is None else high
-    return seeded_difference(
-        episode_gaps(results.rows, family, high, learner), episode_gaps(results.rows, family, low, learner)
-    )
+    return rows_growth(results.rows, family, learner, low, high)
+
+
+def rows_growth(rows: Iterable[dict], family: str, learner: str, low: float, high: float) -> Difference:
+    """:func:`growth` from the rows of a shift grid (a Bayes row at both levels among them)."""
+    rows = list(rows)
+    return seeded_difference(episode_gaps(rows, family, high, learner), episode_gaps(rows, family, low, learner))
 
 
 def growth_per_seed(results: ShiftResults, family: str, learner: str) -> list[float]:
