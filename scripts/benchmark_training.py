@@ -66,7 +66,7 @@ def measure_engine(steps: int, workers: int, rounds: int = 2) -> None:
     processes started for the grid, its start timed), and through a LocalCluster already running, in turn."""
     from distributed import Client, LocalCluster
 
-    options = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    options = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
     with LocalCluster(**options) as cluster, Client(cluster) as client:
         ways = {
             "process pool": {},

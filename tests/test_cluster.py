@@ -29,7 +29,7 @@ from uni_icl.storage import checked_torch_load, weights_hash
 def client():
     """A LocalCluster of 2 single-threaded worker processes, shared by this module's tests."""
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         distributed.Client(cluster) as connected,
     ):
         yield connected

@@ -89,7 +89,7 @@ def scheduler_client(address: str) -> Iterator[Client]:
             threads_per_worker=1,
             processes=True,
             resources={"GPU": 1} if on_gpu else None,
-            dashboard_address=None,  # no web server: several clusters may run on one machine
+            dashboard_address=":0",  # any free port: several clusters may run on one machine
         ) as cluster,
         Client(cluster) as client,
     ):
