@@ -180,6 +180,24 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_exit_2_within_seconds(
     assert not (tmp_path / "cache" / "models").exists()
 
 
+def test_the_book_build_refuses_a_scheduler_that_does_not_answer_before_any_work(tmp_path):
+    """UNI_ICL_SCHEDULER is checked with the build's other inputs: one line, exit 2, nothing built."""
+    env = {**os.environ, "UNI_ICL_CACHE": str(tmp_path / "cache"), "UNI_ICL_SCHEDULER": "tcp://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-m", "uni_icl.book.build", "--output", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: scheduler: no Dask scheduler answers at tcp://127.0.0.1:9 within 5 s; allowed: the address of a "
+        "running scheduler, or local"
+    ]
+    assert not (tmp_path / "out" / "_build").exists() and not (tmp_path / "cache" / "models").exists()
+
+
 @pytest.mark.parametrize(
     ("arguments", "environment", "name"),
     [

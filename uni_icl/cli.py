@@ -17,7 +17,6 @@ once, before any work, and the work runs under it and its thread policy (:func:`
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import warnings
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from uni_icl.experiments.common import (
 from uni_icl.learners import TRAINABLE_CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
 from uni_icl.output_paths import output_file
-from uni_icl.parallel import run_job
+from uni_icl.parallel import check_cluster, run_job
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
 from uni_icl.runtime import (
@@ -191,20 +190,6 @@ def command_runtime(args: argparse.Namespace) -> Runtime:
     if getattr(args, "scheduler", None) is not None:
         runtime = replace(runtime, scheduler=check_scheduler_address("--scheduler", args.scheduler))
     return runtime
-
-
-def check_cluster(runtime: Runtime) -> None:
-    """Raise a UsageError or ValueError (one line) unless the runtime's scheduler, if any, can be used:
-    ``distributed`` installed, and a scheduler answering at its address (:mod:`uni_icl.cluster`)."""
-    if runtime.scheduler is None:
-        return
-    if importlib.util.find_spec("distributed") is None:
-        raise UsageError(
-            "scheduler: Dask is not installed; allowed: install it (pip install distributed), or no scheduler"
-        )
-    from uni_icl.cluster import check_scheduler
-
-    check_scheduler(runtime.scheduler)
 
 
 def prepare_command(args: argparse.Namespace) -> Callable[[], str]:

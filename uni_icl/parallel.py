@@ -24,6 +24,7 @@ runtime's ``scheduler``: :mod:`uni_icl.cluster`), in the same order, into the sa
 from __future__ import annotations
 
 import functools
+import importlib.util
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterable
@@ -108,6 +109,21 @@ def _train_ensemble(specs: list[RunSpec], root: Path | None) -> None:
     for spec, (learner, history) in zip(specs, train_ensemble(specs, checkpoint_paths=checkpoints), strict=True):
         entry = {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}
         cached_entry(model_path(spec, root), lambda entry=entry: entry, model_entry_validator(learner), tensors=True)
+
+
+def check_cluster(runtime: Runtime) -> None:
+    """Raise a ValueError (one line) unless the runtime's scheduler, if any, can be used: ``distributed``
+    installed, and a scheduler answering at its address (:mod:`uni_icl.cluster`). The commands and the
+    book build call it before any work starts."""
+    if runtime.scheduler is None:
+        return
+    if importlib.util.find_spec("distributed") is None:
+        raise ValueError(
+            "scheduler: Dask is not installed; allowed: install it (pip install distributed), or no scheduler"
+        )
+    from uni_icl.cluster import check_scheduler
+
+    check_scheduler(runtime.scheduler)
 
 
 def train_all(
