@@ -9,11 +9,16 @@ Trains the quick preset's chapter-2 grid (every learner on every training family
 
 first on the idle machine, then beside one busy process that this script starts and stops itself
 (a spinning Python loop, as a browser or another job would be). It prints models per minute, the
-ratios, and how much of its idle speed each way keeps when a core is taken. The last line reads
-``parallel speed-up: R.Rx``: parallel vs the faster sequential way, idle machine.
+ratios, and how much of its idle speed each way keeps when a core is taken. It starts with the
+engine line: the same grid through the process pool, through Dask as ``--scheduler local`` runs it
+(a ``LocalCluster`` of ``--workers`` single-thread processes started for the grid, on the clock) and
+through a ``LocalCluster`` already running (:mod:`uni_icl.cluster`), twice in alternation, models
+per minute side by side. The last line reads ``parallel speed-up: R.Rx``: parallel vs the faster
+sequential way, idle machine.
 
     python scripts/benchmark_training.py            # about 14 minutes on 2 cores (measured)
     python scripts/benchmark_training.py --steps 50 # a quicker look
+    python scripts/benchmark_training.py --engine   # only the engine line: process pool vs Dask
 """
 
 from __future__ import annotations
@@ -45,13 +50,40 @@ def grid_jobs(steps: int, root: Path) -> list:
     return jobs
 
 
-def models_per_minute(steps: int, *, workers: int, threads: int) -> float:
-    """Train the grid into a fresh cache with ``workers`` processes (1: in this process) of ``threads``."""
-    with tempfile.TemporaryDirectory() as folder, use_runtime(replace(current_runtime(), threads=threads)):
+def models_per_minute(steps: int, *, workers: int, threads: int, executor=None, scheduler=None) -> float:
+    """Train the grid into a fresh cache with ``workers`` processes (1: in this process) of ``threads``, or
+    on ``executor`` (a Dask client), or on the runtime's ``scheduler`` (``local``: a LocalCluster it starts)."""
+    runtime = replace(current_runtime(), threads=threads, workers=workers, scheduler=scheduler)
+    with tempfile.TemporaryDirectory() as folder, use_runtime(replace(runtime, cache=Path(folder) / "cache")):
         jobs = grid_jobs(steps, Path(folder))
         started = time.perf_counter()
-        train_all(jobs, workers=workers, progress=False)
+        train_all(jobs, workers=workers, progress=False, executor=executor)
         return len(jobs) / (time.perf_counter() - started) * 60
+
+
+def measure_engine(steps: int, workers: int, rounds: int = 2) -> None:
+    """The grid through the process pool, through ``--scheduler local`` (a LocalCluster of ``workers``
+    processes started for the grid, its start timed), and through a LocalCluster already running, in turn."""
+    from distributed import Client, LocalCluster
+
+    options = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
+    with LocalCluster(**options) as cluster, Client(cluster) as client:
+        ways = {
+            "process pool": {},
+            "Dask, --scheduler local": {"scheduler": "local"},
+            "Dask, a running cluster": {"executor": client},
+        }
+        speeds: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(rounds):
+            for name, way in ways.items():
+                speeds[name].append(models_per_minute(steps, workers=workers, threads=1, **way))
+    for name, values in speeds.items():
+        print(f"  {name:<26} {' '.join(f'{value:6.1f}' for value in values)} models/min", flush=True)
+    pool, local, running = (sum(values) / rounds for values in speeds.values())
+    print(
+        f"engine, {workers} workers, models/min: process pool {pool:.1f}, Dask --scheduler local {local:.1f} "
+        f"({local / pool:.2f}x), Dask on a running LocalCluster {running:.1f} ({running / pool:.2f}x)"
+    )
 
 
 def measure(steps: int, workers: int, threads: int) -> dict[str, float]:
@@ -74,8 +106,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500, help="training steps per model (default 500)")
     parser.add_argument("--workers", type=int, default=cores, help="parallel workers (default: cores)")
     parser.add_argument("--threads", type=int, default=cores, help="threads of the plain sequential way")
+    parser.add_argument("--engine", action="store_true", help="only the process pool vs a Dask LocalCluster")
     args = parser.parse_args()
     print(f"chapter-2 grid at quick size, {args.steps} steps per model, {os.cpu_count()} cores", flush=True)
+    print("the engine:")
+    measure_engine(args.steps, args.workers)
+    if args.engine:
+        return
     print("idle machine:")
     idle = measure(args.steps, args.workers, args.threads)
     busy_process = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -58,6 +58,7 @@ def test_the_environment_gives_the_runtime_it_names(tmp_path):
     default = runtime_from_env({})
     assert default == Runtime() and (default.cache, default.shipped) == (DEFAULT_CACHE, REPOSITORY_RESULTS)
     assert (default.fresh, default.read_log, default.threads, default.workers) == (False, None, 1, usable_cores())
+    assert default.scheduler is None  # the process pool
     environ = {
         "UNI_ICL_CACHE": str(tmp_path / "cache"),
         "UNI_ICL_SHIPPED": str(tmp_path / "shipped"),
@@ -67,6 +68,7 @@ def test_the_environment_gives_the_runtime_it_names(tmp_path):
         "UNI_ICL_WORKERS": "1",
         "UNI_ICL_BOOK_BUILD": "1",
         "UNI_ICL_CONFIRM_CPU_PAPER": "1",
+        "UNI_ICL_SCHEDULER": "tcp://login1:8786",
     }
     expected = Runtime(
         cache=tmp_path / "cache",
@@ -77,8 +79,10 @@ def test_the_environment_gives_the_runtime_it_names(tmp_path):
         workers=1,
         static_pages=True,
         confirm_cpu_paper=True,
+        scheduler="tcp://login1:8786",
     )
     assert runtime_from_env(environ) == expected
+    assert runtime_from_env({"UNI_ICL_SCHEDULER": " local "}).scheduler == "local"
     assert runtime_from_env({"UNI_ICL_FRESH": "0", "UNI_ICL_SHIPPED": "", "UNI_ICL_READ_LOG": ""}) == runtime_from_env(
         {}
     )
@@ -93,6 +97,7 @@ def test_the_environment_gives_the_runtime_it_names(tmp_path):
         ("UNI_ICL_CONFIRM_CPU_PAPER", "y", "allowed: 1"),
         ("UNI_ICL_THREADS", "0", "allowed: a positive integer"),
         ("UNI_ICL_WORKERS", "many", "allowed: a positive integer"),
+        ("UNI_ICL_SCHEDULER", "login1:8786", "allowed: local (a Dask LocalCluster here) or a scheduler's address"),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_it_and_what_it_allows(name, value, allowed):

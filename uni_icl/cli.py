@@ -4,8 +4,9 @@ Bad input (an unknown experiment, preset, family or learner, an impossible size,
 that the inputs or the learner's outputs overflow, an ``--output`` that is not a regular file or a
 new name or lies in the cache (:mod:`uni_icl.output_paths`), a cache folder that is not writable or
 an empty ``UNI_ICL_CACHE``, the ``paper`` preset on a CPU without ``UNI_ICL_CONFIRM_CPU_PAPER=1``
-(:mod:`uni_icl.confirm`)) ends with one line on stderr naming what is wrong and what is allowed,
-and exit status 2, before any work starts. A cache path the store
+(:mod:`uni_icl.confirm`), a ``--scheduler`` or ``UNI_ICL_SCHEDULER`` that is not an address or
+where no Dask scheduler answers within seconds (:mod:`uni_icl.cluster`)) ends with one line on
+stderr naming what is wrong and what is allowed, and exit status 2, before any work starts. A cache path the store
 cannot use, or a loss that turns inf or NaN during training, ends the same way when it is met,
 with nothing cached. Ctrl-C or SIGTERM ends with one line (where training stopped, where its
 checkpoint is) and exit status 130 or 143; the same command then resumes. Warnings (a damaged cache entry that is
@@ -35,10 +36,17 @@ from uni_icl.learners import TRAINABLE_CLASSIFIERS
 from uni_icl.learners.icl import ICLConfig
 from uni_icl.learners.icler import ICLer
 from uni_icl.output_paths import output_file
-from uni_icl.parallel import run_job
+from uni_icl.parallel import check_cluster, run_job
 from uni_icl.presets import PRESET_NAMES, get_preset, preset_from_env
 from uni_icl.runs import RunSpec
-from uni_icl.runtime import Runtime, runtime_from_env, use_runtime
+from uni_icl.runtime import (
+    LOCAL_SCHEDULER,
+    Runtime,
+    check_scheduler_address,
+    current_runtime,
+    runtime_from_env,
+    use_runtime,
+)
 from uni_icl.stopping import exit_status, terminate_as_interrupt
 from uni_icl.storage import StorageError, atomic_json_export, cache_root, check_writable
 from uni_icl.validation import NonFiniteError, check_choice, check_int
@@ -92,6 +100,7 @@ def parser() -> argparse.ArgumentParser:
         "--preset", default=None, help=f"one of: {', '.join(PRESET_NAMES)} (default: $UNI_ICL_PRESET or quick)"
     )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_scheduler_option(run)
     commands.add_parser("list", help="list the experiments")
     repro = commands.add_parser("reproduce", help="measure every claim of the paper and print the scorecard")
     repro.add_argument(
@@ -101,6 +110,7 @@ def parser() -> argparse.ArgumentParser:
     repro.add_argument("--output", default=None, help="also write the scorecard JSON to this file")
     repro.add_argument("--no-progress", action="store_true", help="hide progress bars")
     repro.add_argument("--fresh", action="store_true", help="ignore the shipped results (results/): recompute them")
+    add_scheduler_option(repro)
     results = commands.add_parser("results", help="the shipped results (results/PRESET): status, export, verify")
     results.add_argument("action", help="one of: status, export, verify")
     results.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESET_NAMES)} (default: quick)")
@@ -125,6 +135,16 @@ def parser() -> argparse.ArgumentParser:
     single.add_argument("--noise-std", type=float, default=None, help="input noise sigma (default 1)")
     single.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return top
+
+
+def add_scheduler_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help=f"train the models on Dask: a scheduler's address (tcp://host:8786) or {LOCAL_SCHEDULER} (a LocalCluster "
+        "here) (default: $UNI_ICL_SCHEDULER, else this machine's process pool)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,9 +183,14 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def command_runtime(args: argparse.Namespace) -> Runtime:
-    """The runtime of the environment (a ValueError names a bad variable), fresh under ``reproduce --fresh``."""
+    """The runtime of the environment (a ValueError names a bad variable), fresh under ``reproduce --fresh``,
+    on the scheduler of ``--scheduler`` if given."""
     runtime = runtime_from_env()
-    return replace(runtime, fresh=True) if getattr(args, "fresh", False) else runtime
+    if getattr(args, "fresh", False):
+        runtime = replace(runtime, fresh=True)
+    if getattr(args, "scheduler", None) is not None:
+        runtime = replace(runtime, scheduler=check_scheduler_address("--scheduler", args.scheduler))
+    return runtime
 
 
 def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
@@ -178,6 +203,7 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
         # the only experiment, learnability, trains the models of its chapter's claims
         confirm_paper_on_cpu(get_preset(preset), lambda: claims_plan(get_preset(preset), ["2-single", "2-mixed"]))
         check_writable(cache_root())
+        check_cluster(current_runtime())
         return lambda: EXPERIMENTS[args.experiment](preset, progress)
     if args.command == "reproduce":
         from uni_icl import scorecard
@@ -186,6 +212,7 @@ def prepare_command(args: argparse.Namespace) -> Callable[[], str]:
         output = None if args.output is None else output_file(args.output)
         confirm_paper_on_cpu(get_preset(preset), lambda: claims_plan(get_preset(preset), claims))
         check_writable(cache_root())
+        check_cluster(current_runtime())
 
         def job() -> str:
             card = scorecard.reproduce(get_preset(preset), claims, progress=progress)

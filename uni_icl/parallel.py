@@ -16,16 +16,21 @@ stored models, and every number computed from them, are the same with 1 and with
 killed run keeps each unfinished job's last checkpoint, and the next call resumes it. With one
 worker, or one job to do, everything runs in this process: no process is started. On CUDA the
 seeds of one model train as one batched ensemble (:mod:`uni_icl.ensemble`) by default.
+
+On a cluster the same grid runs on Dask instead of the process pool (an ``executor``, or the
+runtime's ``scheduler``: :mod:`uni_icl.cluster`), in the same order, into the same store.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -35,6 +40,9 @@ from uni_icl.learners import kind_of
 from uni_icl.runs import RunSpec, checkpoint_path, model_entry_validator, model_path, train_or_load
 from uni_icl.runtime import Runtime, current_runtime, install_runtime
 from uni_icl.storage import MissingEntryError, cached_entry, is_offline, is_stored
+
+if TYPE_CHECKING:  # imported only where a scheduler is used (uni_icl.cluster)
+    from distributed import Client
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,21 @@ def _train_ensemble(specs: list[RunSpec], root: Path | None) -> None:
         cached_entry(model_path(spec, root), lambda entry=entry: entry, model_entry_validator(learner), tensors=True)
 
 
+def check_cluster(runtime: Runtime) -> None:
+    """Raise a ValueError (one line) unless the runtime's scheduler, if any, can be used: ``distributed``
+    installed, and a scheduler answering at its address (:mod:`uni_icl.cluster`). The commands and the
+    book build call it before any work starts."""
+    if runtime.scheduler is None:
+        return
+    if importlib.util.find_spec("distributed") is None:
+        raise ValueError(
+            "scheduler: Dask is not installed; allowed: install it (pip install distributed), or no scheduler"
+        )
+    from uni_icl.cluster import check_scheduler
+
+    check_scheduler(runtime.scheduler)
+
+
 def train_all(
     jobs: Iterable[Job],
     *,
@@ -121,6 +144,7 @@ def train_all(
     ensembles: bool | None = None,
     progress: bool = True,
     description: str = "training",
+    executor: Client | None = None,
 ) -> list[str]:
     """Run every job whose entry is not stored, on ``workers`` processes; returns the labels it ran.
 
@@ -129,20 +153,44 @@ def train_all(
     was faster (``scripts/benchmark_ensemble.py``). One progress bar counts finished jobs for the
     whole grid. An error in a job (e.g. a NonFiniteError) stops the other workers and is raised here;
     finished jobs stay stored, unfinished ones keep their checkpoints.
+
+    ``executor``: a Dask ``distributed.Client`` runs the jobs on its cluster's workers instead
+    (:mod:`uni_icl.cluster`; ``workers`` is then the cluster's, and ``ensembles`` defaults to whether
+    the workers have GPUs); left out, the runtime's ``scheduler`` is used if it names one, else the
+    process pool.
     """
-    workers = current_runtime().workers if workers is None else workers
-    ensembles = default_device().type == "cuda" if ensembles is None else ensembles
-    pending = one_job_per_entry([job for job in jobs if not is_stored(job.path)])
+    plan = list(jobs)
+    pending = one_job_per_entry([job for job in plan if not is_stored(job.path)])
     if pending and is_offline():
         raise MissingEntryError(pending[0].path)
-    todo = sorted(seed_ensembles(pending) if ensembles else pending, key=lambda job: (job.stage, -job.cost))
-    if not todo:
+    if not pending:
         return []
+    runtime = current_runtime()
+    if executor is None and runtime.scheduler is None:
+        workers = runtime.workers if workers is None else workers
+        ensembles = default_device().type == "cuda" if ensembles is None else ensembles
+        run_stage = functools.partial(_run_batch, workers=workers)
+        return _train_grid(pending, ensembles, run_stage, progress, description)
+    from uni_icl.cluster import dask_grid
+
+    with dask_grid(executor or runtime.scheduler, plan) as grid:
+        ensembles = grid.gpus if ensembles is None else ensembles
+        return _train_grid(pending, ensembles, grid.run_stage, progress, description)
+
+
+def _train_grid(
+    pending: list[Job],
+    ensembles: bool,
+    run_stage: Callable[[list[Job]], Iterable[str]],
+    progress: bool,
+    description: str,
+) -> list[str]:
+    """Run ``pending`` stage by stage, longest first, through ``run_stage``, with one progress bar."""
+    todo = sorted(seed_ensembles(pending) if ensembles else pending, key=lambda job: (job.stage, -job.cost))
     bar = tqdm(total=len(todo), desc=description, unit="model", disable=not progress)
     try:
         for stage in sorted({job.stage for job in todo}):
-            batch = [job for job in todo if job.stage == stage]
-            for label in _run_batch(batch, min(workers, len(batch))):
+            for label in run_stage([job for job in todo if job.stage == stage]):
                 bar.update(1)
                 bar.set_postfix_str(label)
     finally:
@@ -150,8 +198,10 @@ def train_all(
     return [job.label for job in todo]
 
 
-def _run_batch(jobs: list[Job], workers: int) -> Iterable[str]:
-    """Run ``jobs`` (no dependencies among them), yielding each label as it finishes."""
+def _run_batch(jobs: list[Job], *, workers: int) -> Iterable[str]:
+    """Run ``jobs`` (no dependencies among them) on at most ``workers`` processes, yielding each label as it
+    finishes."""
+    workers = min(workers, len(jobs))
     if workers <= 1:
         for job in jobs:
             with policy_threads():

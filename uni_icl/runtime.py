@@ -21,6 +21,9 @@ variable                        field
 ``UNI_ICL_THREADS``             ``threads``: torch threads per process (default 1, :mod:`uni_icl.device`)
 ``UNI_ICL_WORKERS``             ``workers``: training processes (default one per core,
                                 :mod:`uni_icl.parallel`)
+``UNI_ICL_SCHEDULER``           ``scheduler``: train the grid on Dask: a scheduler's address (``tcp://host:8786``)
+                                or ``local`` (a ``LocalCluster`` started here, :mod:`uni_icl.cluster`);
+                                unset: the local process pool
 ``UNI_ICL_BOOK_BUILD``          ``static_pages``: 1 while the book build executes the notebooks
 ``UNI_ICL_CONFIRM_CPU_PAPER``   ``confirm_cpu_paper``: 1 trains the ``paper`` preset on a CPU without
                                 asking (:mod:`uni_icl.confirm`)
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +49,14 @@ FRESH_ENV = "UNI_ICL_FRESH"
 READ_LOG_ENV = "UNI_ICL_READ_LOG"
 THREADS_ENV = "UNI_ICL_THREADS"
 WORKERS_ENV = "UNI_ICL_WORKERS"
+SCHEDULER_ENV = "UNI_ICL_SCHEDULER"
 BOOK_BUILD_ENV = "UNI_ICL_BOOK_BUILD"
 CONFIRM_ENV = "UNI_ICL_CONFIRM_CPU_PAPER"
 
 DEFAULT_CACHE = Path.home() / ".cache" / "uni_icl"
 REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"  # next to the package in a checkout
+LOCAL_SCHEDULER = "local"  # the scheduler value that starts a Dask LocalCluster on this machine
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://[^\s/:]+(:\d{1,5})?$")  # what distributed.Client connects to
 PER_CORE = 4  # at most this many torch threads, or worker processes, per core this process may use
 
 
@@ -76,7 +83,7 @@ class Runtime:
     workers: int = field(default_factory=usable_cores)  # training processes (uni_icl.parallel)
     static_pages: bool = False  # executed by the book build for the static pages, not a live kernel
     confirm_cpu_paper: bool = False  # the paper preset may train on a CPU without asking
-    scheduler: str | None = None  # reserved for a distributed scheduler's address; unused
+    scheduler: str | None = None  # a Dask scheduler's address or "local" (uni_icl.cluster); None: the process pool
 
 
 def runtime_from_env(environ: Mapping[str, str] | None = None) -> Runtime:
@@ -93,6 +100,20 @@ def runtime_from_env(environ: Mapping[str, str] | None = None) -> Runtime:
         workers=resource_count(WORKERS_ENV, environ, usable_cores(), "default: one per core"),
         static_pages=_flag(environ, BOOK_BUILD_ENV, "1 (the book build executes the pages) or 0"),
         confirm_cpu_paper=_flag(environ, CONFIRM_ENV, "1 (train the paper preset on a CPU) or 0"),
+        scheduler=check_scheduler_address(SCHEDULER_ENV, environ.get(SCHEDULER_ENV, "").strip() or None),
+    )
+
+
+def check_scheduler_address(name: str, value: str | None) -> str | None:
+    """``value`` if it is ``local`` or a scheduler address (``tcp://host:port``) or None; else a ValueError
+    naming ``name`` (the variable or the command's option). Whether a scheduler answers there is checked
+    by :func:`uni_icl.cluster.check_scheduler`."""
+    if value is None or value == LOCAL_SCHEDULER or SCHEDULER_ADDRESS.match(value):
+        return value
+    shown = value if len(value) <= 60 else value[:60] + "..."
+    raise ValueError(
+        f"{name}: got {shown!r}; allowed: {LOCAL_SCHEDULER} (a Dask LocalCluster here) or a scheduler's address "
+        "such as tcp://host:8786"
     )
 
 

@@ -465,6 +465,28 @@ def cached_entry(
     return value, False
 
 
+def entry_file(path: Path) -> bytes | None:
+    """The file of the entry at ``path`` as the cache holds it (checksum line included), a shipped one
+    copied into the cache first; None where :func:`is_stored` would say False. With
+    :func:`store_entry_file`, how an entry travels to a machine that cannot see this cache and back
+    (:mod:`uni_icl.cluster`)."""
+    with entry_lock(path):
+        if shipped_results_off() and _shipped_marker(path).exists():
+            return None
+        if not path.exists() and not _copy_shipped(path):
+            return None
+        with _storage_errors(path):
+            return path.read_bytes()
+
+
+def store_entry_file(path: Path, data: bytes) -> None:
+    """Store ``data``, an entry's file as :func:`entry_file` returns it, at ``path`` (atomically, as computed
+    here: a shipped-copy mark beside it is removed). A damaged one is found when it is read, like any entry."""
+    with entry_lock(path):
+        _write_atomic(path, data, checksum=False)
+        _shipped_marker(path).unlink(missing_ok=True)
+
+
 def json_entry(path: Path, compute: Callable[[], Any], validate: Validator | None = None) -> Any:
     """The JSON value of :func:`cached_entry` (computed or loaded)."""
     return cached_entry(path, compute, validate)[0]

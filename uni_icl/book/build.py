@@ -54,7 +54,7 @@ from nbclient.exceptions import CellExecutionError
 from uni_icl.book.execute import ExecutionLimits, NotebookStalledError, execute_notebook
 from uni_icl.confirm import confirm_paper_on_cpu
 from uni_icl.output_paths import output_folder
-from uni_icl.parallel import Job, train_all
+from uni_icl.parallel import Job, check_cluster, train_all
 from uni_icl.presets import Preset, preset_from_env
 from uni_icl.results import start_read_log
 from uni_icl.runtime import BOOK_BUILD_ENV, READ_LOG_ENV, Runtime, current_runtime, runtime_from_env, use_runtime
@@ -263,6 +263,7 @@ def _checked_build(args: argparse.Namespace) -> int:
             output = output_folder(args.output)
             confirm_paper_on_cpu(preset, lambda: book_plan(preset))
             check_writable(cache_root())
+            check_cluster(runtime)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
