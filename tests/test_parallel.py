@@ -15,6 +15,7 @@ import torch
 from uni_icl.experiments import learnability
 from uni_icl.parallel import Job, train_all
 from uni_icl.presets import get_preset
+from uni_icl.runs import check_rungs, model_path, rung_spec
 from uni_icl.runtime import current_runtime, runtime_from_env, use_runtime
 from uni_icl.storage import checked_torch_load
 
@@ -88,7 +89,8 @@ def test_the_cli_rejects_a_bad_worker_count_before_any_work(tmp_path):
 
 def test_seeds_trained_as_one_ensemble_store_what_single_runs_store(tmp_path):
     """On CUDA the seeds of a model train as one ensemble; forced here on the CPU, the stored entries
-    match single-model training up to the ensemble's float rounding (see tests/test_ensemble.py)."""
+    (the budget ladder's shorter rungs too) match single-model training up to the ensemble's float
+    rounding (see tests/test_ensemble.py)."""
     stores = {}
     for ensembles in (False, True):
         with use_runtime(replace(current_runtime(), cache=tmp_path / f"ensembles-{ensembles}")):
@@ -98,7 +100,12 @@ def test_seeds_trained_as_one_ensemble_store_what_single_runs_store(tmp_path):
             assert len(jobs) == 2  # the smoke preset's two seeds (not the authors' 2-2-2 shape)
             ran = train_all(jobs, workers=1, ensembles=ensembles, progress=False)
             assert len(ran) == (1 if ensembles else 2)
-            stores[ensembles] = _stored_models(jobs)
+            rungs = [rung_spec(job.spec, rung) for job in jobs for rung in check_rungs(job.spec, job.rungs)]
+            assert len(rungs) == 2  # each seed's shorter rung
+            stores[ensembles] = _stored_models(jobs) | {
+                spec.key: checked_torch_load(model_path(spec)) for spec in rungs
+            }
+    assert stores[True].keys() == stores[False].keys()
     for label, single in stores[False].items():
         batched = stores[True][label]
         assert batched["config"] == single["config"]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -50,6 +50,7 @@ from uni_icl.stopping import Interrupted
 from uni_icl.tasks import Episode
 from uni_icl.training import (
     EpisodeObjective,
+    Milestone,
     TrainHistory,
     add_pending_losses,
     deferred_interrupt,
@@ -108,6 +109,7 @@ def train_ensemble(
     device: torch.device | None = None,
     progress: bool = False,
     checkpoint_paths: Sequence[Path] | None = None,
+    milestones: Sequence[Mapping[int, Milestone]] | None = None,
 ) -> list[tuple[nn.Module, TrainHistory]]:
     """Train the runs ``specs`` (differing only in ``train.seed``) as one batched model; see the module.
 
@@ -115,12 +117,14 @@ def train_ensemble(
     or SIGTERM arrives (then :class:`~uni_icl.stopping.Interrupted` is raised at the end of the
     step), each member's checkpoint is written as :func:`~uni_icl.training.train` writes its single
     run's; a call that finds all of them, in step, resumes from them, and they are removed when
-    training completes (or a number turns inf or NaN). Returns, per spec in order, its learner
-    holding its best validation weights and its history.
+    training completes (or a number turns inf or NaN). ``milestones`` (one mapping per spec) are
+    called as :func:`~uni_icl.training.train` calls its single run's. Returns, per spec in order, its
+    learner holding its best validation weights and its history.
     """
     check_ensemble_specs(specs)
-    if checkpoint_paths is not None and len(checkpoint_paths) != len(specs):
-        raise ValueError(f"checkpoint_paths: got {len(checkpoint_paths)}; allowed: one per spec ({len(specs)})")
+    for name, given in (("checkpoint_paths", checkpoint_paths), ("milestones", milestones)):
+        if given is not None and len(given) != len(specs):
+            raise ValueError(f"{name}: got {len(given)}; allowed: one per spec ({len(specs)})")
     device = device or default_device()
     first = specs[0]
     config, task, schedule = first.train, first.task, first.schedule
@@ -202,6 +206,10 @@ def train_ensemble(
                 bar.update(1)
                 if step % config.eval_every == 0 or step == config.max_steps:
                     record(active, step, pending)
+                    for s in active:
+                        if milestones and step in milestones[s]:
+                            histories[s].seconds = earlier + time.perf_counter() - started
+                            milestones[s][step](copy.deepcopy(histories[s]), states[s]["best_weights"])
                 if checkpoint_paths is not None and (step % config.checkpoint_every == 0 or interrupted()):
                     save_checkpoints(active, step, pending, earlier + time.perf_counter() - started)
                 if interrupted():

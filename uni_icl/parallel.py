@@ -37,7 +37,15 @@ from tqdm.auto import tqdm
 
 from uni_icl.device import default_device, policy_threads
 from uni_icl.learners import kind_of
-from uni_icl.runs import RunSpec, checkpoint_path, model_entry_validator, model_path, train_or_load
+from uni_icl.runs import (
+    RunSpec,
+    build_seeded,
+    checkpoint_path,
+    model_entry_validator,
+    model_path,
+    rung_milestones,
+    train_or_load,
+)
 from uni_icl.runtime import Runtime, current_runtime, install_runtime
 from uni_icl.storage import MissingEntryError, cached_entry, is_offline, is_stored
 
@@ -94,11 +102,11 @@ def seed_ensembles(jobs: list[Job]) -> list[Job]:
     (:func:`uni_icl.ensemble.train_ensemble`); other jobs are kept as they are."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        if job.spec is None or job.spec.schedule is not None or job.rungs:
+        if job.spec is None or job.spec.schedule is not None:
             groups[(id(job),)] = [job]
             continue
         unseeded = replace(job.spec, train=replace(job.spec.train, seed=0))
-        groups.setdefault((unseeded.key, job.stage, job.root), []).append(job)
+        groups.setdefault((unseeded.key, job.stage, job.root, job.rungs), []).append(job)
     merged = []
     for members in groups.values():
         if len(members) == 1:
@@ -106,18 +114,21 @@ def seed_ensembles(jobs: list[Job]) -> list[Job]:
             continue
         specs = [job.spec for job in members]
         label = f"{members[0].spec.label}, {len(specs)} seeds as one ensemble"
-        work = functools.partial(_train_ensemble, specs, members[0].root)
+        work = functools.partial(_train_ensemble, specs, members[0].root, members[0].rungs)
         merged.append(Job(label, members[0].path, work, sum(job.cost for job in members), members[0].stage))
     return merged
 
 
-def _train_ensemble(specs: list[RunSpec], root: Path | None) -> None:
+def _train_ensemble(specs: list[RunSpec], root: Path | None, rungs: tuple[int, ...] = ()) -> None:
     """Train ``specs`` as one ensemble, checkpointed where train_or_load checkpoints each, and store each
-    member where train_or_load finds it."""
+    member (and its ``rungs``) where train_or_load finds it."""
     from uni_icl.ensemble import train_ensemble
 
     checkpoints = [checkpoint_path(spec, root) for spec in specs]
-    for spec, (learner, history) in zip(specs, train_ensemble(specs, checkpoint_paths=checkpoints), strict=True):
+    shape = build_seeded(specs[0].learner, specs[0].task, 0)  # validates every member's entries
+    milestones = [rung_milestones(spec, rungs, shape, root) for spec in specs]
+    trained = train_ensemble(specs, checkpoint_paths=checkpoints, milestones=milestones)
+    for spec, (learner, history) in zip(specs, trained, strict=True):
         entry = {"weights": learner.state_dict(), "history": history.to_dict(), "config": spec.config()}
         cached_entry(model_path(spec, root), lambda entry=entry: entry, model_entry_validator(learner), tensors=True)
 

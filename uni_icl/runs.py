@@ -109,7 +109,7 @@ def train_or_load(
     way, as :func:`train_or_load` of :func:`rung_spec` would store them."""
     path = model_path(spec, root)
     learner = build_seeded(spec.learner, spec.task, spec.train.seed).to(device or default_device())
-    milestones = {rung: _rung_writer(rung_spec(spec, rung), learner, root) for rung in check_rungs(spec, rungs)}
+    milestones = rung_milestones(spec, rungs, learner, root)
 
     def fit() -> dict:
         history = train(
@@ -154,6 +154,13 @@ def check_rungs(spec: RunSpec, rungs: tuple[int, ...]) -> tuple[int, ...]:
                 f"in 1..{config.max_steps}; got {rung}"
             )
     return tuple(sorted(rung for rung in set(rungs) if rung < config.max_steps))
+
+
+def rung_milestones(spec: RunSpec, rungs: tuple[int, ...], learner: nn.Module, root: Path | None) -> dict:
+    """Milestones (step -> call; see :func:`~uni_icl.training.train`) that store, on the way to ``spec``'s
+    budget, the model of each of its ``rungs`` (checked by :func:`check_rungs`); ``learner`` is any
+    module of ``spec``'s shape, used to validate the entries."""
+    return {rung: _rung_writer(rung_spec(spec, rung), learner, root) for rung in check_rungs(spec, rungs)}
 
 
 def _rung_writer(spec: RunSpec, learner: nn.Module, root: Path | None) -> Callable[[TrainHistory, dict], None]:
