@@ -9,7 +9,7 @@ installs). Both are rewritten as text, so nothing else in the files changes.
 tests/test_book_config.py checks that they agree. Until it is rewritten the URL is the placeholder
 ``PLACEHOLDER_URL``, under which every launch, repository and issue button and every Colab setup
 cell fails; ``--check`` (run by the publishing workflow against the repository it runs in, and by
-tests/test_book_config.py where CI says which repository it is) fails on it.
+tests/test_book_config.py wherever the run names its repository: see ``named_repository``) fails on it.
 """
 
 from __future__ import annotations
@@ -61,6 +61,19 @@ def configuration_problem(expected: str | None = None, root: Path = ROOT) -> str
             f"_config.yml: repository.url is the placeholder {PLACEHOLDER_URL} (no such repository); run: "
             "python scripts/set_repository_url.py https://github.com/<you>/<your-repository>"
         )
+    return None
+
+
+def named_repository(environ: dict[str, str]) -> str | None:
+    """The https URL of the repository a run says it belongs to, or None where nothing names one.
+
+    ``UNI_ICL_REPOSITORY_URL`` first, then GitHub Actions' ``GITHUB_SERVER_URL``/``GITHUB_REPOSITORY``.
+    A CI that runs a copy of the repository without either names none.
+    """
+    if environ.get("UNI_ICL_REPOSITORY_URL"):
+        return environ["UNI_ICL_REPOSITORY_URL"].rstrip("/")
+    if environ.get("GITHUB_REPOSITORY"):
+        return f"{environ.get('GITHUB_SERVER_URL', 'https://github.com')}/{environ['GITHUB_REPOSITORY']}"
     return None
 
 
