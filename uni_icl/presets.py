@@ -5,9 +5,9 @@ setup, the command line, the scorecard), by :func:`preset_from_env`; what travel
 :class:`Preset`, which holds one scale object per chapter:
 
 - ``smoke``: seconds per notebook; CI executes the whole book with it. Numbers are meaningless.
-- ``quick`` (default): the whole book on 2 CPU cores; the classification models train until the
-  convergence test on their validation curve passes (or their step budget runs out), with
-  several seeds for the models a verdict compares.
+- ``quick`` (default): the whole book on 2 CPU cores; every classification model trains the same
+  fixed budget without early stopping (its shorter budgets stored on the way: the budget ladder),
+  with several seeds for the models a verdict compares.
 - ``paper``: the authors' scale, for a GPU.
 
 This module builds nothing: no tasks, no run specifications, no training. The chapters turn a
