@@ -363,6 +363,24 @@ def test_run_at_smoke_rests_on_every_seed_of_the_compared_models(isolated_cache)
     assert oracle["per_seed_episode_mean"] == results.row("MatchNet", "pairwise")["per_seed_episode_mean"]
 
 
+def test_the_ladder_reads_the_rule_at_every_rung(isolated_cache):
+    """Claim 3(a) at every budget of the ladder: a comparison and a decisive row per rung, each rung's
+    models (ICL on the mixture at 3x the rung); the last rung's row is the verdict's own."""
+    preset = PRESETS["smoke"]
+    results = experiment.run(preset, progress=False)
+    rungs = preset.classification.budget_rungs
+    assert len(rungs) > 1
+    decisive = [row for row in results.ladder if row["kind"] == "decisive"]
+    assert [row["steps"] for row in decisive] == list(rungs)
+    (verdict,) = experiment.verdicts(results)
+    assert decisive[-1]["effect"] == pytest.approx(verdict.numbers["rescaled"]["icl_minus_selector"][0])
+    assert decisive[-1]["ci"] == pytest.approx(verdict.numbers["rescaled"]["icl_minus_selector"][1])
+    assert decisive[-1]["outcome"] == verdict.outcome
+    assert decisive[0]["effect"] != decisive[-1]["effect"]  # another budget's models
+    assert [row["steps"] for row in verdict.notes["budget_ladder"]] == list(rungs)
+    assert {row["claim"] for row in verdict.notes["budget_ladder"]} == {"3a"}
+
+
 def test_the_radius_bayes_ceiling_is_shown_beside_the_learners(isolated_cache):
     results = experiment.run(PRESETS["smoke"], progress=False)
     limit = results.row(experiment.RADIUS_BAYES, "radius")

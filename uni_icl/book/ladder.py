@@ -1,8 +1,8 @@
-"""Chapter 2's budget ladder and the convergence test's calibration, as the pages show them.
+"""The budget ladder (chapters 2 and 3) and the convergence test's calibration, as the pages show them.
 
-The numbers come from :func:`uni_icl.experiments.learnability.ladder` (each rule read on the models
-of every budget) and :func:`uni_icl.convergence.calibration`; everything a sentence here says is
-computed from them.
+The numbers come from :func:`uni_icl.experiments.learnability.ladder` and
+:func:`uni_icl.experiments.selection.ladder` (each rule read on the models of every budget) and
+:func:`uni_icl.convergence.calibration`; everything a sentence here says is computed from them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from uni_icl.book.plotting import shared_legend, wrap_panel_text
 CLAIM_TITLES = {
     "2-single": "Claim 2-single: ICL against the best meta-learner (and the premise)",
     "2-mixed": "Claim 2-mixed: what mixing costs ICL, and each meta-learner's bias effect",
+    "3a": "Claim 3a: ICL on the mixture against the selector, on rescaled radius",
 }
 
 

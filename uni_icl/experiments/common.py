@@ -11,7 +11,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -94,6 +94,16 @@ def ladder_rungs(scale: ClassificationScale, spec: RunSpec) -> tuple[int, ...]:
 def ladder_spec(scale: ClassificationScale, spec: RunSpec, rung: int) -> RunSpec:
     """``spec`` at the single-family budget ``rung`` of the scale's ladder (x the number of families)."""
     return rung_spec(spec, rung * families_in(spec.task))
+
+
+def rung_scale(scale: ClassificationScale, rung: int) -> ClassificationScale:
+    """``scale`` with every learner's budget cut to the single-family ``rung`` (x3 on the mixture): its
+    runs are the rung's models, stored on the way by the full budget's runs (runs.rung_spec)."""
+    return replace(
+        scale,
+        icl_train=replace(scale.icl_train, max_steps=rung),
+        meta_train=replace(scale.meta_train, max_steps=rung),
+    )
 
 
 def candidate_jobs(scale: ClassificationScale) -> list[Job]:

@@ -204,6 +204,14 @@ def gated(outcome: str, records: list[dict]) -> str:
     return "inconclusive" if unconverged(records) else outcome
 
 
+def decisive_ladder_rows(ladder: list[dict], claim: str) -> list[dict]:
+    """The rows of a chapter's budget ladder that the scorecard JSON's ``budget_ladder`` keeps for
+    ``claim``: at each budget, the decisive comparison (claim, steps, effect, ci, label) and the rule's
+    outcome before and after the convergence gate."""
+    keys = ("claim", "steps", "effect", "ci", "label", "ungated_outcome", "outcome")
+    return [{key: row[key] for key in keys} for row in ladder if row["kind"] == "decisive" and row["claim"] == claim]
+
+
 def gated_verdict(
     claim: str,
     ungated: str,

@@ -46,11 +46,13 @@ from uni_icl.experiments.common import (
     classification_task,
     evaluate_bayes_or_load,
     evaluate_prior_bayes_or_load,
+    rung_scale,
     trained,
 )
 from uni_icl.experiments.evidence import (
     CONVERGENCE_TOLERANCE,
     MARGIN,
+    decisive_ladder_rows,
     gated_verdict,
     seeded_row,
     training_record,
@@ -325,16 +327,6 @@ def run(preset: Preset, *, progress: bool = True) -> LearnabilityResults:
     return results
 
 
-def rung_scale(scale: ClassificationScale, rung: int) -> ClassificationScale:
-    """``scale`` with every learner's budget cut to the single-family ``rung`` (x3 on the mixture): its
-    runs are the rung's models, stored on the way by the full budget's runs (runs.rung_spec)."""
-    return replace(
-        scale,
-        icl_train=replace(scale.icl_train, max_steps=rung),
-        meta_train=replace(scale.meta_train, max_steps=rung),
-    )
-
-
 def ladder(scale: ClassificationScale, bayes_part: list[dict], *, progress: bool = True) -> list[dict]:
     """Claims 2-single and 2-mixed read at every budget of ``scale.budget_rungs``: the rows of
     :func:`~uni_icl.experiments.rules.learnability.ladder_rows` for each rung's models (the Bayes rows
@@ -389,12 +381,7 @@ def verdicts(results: LearnabilityResults) -> list[ClaimVerdict]:
         mixed_numbers[f"{learner}_authors_shape_bias_effect"] = [effect.mean, effect.ci]
 
     def ladder_notes(claim: str) -> dict:
-        rows = [
-            {key: row[key] for key in ("claim", "steps", "effect", "ci", "label", "ungated_outcome", "outcome")}
-            for row in results.ladder
-            if row["kind"] == "decisive" and row["claim"] == claim
-        ]
-        return {"budget_ladder": rows, "calibration": results.calibration}
+        return {"budget_ladder": decisive_ladder_rows(results.ladder, claim), "calibration": results.calibration}
 
     return [
         gated_verdict(

@@ -33,6 +33,7 @@ from uni_icl.experiments.common import (
     classification_run,
     classification_task,
     evaluate_prior_bayes_or_load,
+    rung_scale,
     selector_identity,
     trained,
 )
@@ -41,12 +42,15 @@ from uni_icl.experiments.common import (
 # definition for every chapter that compares trained models)
 from uni_icl.experiments.evidence import (
     MARGIN,
+    decisive_ladder_rows,
+    gated,
     gated_verdict,
     per_seed_difference,
     row_difference,
     seeded_row,
     seeds_needed,
     training_record,
+    unconverged,
 )
 from uni_icl.experiments.rules.selection import (
     INPUT_SCALE,
@@ -71,6 +75,7 @@ SELECTOR = "Selector (prequential)"
 ORACLE = "Oracle selector"
 RADIUS_BAYES = "Bayes"  # the radius family's own Bayes predictor: the ceiling of any learner on it
 CHAPTER = "book/03_selection"
+RESCALED_DIFFERENCE = "ICL on mixture − selector, rescaled radius episodes"  # what RULE_3A reads
 N_CHOICE_TASKS = 256  # episodes used to count which candidate the selector picks
 
 
@@ -85,7 +90,8 @@ class SelectionResults:
     it (averaged over the seeds' selectors). ``learners``: display name -> seed-0 module (for
     decision regions). ``trainings``: one dict per trained model (``learner``, ``train_family``,
     ``layout``, ``runs``: a :func:`training_record` per seed). ``variants``: the token-layout check,
-    one dict per layout of ICL trained on the mixture (see :func:`layout_variants`).
+    one dict per layout of ICL trained on the mixture (see :func:`layout_variants`). ``ladder``: the
+    rule read at every budget of the ladder (:func:`ladder`).
     """
 
     preset: str
@@ -98,6 +104,7 @@ class SelectionResults:
     variants: list[dict] = field(default_factory=list)
     seeds: tuple[int, ...] = (0,)
     oracle_rescaled_candidate: str = ""  # the best meta-learner in hindsight on rescaled radius
+    ladder: list[dict] = field(default_factory=list)  # RULE_3A at every budget of the ladder (:func:`ladder`)
 
     def row(self, learner: str, family: str) -> dict:
         """The row of ``learner`` (display name) on ``family``."""
@@ -210,6 +217,47 @@ def _trained_seeds(scale: ClassificationScale, learner: str, family: str, progre
     return [trained(scale, learner, family, seed=seed, progress=progress) for seed in scale.seeds]
 
 
+def ladder(scale: ClassificationScale, *, progress: bool = True) -> list[dict]:
+    """Claim 3(a) read at every budget of ``scale.budget_rungs``, as the learnability chapter reads its
+    claims: RULE_3A's difference on rescaled radius with each rung's models (ICL on the mixture at 3x the
+    rung, the selector built from the meta-learners at the rung; stored on the way by the full runs),
+    gated by their convergence. Rows as :func:`~uni_icl.experiments.rules.learnability.ladder_rows`'."""
+    task = classification_task(scale, UNSEEN_RESCALED)
+    evaluation = {"n_tasks": scale.n_test_tasks, "seed": scale.test_seed}
+    rows = []
+    for rung in scale.budget_rungs:
+        at_rung = rung_scale(scale, rung)
+        icl = _trained_seeds(at_rung, "icl", MIXED_FAMILY, progress)
+        candidates = {
+            learner: _trained_seeds(at_rung, learner, family, progress) for family, learner in MATCHING_LEARNER.items()
+        }
+        selected = []
+        for index in range(len(scale.seeds)):
+            group = {name: models[index] for name, models in candidates.items()}
+            selector = AlgorithmSelector({name: model.learner for name, model in group.items()})
+            selected.append(cached_evaluation("selector", selector_identity(group), selector, task, **evaluation))
+        icl_row = seeded_row([evaluate_or_load(model, task, **evaluation) for model in icl])
+        difference = row_difference(icl_row, seeded_row(selected))
+        models = [model_record("icl", MIXED_FAMILY, [training_record(model) for model in icl])] + [
+            model_record(learner, family, [training_record(model) for model in candidates[learner]])
+            for family, learner in MATCHING_LEARNER.items()
+        ]
+        ungated = decide_3a(difference)
+        common = {"claim": "3a", "steps": rung, "label": RESCALED_DIFFERENCE, "effect": difference.mean}
+        rows += [
+            {"kind": "comparison", **common, "ci": difference.ci},
+            {
+                "kind": "decisive",
+                **common,
+                "ci": difference.ci,
+                "ungated_outcome": ungated,
+                "outcome": gated(ungated, models),
+                "unconverged": unconverged(models),
+            },
+        ]
+    return rows
+
+
 def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
     """Train-or-load every model with every seed and evaluate them on the seen families and on ``radius``."""
     started = time.perf_counter()
@@ -304,6 +352,7 @@ def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
         for variant in variants
         if not variant["default"]
     ]
+    read_at_rungs = ladder(scale, progress=progress)
     return SelectionResults(
         preset=preset.name,
         rows=rows,
@@ -315,6 +364,7 @@ def run(preset: Preset, *, progress: bool = True) -> SelectionResults:
         variants=variants,
         seeds=tuple(scale.seeds),
         oracle_rescaled_candidate=display_name(best[UNSEEN_RESCALED]),
+        ladder=read_at_rungs,
     )
 
 
@@ -366,7 +416,7 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
     difference = Difference(*rescaled["icl_minus_selector"])
     ungated = decide_3a(difference)
     models = rests_on(results)
-    label = "ICL on mixture − selector, rescaled radius episodes"
+    label = RESCALED_DIFFERENCE
     numbers = {
         "margin": MARGIN,
         "rescaled": rescaled,
@@ -412,5 +462,6 @@ def verdicts(results: SelectionResults) -> list[ClaimVerdict]:
             rule=RULE_3A,
             chapter=CHAPTER,
             wall_seconds=results.wall_seconds,
+            notes={"budget_ladder": decisive_ladder_rows(results.ladder, "3a")},
         )
     ]
