@@ -429,15 +429,45 @@ def test_validation_check_is_computed_once_per_key_then_loaded(monkeypatch):
     assert len(calls) == 1  # another model: computed
 
 
-def test_training_plan_lists_every_seed_of_both_models():
+def test_training_plan_lists_every_seed_of_both_models_and_the_ladders_budgets():
     preset = PRESETS["smoke"]
+    assert preset.m2icl.budget_rungs == (2, 4)
     plan = experiment.training_plan(preset)
     labels = [job.label for job in plan]
-    assert len(plan) == 2 * len(preset.m2icl.seeds)
-    assert [job.stage for job in plan] == [0, 0, 1, 1]
+    assert len(plan) == 3 * len(preset.m2icl.seeds)
+    assert [job.stage for job in plan] == [0, 0, 1, 1, 1, 1]
     assert {job.spec.train.seed for job in plan if job.spec is not None} == set(preset.m2icl.seeds)
-    assert labels[2:] == ["M2-ICL meta-training, seed 0", "M2-ICL meta-training, seed 1"]
+    assert labels[2:] == [
+        "M2-ICL meta-training, seed 0",
+        "M2-ICL meta-training, seed 1",
+        "M2-ICL meta-training, seed 0, 2 meta-steps",
+        "M2-ICL meta-training, seed 1, 2 meta-steps",
+    ]
     assert len({job.path for job in plan}) == len(plan)
+
+
+def test_the_ladder_reads_the_rule_at_every_meta_training_budget(isolated_cache):
+    """Claim 4b at every budget of the ladder: both comparisons and a decisive row per rung, each rung's own
+    M2-ICL (a shorter meta-training); the last rung's row is the verdict's own."""
+    preset = PRESETS["smoke"]
+    results = experiment.run(preset, progress=False)
+    rungs = preset.m2icl.budget_rungs
+    decisive = [row for row in results.ladder if row["kind"] == "decisive"]
+    assert [row["steps"] for row in decisive] == list(rungs)
+    assert [row["steps"] for row in results.ladder if row["kind"] == "comparison"] == [2, 2, 4, 4]
+    (verdict,) = experiment.verdicts(results)
+    assert decisive[-1]["effect"] == pytest.approx(verdict.numbers["decisive"]["effect"])
+    assert decisive[-1]["outcome"] == verdict.outcome
+    assert decisive[0]["effect"] != decisive[-1]["effect"]  # another budget's M2-ICL
+    assert [row["steps"] for row in verdict.notes["budget_ladder"]] == list(rungs)
+
+
+def test_budget_rungs_must_end_at_the_meta_training_budget():
+    scale = PRESETS["smoke"].m2icl
+    with pytest.raises(ValueError, match="budget_rungs"):
+        dataclasses.replace(scale, budget_rungs=(2, 3))
+    with pytest.raises(ValueError, match="budget_rungs"):
+        dataclasses.replace(scale, budget_rungs=(4, 2))
 
 
 def test_bad_inputs_name_the_parameter():

@@ -376,11 +376,23 @@ class M2ICLScale:
     n_test_domains: int = 16  # held-out domains
     n_test_prompts: int = 256  # test prompts per held-out domain
     test_seed: int = 4_000_037  # seed of the held-out domains and their prompts
+    # M2-ICL's meta-training budgets at which claim 4b is read again (the budget ladder; the last is
+    # maml.meta_steps): each budget is its own meta-training run from the same pre-trained ICL
+    budget_rungs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("init", self.init, INITS)
         if not self.seeds:
             raise ValueError("seeds: expected at least one training seed")
+        if self.budget_rungs and (
+            list(self.budget_rungs) != sorted(set(self.budget_rungs))
+            or self.budget_rungs[-1] != self.maml.meta_steps
+            or any(rung % self.maml.eval_every for rung in self.budget_rungs)
+        ):
+            raise ValueError(
+                f"budget_rungs: expected increasing multiples of maml.eval_every ({self.maml.eval_every}) ending at "
+                f"maml.meta_steps ({self.maml.meta_steps}); got {self.budget_rungs}"
+            )
 
 
 def _maml(**overrides) -> MAMLConfig:
@@ -414,6 +426,7 @@ M2ICL_SCALES = {
         ),
         init="pretrained",
         seeds=(0, 1),
+        budget_rungs=(2, 4),
         adaptation_sizes=(16, 32, 64),
         fine_tune_epochs=2,
         fine_tune_batch=16,
@@ -441,6 +454,7 @@ M2ICL_SCALES = {
         maml=_maml(meta_lr=3e-4, meta_steps=400, eval_every=25, n_val_domains=8),
         init="pretrained",
         seeds=(0, 1, 2, 3, 4),
+        budget_rungs=(50, 100, 200, 400),  # 1/8, 1/4, 1/2 and all of the budget: 5 x 350 more meta-steps
         n_test_domains=12,
         n_test_prompts=256,
     ),

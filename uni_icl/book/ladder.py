@@ -1,8 +1,9 @@
-"""The budget ladder (chapters 2 and 3) and the convergence test's calibration, as the pages show them.
+"""The budget ladder (chapters 2, 3 and 6) and the convergence test's calibration, as the pages show them.
 
-The numbers come from :func:`uni_icl.experiments.learnability.ladder` and
-:func:`uni_icl.experiments.selection.ladder` (each rule read on the models of every budget) and
-:func:`uni_icl.convergence.calibration`; everything a sentence here says is computed from them.
+The numbers come from the chapters' ``ladder`` functions (:mod:`uni_icl.experiments.learnability`,
+:mod:`~uni_icl.experiments.selection`, :mod:`~uni_icl.experiments.m2icl`: each rule read on the models of
+every budget) and :func:`uni_icl.convergence.calibration`; everything a sentence here says is computed
+from them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ CLAIM_TITLES = {
     "2-single": "Claim 2-single: ICL against the best meta-learner (and the premise)",
     "2-mixed": "Claim 2-mixed: what mixing costs ICL, and each meta-learner's bias effect",
     "3a": "Claim 3a: ICL on the mixture against the selector, on rescaled radius",
+    "4b": "Claim 4b: M2-ICL adapted against ICL, at the smallest adaptation size",
 }
+ACCURACY_AXES = ("single-family training steps (the mixture: 3x)", "effect (accuracy difference)")
+AXES = {"4b": ("M2-ICL meta-training steps", "log error ratio (other / M2-ICL adapted)")}
 
 
 def ladder_frame(ladder: list[dict]) -> pd.DataFrame:
@@ -52,16 +56,14 @@ def ladder_figure(ladder: list[dict], claim: str, margin: float) -> plt.Figure:
     ax.set_xscale("log", base=2)
     ax.set_xticks(steps, labels=[f"{s:,}" for s in steps])
     ax.minorticks_off()
-    low, high = ax.get_ylim()
-    ax.set_ylim(max(low, -1.0), min(high, 1.0))  # an accuracy difference lies in [-1, 1]
+    xlabel, ylabel = AXES.get(claim, ACCURACY_AXES)
+    if claim not in AXES:
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, -1.0), min(high, 1.0))  # an accuracy difference lies in [-1, 1]
     outcomes = ax.secondary_xaxis("top")
     outcomes.set_xticks(steps, labels=list(decided["outcome"]), fontsize=8)
     outcomes.tick_params(length=0)
-    ax.set(
-        xlabel="single-family training steps (the mixture: 3x)",
-        ylabel="effect (accuracy difference)",
-        title=CLAIM_TITLES.get(claim, claim),
-    )
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=CLAIM_TITLES.get(claim, claim))
     wrap_panel_text(fig)
     shared_legend(fig, [ax], ncols=2)
     return fig

@@ -59,10 +59,11 @@ from tqdm.auto import tqdm
 from uni_icl.convergence import remaining_gain
 from uni_icl.device import default_device
 from uni_icl.evaluation import Difference
-from uni_icl.experiments.evidence import LOG_MARGIN, seeds_needed
+from uni_icl.experiments.evidence import LOG_MARGIN, decisive_ladder_rows, seeds_needed
 from uni_icl.experiments.rules.m2icl import (
     RULE_4B,
     WORKING_ERROR,
+    comparisons_4b,
     decide_4b,
     decisive_4b,
     directions_4b,
@@ -140,17 +141,27 @@ def m2icl_path(scale: M2ICLScale, seed: int | None = None) -> Path:
     return cache_root() / "models" / f"m2icl-{config_hash(m2icl_config(scale, seed))}.pt"
 
 
+def rung_scale(scale: M2ICLScale, meta_steps: int) -> M2ICLScale:
+    """``scale`` with M2-ICL's meta-training budget cut to ``meta_steps`` (a rung of its budget ladder: its
+    own run from the same pre-trained ICL, stored under its own key)."""
+    return replace(scale, maml=replace(scale.maml, meta_steps=meta_steps), budget_rungs=())
+
+
 def training_plan(preset: Preset) -> list[Job]:
-    """Every seed's pre-trained ICL regressor (stage 0), then each seed's M2-ICL meta-training from it (stage 1)."""
+    """Every seed's pre-trained ICL regressor (stage 0), then each seed's M2-ICL meta-training from it (stage 1),
+    at the full budget and at each shorter rung of the budget ladder."""
     scale = preset.m2icl
     icl = [run_job(icl_spec(scale, seed)) for seed in scale.seeds]
+    budgets = [scale, *(rung_scale(scale, rung) for rung in scale.budget_rungs[:-1])]
     meta = [
         Job(
-            f"M2-ICL meta-training, seed {seed}",
-            m2icl_path(scale, seed),
-            functools.partial(_meta_train_quietly, scale, seed),
+            f"M2-ICL meta-training, seed {seed}"
+            + ("" if at.maml.meta_steps == scale.maml.meta_steps else f", {at.maml.meta_steps} meta-steps"),
+            m2icl_path(at, seed),
+            functools.partial(_meta_train_quietly, at, seed),
             stage=1,
         )
+        for at in budgets
         for seed in scale.seeds
     ]
     return icl + meta
@@ -255,6 +266,66 @@ def adaptation_table(
         return rows
 
     return json_entry(path, compute)
+
+
+def adaptation_key(scale: M2ICLScale, icl: TrainedLearner, m2icl: torch.nn.Module, seed: int) -> dict:
+    """What determines :func:`adaptation_table`'s rows for ``seed``'s models (its cache key)."""
+    return {
+        "m2icl": m2icl_config(scale, seed),
+        "icl": icl_spec(scale, seed).config(),
+        "sizes": scale.adaptation_sizes,
+        "epochs": scale.fine_tune_epochs,
+        "batch": scale.fine_tune_batch,
+        "domains": scale.n_test_domains,
+        "prompts": scale.n_test_prompts,
+        "seed": scale.test_seed,
+        "weights": {"icl": icl.weights_hash, "m2icl": weights_hash(m2icl)},
+    }
+
+
+def ladder(scale: M2ICLScale, *, progress: bool = True) -> list[dict]:
+    """Claim 4b read at every meta-training budget of ``scale.budget_rungs`` with the same pre-trained ICL:
+    RULE_4B's two comparisons at the smallest adaptation size (``kind`` "comparison") and its outcome,
+    before and after its gates, with the decisive comparison (``kind`` "decisive"); ``steps`` are
+    meta-steps. Rows as the learnability chapter's ladder."""
+    small = min(scale.adaptation_sizes)
+    rows = []
+    for rung in scale.budget_rungs:
+        at_rung = rung_scale(scale, rung)
+        table, records = [], {"icl": [], "m2icl": []}
+        for seed in scale.seeds:
+            icl = pretrained_icl(scale, seed, progress=progress)
+            m2icl, history = meta_trained(at_rung, icl, seed, progress=progress)
+            key = adaptation_key(at_rung, icl, m2icl, seed)
+            table += adaptation_table(at_rung, icl.learner, m2icl, key=key, seed=seed, progress=progress)
+            records["icl"].append(training_record(icl.history.to_dict(), seed, scale.pretrain.stop_tolerance))
+            records["m2icl"].append(training_record(history, seed, scale.meta_tolerance))
+        adapted = log_ratio(table, "ICL adapted", small)
+        unadapted = log_ratio(table, "ICL (no adaptation)", small)
+        icl_error = math.exp(float(seed_domain_log_errors(table, "ICL (no adaptation)", small).mean()))
+        reasons = gates_4b(icl_error, records)
+        ungated = decide_4b(adapted, unadapted)
+        for comparison in comparisons_4b(adapted, unadapted, small):
+            effect = comparison.interval
+            rows.append(
+                {"kind": "comparison", "claim": "4b", "steps": rung, "label": comparison.label}
+                | {"effect": effect.mean, "ci": effect.ci}
+            )
+        decided = decisive_4b(adapted, unadapted, small, ungated)
+        rows.append(
+            {
+                "kind": "decisive",
+                "claim": "4b",
+                "steps": rung,
+                "label": decided["label"],
+                "effect": decided["effect"],
+                "ci": decided["ci"],
+                "ungated_outcome": ungated,
+                "outcome": "inconclusive" if reasons else ungated,
+                "unconverged": reasons,
+            }
+        )
+    return rows
 
 
 def _first(episode, size: int):
@@ -378,6 +449,7 @@ class M2ICLResults:
     meta_histories: dict[int, dict] = field(default_factory=dict)
     icl_from_cache: bool = False
     costs: dict[str, float] = field(default_factory=dict)
+    ladder: list[dict] = field(default_factory=list)  # RULE_4B at every meta-training budget (:func:`ladder`)
 
 
 def run(preset: Preset, *, progress: bool = True) -> M2ICLResults:
@@ -391,17 +463,7 @@ def run(preset: Preset, *, progress: bool = True) -> M2ICLResults:
     for seed in tqdm(scale.seeds, desc="seeds", disable=not progress):
         icl = pretrained_icl(scale, seed, progress=progress)
         m2icl, meta_history = meta_trained(scale, icl, seed, progress=progress)
-        key = {
-            "m2icl": m2icl_config(scale, seed),
-            "icl": icl_spec(scale, seed).config(),
-            "sizes": scale.adaptation_sizes,
-            "epochs": scale.fine_tune_epochs,
-            "batch": scale.fine_tune_batch,
-            "domains": scale.n_test_domains,
-            "prompts": scale.n_test_prompts,
-            "seed": scale.test_seed,
-            "weights": {"icl": icl.weights_hash, "m2icl": weights_hash(m2icl)},
-        }
+        key = adaptation_key(scale, icl, m2icl, seed)
         seed_rows = adaptation_table(scale, icl.learner, m2icl, key=key, seed=seed, progress=progress)
         rows += seed_rows
         checks.append(stored_validation_check(scale, m2icl, seed_rows, key=key, seed=seed))
@@ -410,6 +472,7 @@ def run(preset: Preset, *, progress: bool = True) -> M2ICLResults:
         meta_records.append(training_record(meta_history, seed, scale.meta_tolerance))
         from_cache.append(icl.loaded_from_cache)
     first = pretrained_icl(scale, scale.seeds[0], progress=False)
+    read_at_rungs = ladder(scale, progress=progress)
     return M2ICLResults(
         scale=scale,
         icl_history=icl_histories[scale.seeds[0]],
@@ -421,6 +484,7 @@ def run(preset: Preset, *, progress: bool = True) -> M2ICLResults:
         validation_check=checks,
         costs=maml_costs(scale, first.learner),
         rows=rows,
+        ladder=read_at_rungs,
         wall_seconds=time.perf_counter() - started,
     )
 
@@ -593,6 +657,7 @@ def verdicts(results: M2ICLResults) -> list[ClaimVerdict]:
             "init": scale.init,
             "gates": reasons,
             "ungated_outcome": ungated,
+            "budget_ladder": decisive_ladder_rows(results.ladder, "4b"),
             **previous_outcome("4b"),
         },
         rests_on=rests_on(records),
