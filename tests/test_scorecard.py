@@ -371,3 +371,37 @@ def test_a_page_shows_the_earlier_rules_outcome_and_the_seeds_that_would_decide(
     assert "no number of seeds up to 100" in seeds_markdown(blurred)
     bare = ClaimVerdict("3a", "quick", "q", {}, "r", "reproduced", "x")
     assert previous_outcome_markdown(bare) == seeds_markdown(bare) == ""
+
+
+def test_the_budget_table_gives_each_claims_outcome_at_every_budget_and_says_which_change():
+    def rung(steps, outcome, ungated=None):
+        return {"steps": steps, "outcome": outcome, "ungated_outcome": ungated or outcome, "effect": 0.0, "ci": 0.01}
+
+    card = make_card({"2-single": "inconclusive", "3a": "not reproduced", "4a": "inconclusive"})
+    card.verdicts[0].notes["budget_ladder"] = [
+        rung(2000, "inconclusive", "not reproduced"),
+        rung(1000, "inconclusive"),
+        rung(8000, "inconclusive"),
+        rung(4000, "reproduced"),
+    ]
+    card.verdicts[1].notes["budget_ladder"] = [rung(s, "not reproduced") for s in (50, 100, 200, 400)]
+    frame = scorecard_page.budget_frame(card)
+    assert list(frame["claim"]) == ["2-single", "3a"]  # 4a has no ladder
+    assert list(frame.columns) == ["claim", "1/8 budget", "1/4 budget", "1/2 budget", "full budget"]
+    assert frame.iloc[0]["1/4 budget"] == "inconclusive (rule alone: not reproduced), 2,000 steps"
+    assert frame.iloc[1]["full budget"] == "not reproduced, 400 steps"
+    reading = scorecard_page.budget_reading(card)
+    assert "same outcome at every budget for 3a (not reproduced)" in reading
+    assert "2-single (inconclusive → not reproduced → reproduced → inconclusive)" in reading
+    assert scorecard_page.budget_reading(make_card({"1": "reproduced"})).startswith("No claim")
+
+
+def test_the_committed_gpu_scorecards_load_and_the_page_says_they_predate_the_ladder():
+    """The scorecard page reads every gpu_results/*/scorecard-*.json with the current checks (a record the
+    checks refuse fails the book build); records without a calibration say what they predate."""
+    found = sorted(scorecard_page.GPU_RESULTS.glob("*/scorecard-*.json"))
+    assert found
+    for path in found:
+        scorecard.Scorecard.from_dict(json.loads(path.read_text()))
+    text = scorecard_page.gpu_results_markdown(make_card({"2-single": "inconclusive"}))
+    assert text.count("predates the fixed budget") == len(found)

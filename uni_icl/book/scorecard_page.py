@@ -100,6 +100,54 @@ def rests_on_frame(card: Scorecard) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def budget_frame(card: Scorecard) -> pd.DataFrame:
+    """One row per claim read on a budget ladder: its outcome at each budget, from the smallest to the full
+    one (the rule alone in parentheses where the convergence gate changed it), and the steps of each."""
+    rows = []
+    for verdict in card.verdicts:
+        ladder = sorted(verdict.notes.get("budget_ladder", []), key=lambda row: row["steps"])
+        if not ladder:
+            continue
+        full = ladder[-1]["steps"]
+        row = {"claim": verdict.claim}
+        for rung in ladder:
+            outcome = rung["outcome"]
+            if rung["ungated_outcome"] != outcome:
+                outcome += f" (rule alone: {rung['ungated_outcome']})"
+            row[_fraction(rung["steps"], full)] = f"{outcome}, {rung['steps']:,} steps"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def budget_reading(card: Scorecard) -> str:
+    """Markdown: which claims read on a ladder have the same outcome (before the gate) at every budget, and
+    which change, from the smallest to the full budget."""
+    same, changed = [], []
+    for verdict in card.verdicts:
+        ladder = sorted(verdict.notes.get("budget_ladder", []), key=lambda row: row["steps"])
+        if not ladder:
+            continue
+        outcomes = [row["ungated_outcome"] for row in ladder]
+        if len(set(outcomes)) == 1:
+            same.append(f"{verdict.claim} ({outcomes[0]})")
+        else:
+            changed.append(f"{verdict.claim} ({' → '.join(outcomes)})")
+    if not same and not changed:
+        return "No claim was read on a budget ladder at this preset."
+    parts = []
+    if same:
+        parts.append(f"The rule alone gives the same outcome at every budget for {', '.join(same)}.")
+    if changed:
+        parts.append(f"It changes with the budget for {', '.join(changed)}.")
+    return " ".join(parts)
+
+
+def _fraction(steps: int, full: int) -> str:
+    """The column of a budget: "1/8 budget" ... "full budget" (or its share of the full budget)."""
+    names = {1.0: "full budget", 0.5: "1/2 budget", 0.25: "1/4 budget", 0.125: "1/8 budget"}
+    return names.get(steps / full, f"{steps / full:.3g} of the budget")
+
+
 def rules_markdown(card: Scorecard) -> str:
     """Markdown: for each claim, the quantity measured and the rule that decided it."""
     return "\n".join(f"- **{v.claim}** ({v.outcome}): measured {v.quantity}. *Rule:* {v.rule}" for v in card.verdicts)
@@ -308,6 +356,11 @@ def gpu_results_markdown(card: Scorecard, folder: Path = GPU_RESULTS) -> str:
         lines = [f"**{path.parent.name}**: preset `{gpu.preset}`, run on {device} in {seconds:.0f} s."]
         if about.get("note"):
             lines[0] += f" Note: {about['note']}."
+        if not any("calibration" in verdict.notes for verdict in gpu.verdicts):
+            lines[0] += (
+                " This record predates the fixed budget and the remaining-gain convergence test (it carries no"
+                " calibration and no budget ladder): its outcomes are those of the rules and training of its time."
+            )
         lines += [
             "",
             f"| claim | outcome at `{gpu.preset}` (GPU) | outcome at `{card.preset}` (this page) |",
