@@ -197,3 +197,26 @@ def test_a_partial_export_ships_the_stored_models_of_the_plan(tmp_path, monkeypa
     monkeypatch.setattr(results, "git_state", lambda: ("c0ffee" * 7, True))
     with pytest.raises(ValueError, match="local changes"):
         results.export("smoke", tmp_path / "again", partial_plan=[run_job(SPEC)])
+
+
+def test_the_training_cost_counts_a_budget_ladder_once():
+    """The rungs of a ladder are stored on the way by one run: the grid's cost counts that run (its longest
+    rung), and every other model by its own time."""
+    rows = [
+        {"run": "a", "train_seconds": 10.0},
+        {"run": "a", "train_seconds": 80.0},
+        {"run": "a", "train_seconds": 40.0},
+        {"run": "b", "train_seconds": 5.0},
+        {"train_seconds": 7.0},
+        {"train_seconds": 3.0},
+    ]
+    assert results.training_core_seconds(rows) == 80.0 + 5.0 + 7.0 + 3.0
+
+
+def test_only_models_a_longer_run_passes_through_are_rungs_of_one_ladder():
+    spec = classification_run(SMOKE.classification, "protonet", TASK)
+    short, long = (rung_spec(spec, steps).config() for steps in (10, 20))
+    assert results._ladder_run(short) == results._ladder_run(long) is not None
+    stopping = dataclasses.replace(spec, train=dataclasses.replace(spec.train, stop_tolerance=0.01))
+    assert results._ladder_run(stopping.config()) is None  # an early stop depends on the budget
+    assert results._ladder_run({"experiment": "m2icl"}) is None

@@ -47,6 +47,7 @@ from uni_icl.storage import (
     cache_root,
     checked_json_load,
     checked_torch_load,
+    config_hash,
     is_stored,
     offline,
     shipped_counterpart,
@@ -149,7 +150,38 @@ def _describe(relative: str, data: bytes, shipped_bytes: int) -> dict:
             row["train_seconds"] = round(float(history.get("seconds", 0.0)), 1)
             steps = history.get("steps") or [0]
             row["steps"] = int(steps[-1])
+            run = _ladder_run(stored.get("config"))
+            if run is not None:
+                row["run"] = run
     return row
+
+
+def _ladder_run(config) -> str | None:
+    """For a model whose training a longer run of the same configuration passes through (a constant
+    learning rate, no early stopping, no time limit: the budget ladder's condition, runs.check_rungs), the
+    hash of its configuration without the step budget; otherwise None."""
+    train = config.get("train") if isinstance(config, dict) else None
+    if not isinstance(train, dict) or "max_steps" not in train:
+        return None
+    if train.get("lr_schedule") != "constant" or train.get("patience") or train.get("stop_tolerance"):
+        return None
+    if train.get("time_limit_s"):
+        return None
+    return config_hash({**config, "train": {k: v for k, v in train.items() if k != "max_steps"}})
+
+
+def training_core_seconds(rows: list[dict]) -> float:
+    """Core-seconds of training the models of ``rows`` (manifest rows) cost from an empty cache: models of
+    one budget ladder (the same ``run``) are one training, which costs what its longest rung recorded;
+    every other model its own recorded time."""
+    ladders: dict[str, float] = {}
+    total = 0.0
+    for row in rows:
+        if "run" in row:
+            ladders[row["run"]] = max(ladders.get(row["run"], 0.0), row["train_seconds"])
+        else:
+            total += row["train_seconds"]
+    return round(total + sum(ladders.values()), 1)
 
 
 def export(preset: str, destination: Path | None = None, *, partial_plan: list[Job] | None = None) -> dict:
@@ -217,7 +249,7 @@ def export(preset: str, destination: Path | None = None, *, partial_plan: list[J
         models = [row for row in entries.values() if "weights_hash" in row]
         manifest = {
             **record,
-            "training_core_seconds": round(sum(row["train_seconds"] for row in models), 1),
+            "training_core_seconds": training_core_seconds(models),
             "models": len(models),
             "bytes": size,
             "entries": entries,
