@@ -129,3 +129,37 @@ def test_calibration_counts_later_gains_of_the_points_called_converged():
     assert record["later_gain"]["max"] == pytest.approx(0.05)
     assert 0 < record["share_below_margin"] < 1
     assert calibration([flat], MARGIN)["share_below_margin"] == 1.0
+
+
+def _ladder(claim: str, steps: tuple[int, ...]) -> list[dict]:
+    rows = []
+    for index, step in enumerate(steps):
+        effect = {"claim": claim, "steps": step, "label": "d", "effect": 0.02 * index, "ci": 0.01}
+        rows.append({"kind": "comparison", **effect})
+        rows.append({"kind": "decisive", **effect, "outcome": "inconclusive", "ungated_outcome": "not reproduced"})
+    return rows
+
+
+def test_the_ladder_reading_counts_each_claims_budget_in_its_own_unit():
+    from uni_icl.book.ladder import ladder_reading
+
+    meta = ladder_reading(_ladder("4b", (50, 100, 200, 400)), "4b", 0.0953)
+    assert "at 50 meta-steps" in meta and "400 meta-steps: **inconclusive** (the rule alone: not reproduced)" in meta
+    steps = ladder_reading(_ladder("3a", (1000, 8000)), "3a", 0.01)
+    assert "at 1,000 steps" in steps and "meta-steps" not in steps
+
+
+def test_the_ladder_figure_labels_only_the_budgets_and_rounds_the_margin():
+    import matplotlib.pyplot as plt
+
+    from uni_icl.book.ladder import ladder_figure
+
+    fig = ladder_figure(_ladder("4b", (50, 100, 200, 400)), "4b", 0.09531017980432493)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    top = next(child for child in ax.get_children() if child.__class__.__name__ == "SecondaryAxis")
+    labels = [t.get_text() for t in top.xaxis.get_ticklabels(which="both") if t.get_text()]
+    assert labels == ["inconclusive"] * 4
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "margin band (±0.0953)" in legend
+    plt.close(fig)

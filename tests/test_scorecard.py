@@ -377,7 +377,7 @@ def test_the_budget_table_gives_each_claims_outcome_at_every_budget_and_says_whi
     def rung(steps, outcome, ungated=None):
         return {"steps": steps, "outcome": outcome, "ungated_outcome": ungated or outcome, "effect": 0.0, "ci": 0.01}
 
-    card = make_card({"2-single": "inconclusive", "3a": "not reproduced", "4a": "inconclusive"})
+    card = make_card({"2-single": "inconclusive", "4b": "not reproduced", "4a": "inconclusive"})
     card.verdicts[0].notes["budget_ladder"] = [
         rung(2000, "inconclusive", "not reproduced"),
         rung(1000, "inconclusive"),
@@ -386,12 +386,12 @@ def test_the_budget_table_gives_each_claims_outcome_at_every_budget_and_says_whi
     ]
     card.verdicts[1].notes["budget_ladder"] = [rung(s, "not reproduced") for s in (50, 100, 200, 400)]
     frame = scorecard_page.budget_frame(card)
-    assert list(frame["claim"]) == ["2-single", "3a"]  # 4a has no ladder
+    assert list(frame["claim"]) == ["2-single", "4b"]  # 4a has no ladder
     assert list(frame.columns) == ["claim", "1/8 budget", "1/4 budget", "1/2 budget", "full budget"]
     assert frame.iloc[0]["1/4 budget"] == "inconclusive (rule alone: not reproduced), 2,000 steps"
-    assert frame.iloc[1]["full budget"] == "not reproduced, 400 steps"
+    assert frame.iloc[1]["full budget"] == "not reproduced, 400 meta-steps"
     reading = scorecard_page.budget_reading(card)
-    assert "same outcome at every budget for 3a (not reproduced)" in reading
+    assert "same outcome at every budget for 4b (not reproduced)" in reading
     assert "2-single (inconclusive → not reproduced → reproduced → inconclusive)" in reading
     assert scorecard_page.budget_reading(make_card({"1": "reproduced"})).startswith("No claim")
 

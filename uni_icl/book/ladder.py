@@ -11,6 +11,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullLocator
 
 from uni_icl.book.plotting import shared_legend, wrap_panel_text
 
@@ -22,6 +23,7 @@ CLAIM_TITLES = {
 }
 ACCURACY_AXES = ("single-family training steps (the mixture: 3x)", "effect (accuracy difference)")
 AXES = {"4b": ("M2-ICL meta-training steps", "log error ratio (other / M2-ICL adapted)")}
+STEP_UNITS = {"4b": "meta-steps"}  # what a budget counts, where it is not training steps
 
 
 def ladder_frame(ladder: list[dict]) -> pd.DataFrame:
@@ -36,7 +38,7 @@ def ladder_figure(ladder: list[dict], claim: str, margin: float) -> plt.Figure:
     rows = frame[(frame["kind"] == "comparison") & (frame["claim"] == claim)]
     decided = frame[(frame["kind"] == "decisive") & (frame["claim"] == claim)].sort_values("steps")
     fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
-    ax.axhspan(-margin, margin, color="0.92", zorder=0, label=f"margin band (±{margin})")
+    ax.axhspan(-margin, margin, color="0.92", zorder=0, label=f"margin band (±{margin:.3g})")
     ax.axhline(0, color="grey", linewidth=0.8)
     labels = list(dict.fromkeys(rows["label"]))
     offsets = np.linspace(-0.06, 0.06, len(labels)) if len(labels) > 1 else [0.0]
@@ -62,6 +64,7 @@ def ladder_figure(ladder: list[dict], claim: str, margin: float) -> plt.Figure:
         ax.set_ylim(max(low, -1.0), min(high, 1.0))  # an accuracy difference lies in [-1, 1]
     outcomes = ax.secondary_xaxis("top")
     outcomes.set_xticks(steps, labels=list(decided["outcome"]), fontsize=8)
+    outcomes.xaxis.set_minor_locator(NullLocator())  # the log axis's minor ticks would be labelled too
     outcomes.tick_params(length=0)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=CLAIM_TITLES.get(claim, claim))
     wrap_panel_text(fig)
@@ -86,6 +89,7 @@ def ladder_reading(ladder: list[dict], claim: str, margin: float) -> str:
     margin at each budget; then the rule's outcome at each budget."""
     frame = ladder_frame(ladder)
     rows = frame[(frame["kind"] == "comparison") & (frame["claim"] == claim)]
+    unit = STEP_UNITS.get(claim, "steps")
     lines = []
     for label, part in rows.groupby("label", sort=False):
         part = part.sort_values("steps")
@@ -101,13 +105,13 @@ def ladder_reading(ladder: list[dict], claim: str, margin: float) -> str:
             + ", ".join(f"{place} at {int(s):,}" for place, s in zip(places, part["steps"], strict=True))
         )
         lines.append(
-            f"- **{label}**: {first['effect']:+.3f} ± {first['ci']:.3f} at {int(first['steps']):,} steps, "
+            f"- **{label}**: {first['effect']:+.3f} ± {first['ci']:.3f} at {int(first['steps']):,} {unit}, "
             f"{last['effect']:+.3f} ± {last['ci']:.3f} at {int(last['steps']):,}: it {direction} "
             f"({change:+.3f}); {crossing}."
         )
     decided = frame[(frame["kind"] == "decisive") & (frame["claim"] == claim)].sort_values("steps")
     outcomes = "; ".join(
-        f"{int(row['steps']):,} steps: **{row['outcome']}**"
+        f"{int(row['steps']):,} {unit}: **{row['outcome']}**"
         + (f" (the rule alone: {row['ungated_outcome']})" if row["outcome"] != row["ungated_outcome"] else "")
         for _, row in decided.iterrows()
     )

@@ -22,6 +22,7 @@ from uni_icl.book import (
     shift_page,
 )
 from uni_icl.book.answers import CHAPTER_TITLES, OUTCOME_COLOURS, chapter_link
+from uni_icl.book.ladder import STEP_UNITS
 from uni_icl.book.rule_history import seeds_markdown
 from uni_icl.experiments import curriculum, expressivity, learnability, m2icl, selection, shift
 from uni_icl.learners import display_name
@@ -108,13 +109,13 @@ def budget_frame(card: Scorecard) -> pd.DataFrame:
         ladder = sorted(verdict.notes.get("budget_ladder", []), key=lambda row: row["steps"])
         if not ladder:
             continue
-        full = ladder[-1]["steps"]
+        full, unit = ladder[-1]["steps"], STEP_UNITS.get(verdict.claim, "steps")
         row = {"claim": verdict.claim}
         for rung in ladder:
             outcome = rung["outcome"]
             if rung["ungated_outcome"] != outcome:
                 outcome += f" (rule alone: {rung['ungated_outcome']})"
-            row[_fraction(rung["steps"], full)] = f"{outcome}, {rung['steps']:,} steps"
+            row[_fraction(rung["steps"], full)] = f"{outcome}, {rung['steps']:,} {unit}"
         rows.append(row)
     return pd.DataFrame(rows)
 
