@@ -508,3 +508,12 @@ def test_an_inconclusive_verdict_says_how_many_seeds_would_decide_it():
     assert on_the_margin.numbers["seeds_to_decide"]["seeds_to_decide"] is None
     (decided,) = experiment.verdicts(_synthetic_results(0.3))
     assert "seeds_to_decide" not in decided.numbers
+
+
+def test_icl_pretrains_for_its_whole_budget_and_the_rule_tests_it_with_its_own_tolerance():
+    """Equal footing (issue 32): plain ICL is not stopped early by a test; the remaining-gain test the rule
+    reads uses ``pretrain_tolerance``."""
+    for name in ("quick", "paper"):
+        scale = PRESETS[name].m2icl
+        assert scale.pretrain.stop_tolerance == 0 and scale.pretrain.patience == 0
+        assert scale.pretrain_tolerance == 0.01

@@ -129,12 +129,10 @@ IMITATION_SCALES = {
     ),
     "quick": ImitationScale(
         preset="quick",
-        # the students stop when the convergence test passes on their validation KL (the rule of claim 1
-        # asks it of every student, with this tolerance in nats); at 500 steps with patience 3 they were
-        # still losing about 0.006 nats per 200 steps
-        distill=TrainConfig(
-            max_steps=2000, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256, stop_tolerance=STUDENT_TOLERANCE
-        ),
+        # the students distil for their whole budget (stopping at the old convergence test's first pass ended
+        # eight of the nine at 550-1,600 of 2,000 steps, and the remaining-gain test, which the rule of claim 1
+        # asks of every student with STUDENT_TOLERANCE nats, failed for all nine)
+        distill=TrainConfig(max_steps=2000, batch_size=32, lr=2e-3, eval_every=50, n_val_tasks=256),
         warm_start=False,
         n_test_tasks=1024,
         n_check_episodes=256,
@@ -148,7 +146,6 @@ IMITATION_SCALES = {
             lr=1e-3,
             eval_every=1000,
             n_val_tasks=2048,
-            stop_tolerance=STUDENT_TOLERANCE,
             checkpoint_every=2000,
         ),
         warm_start=False,
@@ -357,9 +354,11 @@ class M2ICLScale:
     d: int  # input dimension
     n_points: int  # points per prompt
     regressor: dict  # RegressorConfig of the causal transformer (both arms)
-    # plain ICL pre-training on regression_domains; it stops when the convergence test on its validation score
-    # (minus the mean squared error of labels normalised to mean square 1 per domain, so a relative error)
-    # passes with its stop_tolerance, 0.01 (about 5% of least squares' 0.21), which the rule asks of every seed
+    # plain ICL pre-training on regression_domains, for its whole budget (it stopped at the old test's first
+    # pass, 2,000-5,100 of 8,000 steps at quick, where the remaining-gain test bounded what it still had to gain
+    # at 0.085-0.196); the rule asks every seed to pass the remaining-gain test on its validation score (minus
+    # the mean squared error of labels normalised to mean square 1 per domain, so a relative error) with this
+    # tolerance, 0.01 (about 5% of least squares' 0.21)
     pretrain: TrainConfig
     maml: MAMLConfig  # M2-ICL meta-training (its seed is replaced by each of ``seeds``)
     init: str  # M2-ICL starts from the pre-trained ICL ("pretrained") or from fresh weights ("scratch")
@@ -370,6 +369,7 @@ class M2ICLScale:
     # the test on its validation score (minus the mean log relative error after adaptation) with this
     # tolerance: a remaining gain below 0.05 in log error (5%), half the rule's margin log 1.1
     meta_tolerance: float = 0.05
+    pretrain_tolerance: float = 0.01
     adaptation_sizes: tuple[int, ...] = (64, 256, 1024)  # prompts per held-out domain
     fine_tune_epochs: int = 5  # epochs of SGD at meta-test (5 x 64 prompts = the inner loop)
     fine_tune_batch: int = 64  # mini-batch of the fine-tuning
@@ -411,7 +411,6 @@ M2ICL_SCALES = {
             eval_every=5,
             n_val_tasks=32,
             checkpoint_every=5,
-            stop_tolerance=0.01,
         ),
         maml=_maml(
             inner_steps=2,
@@ -449,7 +448,6 @@ M2ICL_SCALES = {
             lr=1e-3,
             eval_every=100,
             n_val_tasks=512,
-            stop_tolerance=0.01,
         ),
         maml=_maml(meta_lr=3e-4, meta_steps=400, eval_every=25, n_val_domains=8),
         init="pretrained",
@@ -469,7 +467,6 @@ M2ICL_SCALES = {
             lr=1e-4,
             eval_every=1000,
             n_val_tasks=2048,
-            stop_tolerance=0.01,
             checkpoint_every=5000,
         ),
         maml=_maml(second_order=True, meta_steps=100_000, eval_every=1000, n_val_domains=32, checkpoint_every=2000),

@@ -298,7 +298,7 @@ def ladder(scale: M2ICLScale, *, progress: bool = True) -> list[dict]:
             m2icl, history = meta_trained(at_rung, icl, seed, progress=progress)
             key = adaptation_key(at_rung, icl, m2icl, seed)
             table += adaptation_table(at_rung, icl.learner, m2icl, key=key, seed=seed, progress=progress)
-            records["icl"].append(training_record(icl.history.to_dict(), seed, scale.pretrain.stop_tolerance))
+            records["icl"].append(training_record(icl.history.to_dict(), seed, scale.pretrain_tolerance))
             records["m2icl"].append(training_record(history, seed, scale.meta_tolerance))
         adapted = log_ratio(table, "ICL adapted", small)
         unadapted = log_ratio(table, "ICL (no adaptation)", small)
@@ -468,7 +468,7 @@ def run(preset: Preset, *, progress: bool = True) -> M2ICLResults:
         rows += seed_rows
         checks.append(stored_validation_check(scale, m2icl, seed_rows, key=key, seed=seed))
         icl_histories[seed], meta_histories[seed] = icl.history.to_dict(), meta_history
-        icl_records.append(training_record(icl.history.to_dict(), seed, scale.pretrain.stop_tolerance))
+        icl_records.append(training_record(icl.history.to_dict(), seed, scale.pretrain_tolerance))
         meta_records.append(training_record(meta_history, seed, scale.meta_tolerance))
         from_cache.append(icl.loaded_from_cache)
     first = pretrained_icl(scale, scale.seeds[0], progress=False)
