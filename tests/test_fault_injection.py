@@ -405,26 +405,36 @@ def test_the_book_builder_stops_in_one_line_and_removes_its_staging_folder(tmp_p
 
 
 def verdict_3a(effect, outcome, ungated=None, converged=True):
-    """Claim 3a under the rule in force: ICL (mixture) - selector on radius, effect +- 0.005."""
+    """Claim 3a under the rule in force: ICL (mixture) - selector on rescaled radius, effect +- 0.005."""
     return asdict(
         ClaimVerdict(
             claim="3a",
             preset="smoke",
             quantity="q",
-            numbers={"margin": 0.01, "icl_minus_selector": [effect, 0.005]},
+            numbers={"margin": 0.01, "rescaled": {"icl_minus_selector": [effect, 0.005]}},
             rule=selection.RULE_3A,
             outcome=outcome,
             chapter="book/03_selection",
             notes={"unconverged": [] if converged else ["ICL on mixture (seeds 0)"], "ungated_outcome": ungated},
             rests_on=[
-                {"learner": "icl", "train_family": "mixture", "runs": [dict(seed=0, steps=9, converged=converged)]}
+                {
+                    "learner": "icl",
+                    "train_family": "mixture",
+                    "runs": [dict(seed=0, steps=9, converged=converged, remaining_gain_bound=0.0)],
+                }
             ],
         )
     )
 
 
 def card(*verdicts):
-    return {"preset": "smoke", "wall_seconds": 1.0, "verdicts": list(verdicts)}
+    return {
+        "preset": "smoke",
+        "wall_seconds": 1.0,
+        "verdicts": list(verdicts),
+        "calibration": None,
+        "budget_ladder": [],
+    }
 
 
 def test_a_scorecard_whose_outcomes_follow_from_its_evidence_is_read():
